@@ -1,0 +1,88 @@
+// Package config parses and validates pvelb's cloud config (the file given to
+// pvelb-ccm with --cloud-config). Parsing is strict: unknown keys, duplicate
+// keys, wrong types and invalid values are all reported, each naming its field
+// path (for example `clusters[1].url: must be an https URL`), and all problems
+// are returned together so a user fixes the file in one pass.
+package config
+
+import (
+	"time"
+)
+
+// Defaults applied to fields the file leaves out.
+const (
+	DefaultTimeout      = 10 * time.Second
+	DefaultCacheTTL     = 15 * time.Second
+	DefaultClusterIPSet = "pvelb-vips"
+	DefaultResyncPeriod = 60 * time.Second
+	DefaultNIC          = "net0"
+)
+
+// AddressMode says where Instances takes a Node's addresses from.
+type AddressMode string
+
+const (
+	// AddressesProvided reports only the addresses the kubelet was given
+	// (--node-ip, annotation alpha.kubernetes.io/provided-node-ip).
+	AddressesProvided AddressMode = "provided"
+	// AddressesProvidedAndAgent also reports the guest agent's addresses.
+	AddressesProvidedAndAgent AddressMode = "provided-and-agent"
+)
+
+// Config is the validated cloud config with defaults applied.
+type Config struct {
+	Clusters     []Cluster
+	Instances    Instances
+	Firewall     Firewall
+	LoadBalancer LoadBalancer
+}
+
+// Cluster is one Proxmox VE cluster; its Region names it everywhere
+// (providerID, topology.kubernetes.io/region).
+type Cluster struct {
+	Region string
+	// URL is the API base, ending in /api2/json.
+	URL     string
+	TokenID string
+	// TokenSecret is loaded from tokenSecret or tokenSecretFile; it never prints.
+	TokenSecret Secret
+	// TokenSecretFile is the resolved (absolute when the base dir is) path the
+	// secret came from, empty when it was inline.
+	TokenSecretFile string
+	// CAFile is the resolved path of a PEM bundle, empty for the system roots.
+	CAFile             string
+	InsecureSkipVerify bool
+	Timeout            time.Duration
+}
+
+// Instances configures the InstancesV2 implementation.
+type Instances struct {
+	Addresses AddressMode
+	// CacheTTL is how long VM lists and VM configs are reused; 0 disables
+	// caching (concurrent identical calls are still shared).
+	CacheTTL time.Duration
+}
+
+// Firewall configures admission of VIPs in Proxmox firewall IPSets.
+type Firewall struct {
+	Enabled      bool
+	ClusterIPSet string
+	NICs         []string
+	AdmitRanges  bool
+	ResyncPeriod time.Duration
+}
+
+// LoadBalancer configures the LoadBalancer implementation.
+type LoadBalancer struct {
+	ServeClasslessServices bool
+}
+
+// Region returns the cluster with the given region, or nil.
+func (c *Config) Region(region string) *Cluster {
+	for i := range c.Clusters {
+		if c.Clusters[i].Region == region {
+			return &c.Clusters[i]
+		}
+	}
+	return nil
+}

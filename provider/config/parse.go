@@ -1,0 +1,497 @@
+package config
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	sigsjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+)
+
+// The raw* types mirror the file. Leaves are `any` so a wrong type becomes a
+// field-path error from this package instead of a decoder error that stops at
+// the first problem; the structs still exist so the strict decoder reports
+// every unknown key with its full path.
+type rawConfig struct {
+	Clusters     []rawCluster     `json:"clusters"`
+	Instances    *rawInstances    `json:"instances"`
+	Firewall     *rawFirewall     `json:"firewall"`
+	LoadBalancer *rawLoadBalancer `json:"loadBalancer"`
+}
+
+type rawCluster struct {
+	Region             any `json:"region"`
+	URL                any `json:"url"`
+	TokenID            any `json:"tokenID"`
+	TokenSecret        any `json:"tokenSecret"`
+	TokenSecretFile    any `json:"tokenSecretFile"`
+	CAFile             any `json:"caFile"`
+	InsecureSkipVerify any `json:"insecureSkipVerify"`
+	Timeout            any `json:"timeout"`
+}
+
+type rawInstances struct {
+	Addresses any `json:"addresses"`
+	CacheTTL  any `json:"cacheTTL"`
+}
+
+type rawFirewall struct {
+	Enabled      any `json:"enabled"`
+	ClusterIPSet any `json:"clusterIPSet"`
+	NICs         any `json:"nics"`
+	AdmitRanges  any `json:"admitRanges"`
+	ResyncPeriod any `json:"resyncPeriod"`
+}
+
+type rawLoadBalancer struct {
+	ServeClasslessServices any `json:"serveClasslessServices"`
+}
+
+// Load reads and parses the cloud config at path. Relative file paths inside
+// it (tokenSecretFile, caFile) are resolved against the file's directory.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading cloud config: %w", err)
+	}
+	return Parse(data, filepath.Dir(path))
+}
+
+// Parse parses a cloud config. baseDir is where relative tokenSecretFile and
+// caFile paths are resolved; "" means the process's working directory. The
+// error, when not nil, joins every problem found (errors.Join), each naming
+// its field path.
+func Parse(data []byte, baseDir string) (*Config, error) {
+	jsonData, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		// Syntax errors and duplicate keys: the YAML library names the line.
+		return nil, fmt.Errorf("cloud config: %w", err)
+	}
+	var tree any
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(jsonData, &tree); err != nil {
+		return nil, fmt.Errorf("cloud config: %w", err)
+	}
+	v := &validator{baseDir: baseDir}
+	tree = v.checkShape(tree)
+	if len(v.errs) > 0 && tree == nil {
+		return nil, errors.Join(v.errs...)
+	}
+	cleaned, err := json.Marshal(tree)
+	if err != nil {
+		return nil, fmt.Errorf("cloud config: %w", err)
+	}
+	var raw rawConfig
+	strictErrs, err := sigsjson.UnmarshalStrict(cleaned, &raw)
+	if err != nil {
+		// Cannot happen after checkShape; report rather than panic.
+		return nil, fmt.Errorf("cloud config: %w", err)
+	}
+	for _, se := range strictErrs {
+		v.addStrict(se)
+	}
+	cfg := v.build(&raw)
+	if len(v.errs) > 0 {
+		return nil, errors.Join(v.errs...)
+	}
+	return cfg, nil
+}
+
+type validator struct {
+	baseDir string
+	errs    []error
+}
+
+func (v *validator) add(path, format string, args ...any) {
+	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+}
+
+func (v *validator) addStrict(err error) {
+	var fe sigsjson.FieldError
+	if errors.As(err, &fe) {
+		msg := err.Error()
+		kind := "invalid field"
+		switch {
+		case strings.HasPrefix(msg, "unknown field"):
+			kind = "unknown field"
+		case strings.HasPrefix(msg, "duplicate field"):
+			kind = "duplicate field"
+		}
+		v.add(fe.FieldPath(), "%s", kind)
+		return
+	}
+	v.errs = append(v.errs, err)
+}
+
+// checkShape verifies the containers (document, sections, cluster list and
+// its items) have the right JSON kind, reporting and dropping those that do
+// not, so the typed decode afterwards cannot fail on them. It returns nil when
+// the document itself is unusable.
+func (v *validator) checkShape(tree any) any {
+	if tree == nil {
+		return map[string]any{}
+	}
+	top, ok := tree.(map[string]any)
+	if !ok {
+		v.errs = append(v.errs, fmt.Errorf("cloud config: must be a mapping, got %s", kindOf(tree)))
+		return nil
+	}
+	for _, section := range []string{"instances", "firewall", "loadBalancer"} {
+		if val, present := top[section]; present && val != nil {
+			if _, ok := val.(map[string]any); !ok {
+				v.add(section, "must be a mapping, got %s", kindOf(val))
+				delete(top, section)
+			}
+		}
+	}
+	if val, present := top["clusters"]; present && val != nil {
+		list, ok := val.([]any)
+		if !ok {
+			v.add("clusters", "must be a list, got %s", kindOf(val))
+			delete(top, "clusters")
+			return top
+		}
+		for i, item := range list {
+			if _, ok := item.(map[string]any); !ok {
+				v.add(fmt.Sprintf("clusters[%d]", i), "must be a mapping, got %s", kindOf(item))
+				list[i] = map[string]any{}
+			}
+		}
+	}
+	return top
+}
+
+func kindOf(val any) string {
+	switch val.(type) {
+	case nil:
+		return "null"
+	case string:
+		return "a string"
+	case bool:
+		return "a boolean"
+	case int64, float64, json.Number:
+		return "a number"
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "a mapping"
+	}
+	return fmt.Sprintf("%T", val)
+}
+
+var (
+	// regionRE: a DNS label, because the region is a label value and part of
+	// the providerID (so no "/").
+	regionRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	// tokenIDRE follows pve-access-control: user (no whitespace, ':', '/'),
+	// realm and token name starting with a letter.
+	tokenIDRE = regexp.MustCompile(`^[^\s:/@!]+@[A-Za-z][A-Za-z0-9._-]+![A-Za-z][A-Za-z0-9._-]+$`)
+	// ipsetNameRE is Proxmox's IPSet name rule restricted to lowercase, since
+	// Proxmox lowercases names when it reloads the firewall config.
+	ipsetNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]+$`)
+	nicRE       = regexp.MustCompile(`^net([0-9]|[12][0-9]|3[01])$`)
+)
+
+func (v *validator) build(raw *rawConfig) *Config {
+	cfg := &Config{}
+	if len(raw.Clusters) == 0 {
+		v.add("clusters", "at least one cluster is required")
+	}
+	seen := map[string]int{}
+	for i := range raw.Clusters {
+		c := v.cluster(fmt.Sprintf("clusters[%d]", i), &raw.Clusters[i])
+		if c.Region != "" {
+			if first, dup := seen[c.Region]; dup {
+				v.add(fmt.Sprintf("clusters[%d].region", i), "duplicate region %q (also clusters[%d])", c.Region, first)
+			} else {
+				seen[c.Region] = i
+			}
+		}
+		cfg.Clusters = append(cfg.Clusters, c)
+	}
+
+	ri := raw.Instances
+	if ri == nil {
+		ri = &rawInstances{}
+	}
+	mode := v.str("instances.addresses", ri.Addresses)
+	switch AddressMode(mode) {
+	case "":
+		cfg.Instances.Addresses = AddressesProvided
+	case AddressesProvided, AddressesProvidedAndAgent:
+		cfg.Instances.Addresses = AddressMode(mode)
+	default:
+		v.add("instances.addresses", "must be %q or %q, got %q", AddressesProvided, AddressesProvidedAndAgent, mode)
+	}
+	cfg.Instances.CacheTTL = v.duration("instances.cacheTTL", ri.CacheTTL, DefaultCacheTTL, 0, time.Hour)
+
+	rf := raw.Firewall
+	if rf == nil {
+		rf = &rawFirewall{}
+	}
+	cfg.Firewall.Enabled = v.boolean("firewall.enabled", rf.Enabled, true)
+	cfg.Firewall.ClusterIPSet = v.str("firewall.clusterIPSet", rf.ClusterIPSet)
+	if rf.ClusterIPSet == nil {
+		cfg.Firewall.ClusterIPSet = DefaultClusterIPSet
+	} else if n := cfg.Firewall.ClusterIPSet; len(n) < 2 || len(n) > 64 || !ipsetNameRE.MatchString(n) {
+		v.add("firewall.clusterIPSet", "%q is not a valid IPSet name: lowercase letter first, then lowercase letters, digits, '-' or '_', 2 to 64 characters", n)
+	}
+	cfg.Firewall.NICs = v.nics("firewall.nics", rf.NICs)
+	cfg.Firewall.AdmitRanges = v.boolean("firewall.admitRanges", rf.AdmitRanges, false)
+	cfg.Firewall.ResyncPeriod = v.duration("firewall.resyncPeriod", rf.ResyncPeriod, DefaultResyncPeriod, time.Second, 24*time.Hour)
+
+	rl := raw.LoadBalancer
+	if rl == nil {
+		rl = &rawLoadBalancer{}
+	}
+	cfg.LoadBalancer.ServeClasslessServices = v.boolean("loadBalancer.serveClasslessServices", rl.ServeClasslessServices, true)
+	return cfg
+}
+
+func (v *validator) cluster(path string, rc *rawCluster) Cluster {
+	var c Cluster
+
+	c.Region = v.str(path+".region", rc.Region)
+	switch {
+	case rc.Region == nil || c.Region == "":
+		v.add(path+".region", "required")
+	case len(c.Region) > 63 || !regionRE.MatchString(c.Region):
+		v.add(path+".region", "%q must be a DNS label: lowercase letters, digits and '-', at most 63 characters", c.Region)
+	}
+
+	c.InsecureSkipVerify = v.boolean(path+".insecureSkipVerify", rc.InsecureSkipVerify, false)
+	c.URL = v.apiURL(path+".url", rc.URL, c.InsecureSkipVerify)
+
+	c.TokenID = v.str(path+".tokenID", rc.TokenID)
+	switch {
+	case rc.TokenID == nil || c.TokenID == "":
+		v.add(path+".tokenID", "required")
+	case !tokenIDRE.MatchString(c.TokenID):
+		v.add(path+".tokenID", "%q must have the form USER@REALM!TOKENID (e.g. pvelb@pve!ccm)", c.TokenID)
+	}
+
+	c.TokenSecret, c.TokenSecretFile = v.secret(path, rc)
+
+	if rc.CAFile != nil {
+		c.CAFile = v.caFile(path+".caFile", v.str(path+".caFile", rc.CAFile))
+	}
+	c.Timeout = v.duration(path+".timeout", rc.Timeout, DefaultTimeout, 100*time.Millisecond, 10*time.Minute)
+	return c
+}
+
+func (v *validator) apiURL(path string, val any, insecure bool) string {
+	s := v.str(path, val)
+	if val == nil || s == "" {
+		v.add(path, "required")
+		return ""
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		// url errors quote the input; a URL is not a secret unless it
+		// carries userinfo, which is refused below anyway.
+		v.add(path, "not a valid URL: %v", errors.Unwrap(err))
+		return ""
+	}
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && insecure:
+	case u.Scheme == "http":
+		v.add(path, "must be an https URL (http is only allowed with insecureSkipVerify: true)")
+		return ""
+	default:
+		v.add(path, "must be an https URL, got scheme %q", u.Scheme)
+		return ""
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		v.add(path, "must name a host")
+		return ""
+	}
+	if u.User != nil {
+		v.add(path, "must not carry credentials; use tokenID and tokenSecret")
+		return ""
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		v.add(path, "must not have a query or fragment")
+		return ""
+	}
+	p := strings.TrimRight(u.Path, "/")
+	switch {
+	case p == "":
+		u.Path = "/api2/json"
+	case strings.HasSuffix(p, "/api2/json"):
+		u.Path = p
+	default:
+		v.add(path, "path must end in /api2/json (e.g. https://pve.example.com:8006/api2/json), got %q", u.Path)
+		return ""
+	}
+	return u.String()
+}
+
+func (v *validator) secret(path string, rc *rawCluster) (Secret, string) {
+	inline := rc.TokenSecret != nil
+	fromFile := rc.TokenSecretFile != nil
+	switch {
+	case inline && fromFile:
+		v.add(path, "set exactly one of tokenSecret and tokenSecretFile, not both")
+		return "", ""
+	case !inline && !fromFile:
+		v.add(path, "one of tokenSecret or tokenSecretFile is required")
+		return "", ""
+	case inline:
+		s, ok := rc.TokenSecret.(string)
+		if !ok {
+			// Never echo the value: it may be the secret with a typo.
+			v.add(path+".tokenSecret", "must be a string, got %s", kindOf(rc.TokenSecret))
+			return "", ""
+		}
+		return v.checkSecret(path+".tokenSecret", s, "")
+	}
+	file := v.str(path+".tokenSecretFile", rc.TokenSecretFile)
+	if file == "" {
+		v.add(path+".tokenSecretFile", "must not be empty")
+		return "", ""
+	}
+	file = v.resolve(file)
+	data, err := os.ReadFile(file)
+	if err != nil {
+		v.add(path+".tokenSecretFile", "cannot read %s: %v", file, pathErrReason(err))
+		return "", file
+	}
+	return v.checkSecret(path+".tokenSecretFile", strings.TrimSpace(string(data)), file)
+}
+
+// checkSecret validates a secret without ever putting it in a message.
+func (v *validator) checkSecret(path, s, file string) (Secret, string) {
+	where := ""
+	if file != "" {
+		where = " in " + file
+	}
+	switch {
+	case s == "":
+		v.add(path, "secret%s is empty", where)
+		return "", file
+	case strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		v.add(path, "secret%s contains whitespace or control characters", where)
+		return "", file
+	}
+	return Secret(s), file
+}
+
+func (v *validator) caFile(path, file string) string {
+	if file == "" {
+		v.add(path, "must not be empty (leave it out to use the system roots)")
+		return ""
+	}
+	file = v.resolve(file)
+	data, err := os.ReadFile(file)
+	if err != nil {
+		v.add(path, "cannot read %s: %v", file, pathErrReason(err))
+		return file
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(data) {
+		v.add(path, "%s holds no PEM certificate", file)
+	}
+	return file
+}
+
+func (v *validator) nics(path string, val any) []string {
+	if val == nil {
+		return []string{DefaultNIC}
+	}
+	list, ok := val.([]any)
+	if !ok {
+		v.add(path, "must be a list like [net0], got %s", kindOf(val))
+		return nil
+	}
+	if len(list) == 0 {
+		v.add(path, "must name at least one NIC (e.g. [net0])")
+		return nil
+	}
+	var out []string
+	seen := map[string]bool{}
+	for i, item := range list {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		s, ok := item.(string)
+		switch {
+		case !ok:
+			v.add(p, "must be a string, got %s", kindOf(item))
+		case !nicRE.MatchString(s):
+			v.add(p, "%q is not a Proxmox NIC name (net0 to net31)", s)
+		case seen[s]:
+			v.add(p, "duplicate NIC %q", s)
+		default:
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (v *validator) resolve(file string) string {
+	if filepath.IsAbs(file) || v.baseDir == "" {
+		return filepath.Clean(file)
+	}
+	return filepath.Join(v.baseDir, file)
+}
+
+// pathErrReason drops the path (already in the message) from an os error.
+func pathErrReason(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func (v *validator) str(path string, val any) string {
+	if val == nil {
+		return ""
+	}
+	s, ok := val.(string)
+	if !ok {
+		v.add(path, "must be a string, got %s", kindOf(val))
+		return ""
+	}
+	return s
+}
+
+func (v *validator) boolean(path string, val any, def bool) bool {
+	if val == nil {
+		return def
+	}
+	b, ok := val.(bool)
+	if !ok {
+		v.add(path, "must be true or false, got %s", kindOf(val))
+		return def
+	}
+	return b
+}
+
+func (v *validator) duration(path string, val any, def, minimum, maximum time.Duration) time.Duration {
+	if val == nil {
+		return def
+	}
+	s, ok := val.(string)
+	if !ok {
+		v.add(path, "must be a duration string like %q, got %s", def.String(), kindOf(val))
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		v.add(path, "%q is not a duration (use units, e.g. %q)", s, def.String())
+		return def
+	}
+	if d < minimum || d > maximum {
+		v.add(path, "%s is out of range [%s, %s]", d, minimum, maximum)
+		return def
+	}
+	return d
+}
