@@ -70,8 +70,13 @@ func IsAlreadyExists(err error) bool {
 }
 
 // IsTransient reports failures worth retrying: lock timeouts, lost quorum,
-// proxy errors (502-504, 595-599) and the like.
+// proxy errors (502-504, 595-599), requests that got no answer (see
+// NetworkError) and the like.
 func IsTransient(err error) bool {
+	var ne *NetworkError
+	if errors.As(err, &ne) {
+		return ne.Transient()
+	}
 	pe, ok := asError(err)
 	if !ok {
 		return false

@@ -1,0 +1,373 @@
+package pve
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	proxmox "github.com/luthermonson/go-proxmox"
+	"k8s.io/klog/v2"
+)
+
+// Options configure a Client for one Proxmox VE cluster.
+type Options struct {
+	// Region names the cluster in metrics and logs.
+	Region string
+	// URL is the API base, https://host:8006/api2/json.
+	URL string
+	// TokenID is USER@REALM!TOKENID.
+	TokenID string
+	// TokenSecret is the token's secret. It never appears in errors or logs.
+	TokenSecret string
+	// CAFile is a PEM bundle of CAs that sign the server's certificate. Empty:
+	// the system roots.
+	CAFile string
+	// InsecureSkipVerify turns TLS verification off (lab use only). It also
+	// allows an http:// URL.
+	InsecureSkipVerify bool
+	// Timeout bounds each HTTP attempt. 0 means DefaultTimeout.
+	Timeout time.Duration
+	// MaxRetries is how many times a transient failure is retried.
+	// 0 means DefaultMaxRetries; a negative value turns retries off.
+	MaxRetries int
+	// RetryBackoff is the first retry delay; it doubles per retry up to
+	// maxRetryBackoff. 0 means DefaultRetryBackoff.
+	RetryBackoff time.Duration
+	// Metrics receives request counts and durations; nil records nothing.
+	Metrics *Metrics
+}
+
+const (
+	DefaultTimeout      = 10 * time.Second
+	DefaultMaxRetries   = 3
+	DefaultRetryBackoff = 250 * time.Millisecond
+
+	maxMaxRetries   = 10
+	maxRetryBackoff = 5 * time.Second
+	// retryBudget bounds the time one call spends retrying, whatever the
+	// number of retries left.
+	retryBudget = 30 * time.Second
+)
+
+var tokenIDRE = regexp.MustCompile(`^[^\s@!=:/]+@[A-Za-z][A-Za-z0-9.\-_]*![A-Za-z][A-Za-z0-9.\-_]*$`)
+
+type client struct {
+	api     *proxmox.Client
+	region  string
+	timeout time.Duration
+	retry   retryPolicy
+	metrics *Metrics
+	secret  string
+}
+
+var _ Client = (*client)(nil)
+
+// New validates opts and returns a Client. It makes no request.
+func New(opts Options) (Client, error) {
+	return newClient(opts)
+}
+
+func newClient(opts Options) (*client, error) {
+	if strings.TrimSpace(opts.Region) == "" {
+		return nil, errors.New("region: must not be empty")
+	}
+	base, err := validateURL(opts.URL, opts.InsecureSkipVerify)
+	if err != nil {
+		return nil, err
+	}
+	if !tokenIDRE.MatchString(opts.TokenID) {
+		return nil, fmt.Errorf("tokenID %q: must look like USER@REALM!TOKENID", opts.TokenID)
+	}
+	if opts.TokenSecret == "" {
+		return nil, errors.New("tokenSecret: must not be empty")
+	}
+	if strings.IndexFunc(opts.TokenSecret, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return nil, errors.New("tokenSecret: must not contain whitespace or control characters")
+	}
+	if opts.Timeout < 0 {
+		return nil, fmt.Errorf("timeout %v: must not be negative", opts.Timeout)
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	switch {
+	case opts.MaxRetries > maxMaxRetries:
+		return nil, fmt.Errorf("maxRetries %d: must be at most %d", opts.MaxRetries, maxMaxRetries)
+	case opts.MaxRetries == 0:
+		opts.MaxRetries = DefaultMaxRetries
+	case opts.MaxRetries < 0:
+		opts.MaxRetries = 0
+	}
+	if opts.RetryBackoff < 0 || opts.RetryBackoff > maxRetryBackoff {
+		return nil, fmt.Errorf("retryBackoff %v: must be between 0 and %v", opts.RetryBackoff, maxRetryBackoff)
+	}
+	if opts.RetryBackoff == 0 {
+		opts.RetryBackoff = DefaultRetryBackoff
+	}
+	tlsConfig, err := buildTLSConfig(opts.CAFile, opts.InsecureSkipVerify)
+	if err != nil {
+		return nil, err
+	}
+
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = tlsConfig
+	transport.MaxIdleConnsPerHost = 8
+	httpClient := &http.Client{
+		Transport: &statusRecorder{base: transport},
+		// Proxmox does not redirect API calls; following one could carry the
+		// token elsewhere. A 3xx becomes an *Error instead.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	c := &client{
+		region:  opts.Region,
+		timeout: opts.Timeout,
+		retry: retryPolicy{
+			maxRetries: opts.MaxRetries,
+			initial:    opts.RetryBackoff,
+			max:        maxRetryBackoff,
+			budget:     retryBudget,
+		},
+		metrics: opts.Metrics,
+		secret:  opts.TokenSecret,
+	}
+	c.api = proxmox.NewClient(base,
+		proxmox.WithHTTPClient(httpClient),
+		proxmox.WithAPIToken(opts.TokenID, opts.TokenSecret),
+		proxmox.WithUserAgent("pvelb"),
+		proxmox.WithLogger(&klogLogger{redact: c.redact}),
+	)
+	return c, nil
+}
+
+func validateURL(raw string, insecure bool) (string, error) {
+	if raw == "" {
+		return "", errors.New("url: must not be empty")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("url %q: %v", raw, err)
+	}
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && insecure:
+	case u.Scheme == "http":
+		return "", fmt.Errorf("url %q: must be https (http only with insecureSkipVerify)", raw)
+	default:
+		return "", fmt.Errorf("url %q: must be an https URL", raw)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return "", fmt.Errorf("url %q: has no host", raw)
+	}
+	if u.User != nil {
+		return "", errors.New("url: must not contain credentials")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("url %q: must not have a query or fragment", raw)
+	}
+	p := strings.TrimRight(u.Path, "/")
+	if p == "" {
+		p = "/api2/json"
+	}
+	if !strings.HasSuffix(p, "/api2/json") {
+		return "", fmt.Errorf("url %q: path must end in /api2/json", raw)
+	}
+	u.Path, u.RawPath = p, ""
+	return u.String(), nil
+}
+
+func buildTLSConfig(caFile string, insecure bool) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if insecure {
+		if caFile != "" {
+			return nil, fmt.Errorf("caFile %q: cannot be combined with insecureSkipVerify", caFile)
+		}
+		cfg.InsecureSkipVerify = true
+		return cfg, nil
+	}
+	if caFile == "" {
+		return cfg, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("caFile %q: %v", caFile, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("caFile %q: holds no PEM certificate", caFile)
+	}
+	cfg.RootCAs = pool
+	return cfg, nil
+}
+
+// call is one logical API call (retries included).
+type call struct {
+	method   string
+	endpoint string // path template, the metrics label
+	path     string // escaped path below the API base
+	query    url.Values
+	body     map[string]any
+	// duplicateOKOnRetry makes an "already exists" answer to a retry a
+	// success: the attempt that failed in transit did the work.
+	duplicateOKOnRetry bool
+}
+
+func (c *client) do(ctx context.Context, cl call) (json.RawMessage, error) {
+	var out json.RawMessage
+	err := c.retry.run(ctx, cl, func(attempt int) error {
+		raw, err := c.once(ctx, cl)
+		if err != nil && attempt > 0 && cl.duplicateOKOnRetry && IsAlreadyExists(err) {
+			klog.FromContext(ctx).V(2).Info("Proxmox retry found the object already created by an earlier attempt",
+				"region", c.region, "method", cl.method, "endpoint", cl.endpoint)
+			return nil
+		}
+		out = raw
+		return err
+	})
+	return out, err
+}
+
+// once makes one HTTP attempt under the per-request timeout.
+func (c *client) once(ctx context.Context, cl call) (json.RawMessage, error) {
+	actx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	ex := &exchange{}
+	actx = withExchange(actx, ex)
+
+	p := cl.path
+	if len(cl.query) > 0 {
+		p += "?" + cl.query.Encode()
+	}
+	var data []byte
+	if cl.body != nil {
+		var err error
+		if data, err = json.Marshal(cl.body); err != nil {
+			return nil, fmt.Errorf("proxmox %s %s: encode body: %v", cl.method, cl.path, err)
+		}
+	}
+
+	var raw json.RawMessage
+	start := time.Now()
+	err := c.api.Req(actx, cl.method, p, data, &raw)
+	answered, status, reason, body := ex.result()
+	code := 0
+	if answered {
+		code = status
+	}
+	c.metrics.observe(c.region, cl.endpoint, cl.method, code, time.Since(start))
+
+	if answered && (status < 200 || status > 299) {
+		return nil, c.apiError(cl, status, reason, body)
+	}
+	if err != nil {
+		if !answered {
+			var uerr *url.Error
+			if errors.As(err, &uerr) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				return nil, &NetworkError{Method: cl.method, Path: cl.path, msg: c.redact(describeNetErr(err)), err: err}
+			}
+		}
+		return nil, fmt.Errorf("proxmox %s %s: %s", cl.method, cl.path, c.redact(err.Error()))
+	}
+	return raw, nil
+}
+
+// apiError turns a non-2xx answer into *Error.
+func (c *client) apiError(cl call, status int, reason string, body []byte) *Error {
+	e := &Error{Method: cl.method, Path: cl.path, StatusCode: status, Reason: c.redact(reason)}
+	var b struct {
+		Errors  map[string]json.RawMessage `json:"errors"`
+		Message string                     `json:"message"`
+	}
+	if len(body) > 0 && json.Unmarshal(body, &b) == nil {
+		if len(b.Errors) > 0 {
+			e.Errors = make(map[string]string, len(b.Errors))
+			for k, v := range b.Errors {
+				var s string
+				if json.Unmarshal(v, &s) != nil {
+					s = string(v)
+				}
+				e.Errors[k] = c.redact(strings.TrimSpace(s))
+			}
+		}
+		msg := strings.TrimSpace(b.Message)
+		if msg != "" && (e.Reason == "" || e.Reason == http.StatusText(status)) {
+			e.Reason = c.redact(msg)
+		}
+	}
+	return e
+}
+
+func (c *client) redact(s string) string {
+	if c.secret == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, c.secret, "<redacted>")
+}
+
+// NetworkError is a Proxmox request that got no HTTP answer: connection
+// refused, TLS failure, timeout. IsTransient is true for it unless the server's
+// certificate was refused (retrying cannot fix that) or the caller cancelled.
+type NetworkError struct {
+	Method string
+	Path   string
+	msg    string // redacted
+	err    error
+}
+
+func (e *NetworkError) Error() string {
+	return fmt.Sprintf("proxmox %s %s: %s", e.Method, e.Path, e.msg)
+}
+
+func (e *NetworkError) Unwrap() error { return e.err }
+
+// Transient reports whether trying again may succeed.
+func (e *NetworkError) Transient() bool {
+	if errors.Is(e.err, context.Canceled) {
+		return false
+	}
+	var (
+		verr *tls.CertificateVerificationError
+		uerr x509.UnknownAuthorityError
+		herr x509.HostnameError
+		cerr x509.CertificateInvalidError
+		rerr tls.RecordHeaderError
+	)
+	return !errors.As(e.err, &verr) && !errors.As(e.err, &uerr) && !errors.As(e.err, &herr) &&
+		!errors.As(e.err, &cerr) && !errors.As(e.err, &rerr)
+}
+
+// describeNetErr drops the *url.Error wrapper, whose message repeats the full
+// URL (the path is already in NetworkError).
+func describeNetErr(err error) string {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		if uerr.Timeout() {
+			return "timeout: " + uerr.Err.Error()
+		}
+		return uerr.Err.Error()
+	}
+	return err.Error()
+}
+
+// klogLogger routes go-proxmox's own logging into klog. Its debug output
+// carries request and response bodies, so it is dropped.
+type klogLogger struct{ redact func(string) string }
+
+func (l *klogLogger) Debugf(string, ...any) {}
+func (l *klogLogger) Infof(format string, v ...any) {
+	klog.V(4).InfoS("go-proxmox", "msg", l.redact(fmt.Sprintf(format, v...)))
+}
+func (l *klogLogger) Warnf(format string, v ...any) {
+	klog.InfoS("go-proxmox warning", "msg", l.redact(fmt.Sprintf(format, v...)))
+}
+func (l *klogLogger) Errorf(format string, v ...any) {
+	klog.ErrorS(nil, "go-proxmox", "msg", l.redact(fmt.Sprintf(format, v...)))
+}
