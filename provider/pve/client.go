@@ -62,6 +62,7 @@ var tokenIDRE = regexp.MustCompile(`^[^\s@!=:/]+@[A-Za-z][A-Za-z0-9.\-_]*![A-Za-
 
 type client struct {
 	api     *proxmox.Client
+	baseURL string
 	region  string
 	timeout time.Duration
 	retry   retryPolicy
@@ -128,6 +129,7 @@ func newClient(opts Options) (*client, error) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	c := &client{
+		baseURL: base,
 		region:  opts.Region,
 		timeout: opts.Timeout,
 		retry: retryPolicy{
