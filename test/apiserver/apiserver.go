@@ -356,7 +356,9 @@ type linePrefixer struct {
 	prefix string
 }
 
-func prefixWriter(w io.Writer, name string) io.Writer { return &linePrefixer{w: w, prefix: "[" + name + "] "} }
+func prefixWriter(w io.Writer, name string) io.Writer {
+	return &linePrefixer{w: w, prefix: "[" + name + "] "}
+}
 
 func (l *linePrefixer) Write(p []byte) (int, error) {
 	for _, line := range strings.SplitAfter(string(p), "\n") {
