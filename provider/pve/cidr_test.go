@@ -96,3 +96,15 @@ func TestValidateVMRef(t *testing.T) {
 		}
 	}
 }
+
+// NormalizeCIDR runs for every entry of every IPSet diff, so it should stay
+// allocation-light.
+func BenchmarkNormalizeCIDR(b *testing.B) {
+	in := []string{"192.0.2.5/32", "198.51.100.77/24", "2001:db8::20/128", "2001:db8:1::5/48"}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if _, err := NormalizeCIDR(in[i%len(in)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
