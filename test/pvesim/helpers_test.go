@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/pvelb/pvelb/provider/pve"
 )
 
 // reply is a decoded API answer.
@@ -79,7 +81,9 @@ func (c *caller) send(req *http.Request) reply {
 	}
 	resp, err := c.c.Do(req)
 	if err != nil {
-		c.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+		// Errorf, not Fatalf: send also runs on goroutines of concurrency tests.
+		c.t.Errorf("%s %s: %v", req.Method, req.URL, err)
+		return reply{Code: -1, Status: "transport error: " + err.Error()}
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
@@ -91,7 +95,7 @@ func (c *caller) send(req *http.Request) reply {
 	}
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &env); err != nil {
-			c.t.Fatalf("%s %s: body %q is not JSON: %v", req.Method, req.URL, raw, err)
+			c.t.Errorf("%s %s: body %q is not JSON: %v", req.Method, req.URL, raw, err)
 		}
 	}
 	r.Data, r.Errors, r.Message = env.Data, env.Errors, env.Message
@@ -144,3 +148,7 @@ func newSim(t testing.TB, opts Options) (*TestServer, *caller) {
 	}
 	return ts, newCaller(t, ts)
 }
+
+func vmScope(vmid int) pve.Scope { return pve.VMScope(pve.VMRef{Node: "pve1", VMID: vmid}) }
+
+func clusterSc() pve.Scope { return pve.ClusterScope }
