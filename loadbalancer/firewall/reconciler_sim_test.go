@@ -67,7 +67,7 @@ func newEnv(t testing.TB, simOpts pvesim.Options, clientOpts pve.Options, opts O
 	if err != nil {
 		t.Fatalf("pve.New: %v", err)
 	}
-	e := &env{t: t, sim: sim, client: c, wrapped: &recordingClient{Client: c}, reg: prometheus.NewRegistry(), vms: vms}
+	e := &env{t: t, sim: sim, client: c, wrapped: &recordingClient{Client: c}, reg: prometheus.NewRegistry(), vms: slices.Clone(vms)}
 	opts.Metrics = NewMetrics(e.reg)
 	e.rec, err = New(map[string]pve.Client{region: e.wrapped}, opts)
 	if err != nil {
@@ -173,7 +173,7 @@ func TestSimUserEntriesSurviveAndNothingOfOursIsLeft(t *testing.T) {
 		"192.0.2.200[pvelb: shop/front]")
 	// w3: ipfilter off and no set: the filter is inactive, nothing written.
 	e.expect(w3, "ipfilter-net0")
-	if s, ok := res.Set(region, w3.VM, "ipfilter-net0"); !ok || s.State != SetFilterInactive || len(s.Writes) != 0 && writes(&s) != 0 {
+	if s, ok := res.Set(region, w3.VM, "ipfilter-net0"); !ok || s.State != SetFilterInactive || writes(&s) != 0 {
 		t.Fatalf("w3 set result = %+v, want FilterInactive without writes", s)
 	}
 
