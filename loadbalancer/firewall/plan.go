@@ -19,6 +19,14 @@
 //     When the VM's addresses change, the new ones are seeded too;
 //   - no entry of pvelb's is removed while it is the only entry admitting one
 //     of the VM's own addresses.
+//
+// Creating a set only when ipfilter is on never narrows what passes: with
+// ipfilter on and no set, Proxmox already filters the NIC to link-local
+// (classic firewall) or link-local plus the NIC's configured ip/ip6
+// (nftables); the seeded set admits the VM's own addresses on top. With
+// ipfilter off and no set nothing is filtered, so nothing is written
+// (SetFilterInactive). The reconciler does not check that a configured NIC
+// exists on the VM: list only NICs the nodes' VMs have.
 package firewall
 
 import (

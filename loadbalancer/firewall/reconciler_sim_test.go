@@ -598,3 +598,101 @@ func gauge(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	}
 	return 0
 }
+
+// A retired VM that was deleted in Proxmox has nothing left to clean: the
+// pass succeeds and the VM is forgotten.
+func TestSimRetiredVMDeletedInProxmox(t *testing.T) {
+	e := newEnv(t, pvesim.Options{}, pve.Options{}, Options{}, threeVMs[:2])
+	d := e.desired(service{"default/web", []string{"192.0.2.10"}})
+	e.mustPass(d)
+	e.sim.DeleteVM(102)
+	d.VMs = d.VMs[:1]
+	// Proxmox removed the VM's .fw with it: the set reads as missing, which
+	// with nothing wanted is in sync.
+	e.mustPass(d)
+	for _, s := range e.mustPass(d).Scopes {
+		if s.VM != nil && s.VM.Ref.VMID == 102 {
+			t.Fatal("deleted VM still reconciled")
+		}
+	}
+}
+
+// Each Proxmox cluster (region) gets its own cluster set with every VIP, and
+// each VM is written through its own region's client.
+func TestSimTwoRegions(t *testing.T) {
+	east := newEnv(t, pvesim.Options{}, pve.Options{}, Options{}, threeVMs[:1])
+	west := newEnv(t, pvesim.Options{}, pve.Options{}, Options{}, threeVMs[1:2])
+	rec, err := New(map[string]pve.Client{"east": east.client, "west": west.client}, Options{ClusterSet: "k8s-vips"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := east.desired(service{"default/web", []string{"192.0.2.10"}})
+	d.VMs = append(d.VMs, VM{Region: "west", Ref: pve.VMRef{Node: "pve2", VMID: 102}, Addresses: addrs("198.51.100.12"),
+		VIPs: addrs("192.0.2.10")})
+	if err := rec.SetDesired(d); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Reconcile(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []*env{east, west} {
+		e.expect(pve.ClusterScope, "k8s-vips", "192.0.2.10[pvelb: default/web]")
+	}
+	east.expect(vmScope(threeVMs[0]), "ipfilter-net0", "198.51.100.11["+SeedComment+"]", "192.0.2.10[pvelb: default/web]")
+	west.expect(vmScope(threeVMs[1]), "ipfilter-net0", "198.51.100.12["+SeedComment+"]", "192.0.2.10[pvelb: default/web]")
+
+	d.VMs[1].Region = "north"
+	if err := rec.SetDesired(d); err == nil || !strings.Contains(err.Error(), `region "north"`) {
+		t.Fatalf("unknown region: err = %v", err)
+	}
+}
+
+func TestNewValidatesOptions(t *testing.T) {
+	c := map[string]pve.Client{"east": &recordingClient{}}
+	for _, tt := range []struct {
+		opts Options
+		err  string
+	}{
+		{Options{ClusterSet: "VIPs"}, "clusterSet"},
+		{Options{NICs: []string{"eth0"}}, "nics[0]"},
+		{Options{Concurrency: -1}, "concurrency"},
+		{Options{ResyncPeriod: -time.Second}, "resyncPeriod"},
+	} {
+		if _, err := New(c, tt.opts); err == nil || !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("New(%+v) = %v, want error naming %s", tt.opts, err, tt.err)
+		}
+	}
+	if _, err := New(nil, Options{}); err == nil {
+		t.Error("New without clients succeeded")
+	}
+	r, err := New(c, Options{NICs: []string{"net0", "net1", "net0"}})
+	if err != nil || !slices.Equal(r.vmSets, []string{"ipfilter-net0", "ipfilter-net1"}) || r.opts.ClusterSet != DefaultClusterSet {
+		t.Fatalf("defaults: %v %+v", err, r)
+	}
+}
+
+// A lock timeout on one write is retried by the client (bounded); a lasting
+// one fails the VM's scope only, naming the lock, while other VMs succeed.
+func TestSimLockTimeouts(t *testing.T) {
+	e := newEnv(t, pvesim.Options{}, pve.Options{RetryBackoff: time.Millisecond, MaxRetries: 2}, Options{}, threeVMs[:2])
+	lockTimeout := "cfs-lock 'firewall-vm-101' error: got lock request timeout"
+	e.sim.InjectFault(pvesim.Fault{Method: "POST", PathPrefix: "/nodes/pve1/qemu/101/firewall/ipset", Reason: lockTimeout, Count: 1})
+	d := e.desired(service{"default/web", []string{"192.0.2.10"}})
+	e.mustPass(d)
+	e.expect(vmScope(threeVMs[0]), "ipfilter-net0", "198.51.100.11["+SeedComment+"]", "192.0.2.10[pvelb: default/web]")
+
+	// Lasting: more failures than the client's retries.
+	e.sim.InjectFault(pvesim.Fault{Method: "POST", PathPrefix: "/nodes/pve1/qemu/101/firewall/ipset", Reason: lockTimeout, Count: 10})
+	d2 := e.desired(service{"default/web", []string{"192.0.2.10"}}, service{"default/api", []string{"192.0.2.11"}})
+	res := e.pass(d2)
+	failed := res.Failed()
+	if len(failed) != 1 || failed[0].VM == nil || failed[0].VM.Ref.VMID != 101 || !strings.Contains(failed[0].Err.Error(), "got lock request timeout") {
+		t.Fatalf("failed scopes = %+v, want only VM 101 with the lock timeout", failed)
+	}
+	e.expect(vmScope(threeVMs[1]), "ipfilter-net0", "198.51.100.12["+SeedComment+"]",
+		"192.0.2.10[pvelb: default/web]", "192.0.2.11[pvelb: default/api]")
+	e.sim.ClearFaults()
+	e.mustPass(d2)
+	e.expect(vmScope(threeVMs[0]), "ipfilter-net0", "198.51.100.11["+SeedComment+"]",
+		"192.0.2.10[pvelb: default/web]", "192.0.2.11[pvelb: default/api]")
+}
