@@ -3,6 +3,7 @@ package pvesim
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
@@ -152,3 +153,7 @@ func newSim(t testing.TB, opts Options) (*TestServer, *caller) {
 func vmScope(vmid int) pve.Scope { return pve.VMScope(pve.VMRef{Node: "pve1", VMID: vmid}) }
 
 func clusterSc() pve.Scope { return pve.ClusterScope }
+
+func ipEntryFor(i int) pve.IPSetEntry {
+	return pve.IPSetEntry{CIDR: fmt.Sprintf("2001:db8::%x", i+1), Comment: "seed"}
+}
