@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/pvelb/pvelb/provider/pve"
@@ -24,7 +25,7 @@ type updatingClient struct {
 	*recordingClient
 	sim  *pvesim.TestServer
 	http *http.Client
-	puts int
+	puts atomic.Int32
 }
 
 func newUpdatingClient(t *testing.T, e *env) *updatingClient {
@@ -66,7 +67,7 @@ func (c *updatingClient) UpdateIPSetEntry(ctx context.Context, scope pve.Scope, 
 	}
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
-	c.puts++
+	c.puts.Add(1)
 	if res.StatusCode != http.StatusOK {
 		reason := strings.TrimPrefix(res.Status, fmt.Sprint(res.StatusCode)+" ")
 		return &pve.Error{Method: http.MethodPut, Path: path, StatusCode: res.StatusCode, Reason: reason + " " + string(body)}
@@ -90,8 +91,8 @@ func TestSimSharedIPCommentUpdatedInPlace(t *testing.T) {
 	d := e.desired(service{"default/web", []string{"192.0.2.10"}}, service{"default/api", []string{"192.0.2.11"}})
 	d.VIPs = append(d.VIPs, VIP{Addr: addrs("192.0.2.10")[0], Services: []string{"default/api"}})
 	res := e.mustPass(d)
-	if uc.puts != 2 {
-		t.Fatalf("%d PUTs, want 2 (cluster set and VM set)", uc.puts)
+	if n := uc.puts.Load(); n != 2 {
+		t.Fatalf("%d PUTs, want 2 (cluster set and VM set)", n)
 	}
 	e.expect(w1, "ipfilter-net0", "198.51.100.11["+SeedComment+"]",
 		"192.0.2.10[pvelb: default/api,default/web]", "192.0.2.11[pvelb: default/api]")
