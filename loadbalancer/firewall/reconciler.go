@@ -400,6 +400,10 @@ func (r *Reconciler) syncSet(ctx context.Context, c pve.Client, region string, v
 		op, err := r.apply(ctx, c, scope, in.Name, plan, &res)
 		if err == nil {
 			res.State = SetChanged
+			if writes(&res) == 0 {
+				// Only skipped actions (e.g. a comment this client cannot update).
+				res.State = SetInSync
+			}
 			r.markInSync(key, fp, &res)
 			klog.InfoS("Reconciled Proxmox IPSet", logKV(region, vm, in.Name,
 				"adds", res.Writes[ActionAdd], "deletes", res.Writes[ActionDelete],

@@ -117,6 +117,9 @@ func TestSimStaleCommentLeftWithoutUpdater(t *testing.T) {
 		t.Fatalf("%d writes; without an updater the entry must be left alone, not deleted and re-added", e.sim.Stats().Writes)
 	}
 	s, _ := res.Set(region, nil, "pvelb-vips")
+	if s.State != SetInSync {
+		t.Fatalf("state %s, want InSync when nothing could be written", s.State)
+	}
 	if !strings.Contains(strings.Join(s.Notes, "\n"), "cannot update comments") {
 		t.Fatalf("notes %q do not explain the stale comment", s.Notes)
 	}
