@@ -49,14 +49,6 @@ type Options struct {
 	OnResult func(Result)
 }
 
-// EntryUpdater is implemented by clients that can rewrite an entry's comment in
-// place (PUT .../ipset/{name}/{cidr}, entry.Digest guarding it). With a client
-// that cannot, pvelb leaves a stale comment as it is rather than deleting and
-// re-adding the entry, which would drop the VIP for a moment.
-type EntryUpdater interface {
-	UpdateIPSetEntry(ctx context.Context, scope pve.Scope, name string, entry pve.IPSetEntry) error
-}
-
 var (
 	setNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{1,63}$`)
 	nicRE     = regexp.MustCompile(`^net([0-9]|[1-9][0-9]{1,2})$`)
@@ -483,11 +475,6 @@ func (r *Reconciler) apply(ctx context.Context, c pve.Client, scope pve.Scope, n
 			count(a.Kind)
 		case ActionUpdateComment, ActionDelete:
 			op := string(a.Kind) + " " + a.CIDR
-			u, canUpdate := c.(EntryUpdater)
-			if a.Kind == ActionUpdateComment && !canUpdate {
-				res.Notes = append(res.Notes, fmt.Sprintf("%s: comment is stale (%q wanted) but this client cannot update comments", a.CIDR, a.Comment))
-				continue
-			}
 			digest := a.Digest
 			if !fresh {
 				e, ok, err := current(a.CIDR)
@@ -504,7 +491,8 @@ func (r *Reconciler) apply(ctx context.Context, c pve.Client, scope pve.Scope, n
 			if a.Kind == ActionDelete {
 				err = c.DeleteIPSetEntry(ctx, scope, name, a.CIDR, digest)
 			} else {
-				err = u.UpdateIPSetEntry(ctx, scope, name, pve.IPSetEntry{CIDR: a.CIDR, Comment: a.Comment, Digest: digest})
+				// In place: a delete and re-add would drop the VIP for a moment.
+				err = c.UpdateIPSetEntry(ctx, scope, name, pve.IPSetEntry{CIDR: a.CIDR, Comment: a.Comment, Digest: digest})
 			}
 			if err != nil {
 				return op, err

@@ -34,6 +34,11 @@ type Client interface {
 	// AddIPSetEntry adds one entry; cidr is normalised first (host bits zeroed,
 	// /32 and /128 stripped) exactly as Proxmox stores it.
 	AddIPSetEntry(ctx context.Context, scope Scope, name string, entry IPSetEntry) error
+	// UpdateIPSetEntry rewrites the comment and nomatch flag of an existing
+	// entry in place (PUT overwrites both). entry.Digest, when not empty, makes
+	// Proxmox refuse the update if the set changed meanwhile. Updating in place
+	// keeps the address admitted, where a delete and re-add would not.
+	UpdateIPSetEntry(ctx context.Context, scope Scope, name string, entry IPSetEntry) error
 	// DeleteIPSetEntry removes one entry by its normalised cidr. digest, when not
 	// empty, makes Proxmox refuse the delete if the set changed meanwhile.
 	DeleteIPSetEntry(ctx context.Context, scope Scope, name, cidr, digest string) error

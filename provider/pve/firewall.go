@@ -137,3 +137,24 @@ func (c *client) DeleteIPSetEntry(ctx context.Context, scope Scope, name, cidr, 
 	_, err = c.do(ctx, call{method: http.MethodDelete, endpoint: ep, path: p, query: q})
 	return err
 }
+
+func (c *client) UpdateIPSetEntry(ctx context.Context, scope Scope, name string, entry IPSetEntry) error {
+	seg, err := cidrSegment(entry.CIDR)
+	if err != nil {
+		return err
+	}
+	p, ep, err := ipsetPaths(scope, name, seg)
+	if err != nil {
+		return err
+	}
+	nomatch := 0
+	if entry.NoMatch {
+		nomatch = 1
+	}
+	body := map[string]any{"comment": entry.Comment, "nomatch": nomatch}
+	if entry.Digest != "" {
+		body["digest"] = entry.Digest
+	}
+	_, err = c.do(ctx, call{method: http.MethodPut, endpoint: ep, path: p, body: body})
+	return err
+}
