@@ -1,0 +1,675 @@
+package allocator
+
+import (
+	"fmt"
+	"maps"
+	"math/big"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// holder is what the allocator remembers of a Service that holds addresses:
+// the copy of the fields sharing depends on, taken at assignment time.
+type holder struct {
+	svc Service
+	ips []netip.Addr
+}
+
+// Allocator tracks pools and which Services hold which addresses.
+type Allocator struct {
+	pools   []*Pool // sorted by priority (desc) then name
+	byName  map[string]*Pool
+	holders map[netip.Addr][]ServiceKey // sorted keys per address
+	svcs    map[ServiceKey]*holder
+	used    addrSet
+	// sharing maps a sharing key to the addresses held under it, so a
+	// Service joining a group finds its address without scanning all holders.
+	sharing map[string]map[netip.Addr]struct{}
+}
+
+// New returns an empty allocator.
+func New() *Allocator {
+	return &Allocator{
+		byName:  map[string]*Pool{},
+		holders: map[netip.Addr][]ServiceKey{},
+		svcs:    map[ServiceKey]*holder{},
+		sharing: map[string]map[netip.Addr]struct{}{},
+	}
+}
+
+// Result is the outcome of a successful Assign.
+type Result struct {
+	// IPs in the Service's ipFamilies order.
+	IPs []netip.Addr
+	// Pools[i] is the pool IPs[i] belongs to ("" when it lies outside every
+	// pool, e.g. kept after its pool shrank).
+	Pools []string
+	// Changed is false when the Service kept exactly the addresses it had.
+	Changed bool
+	// Notes explain a partial outcome (PreferDualStack without a second
+	// family), for an Event.
+	Notes []string
+}
+
+// SetPools replaces the pool set. Assignments are never moved: an address
+// now outside every pool stays with its Service, and a Warning names it. The
+// warnings list every such address each time, sorted, so the caller can
+// emit (deduplicated) Events.
+func (a *Allocator) SetPools(pools []Pool) []Warning {
+	a.pools = a.pools[:0]
+	a.byName = make(map[string]*Pool, len(pools))
+	for i := range pools {
+		p := pools[i]
+		p.Ranges = mergeRanges(slices.Clone(p.Ranges))
+		a.pools = append(a.pools, &p)
+		a.byName[p.Name] = &p
+	}
+	sort.SliceStable(a.pools, func(i, j int) bool {
+		if a.pools[i].Priority != a.pools[j].Priority {
+			return a.pools[i].Priority > a.pools[j].Priority
+		}
+		return a.pools[i].Name < a.pools[j].Name
+	})
+	var ws []Warning
+	for ip, keys := range a.holders {
+		if a.poolOf(ip) != nil {
+			continue
+		}
+		for _, k := range keys {
+			ws = append(ws, Warning{Service: k, Address: ip,
+				Msg: fmt.Sprintf("address %s of %s is outside every IPPool; it is kept, but consider moving the Service to a pool address", ip, k)})
+		}
+	}
+	sort.Slice(ws, func(i, j int) bool {
+		if ws[i].Service != ws[j].Service {
+			return ws[i].Service.less(ws[j].Service)
+		}
+		return ws[i].Address.Less(ws[j].Address)
+	})
+	return ws
+}
+
+// poolOf returns the first pool (in priority order) containing ip, or nil.
+func (a *Allocator) poolOf(ip netip.Addr) *Pool {
+	for _, p := range a.pools {
+		if p.Contains(ip) {
+			return p
+		}
+	}
+	return nil
+}
+
+// Owner returns the Services holding ip, sorted (several when shared).
+func (a *Allocator) Owner(ip netip.Addr) []ServiceKey {
+	return slices.Clone(a.holders[ip])
+}
+
+// Assigned returns the addresses a Service holds.
+func (a *Allocator) Assigned(key ServiceKey) []netip.Addr {
+	if h := a.svcs[key]; h != nil {
+		return slices.Clone(h.ips)
+	}
+	return nil
+}
+
+// Release frees every address the Service holds (shared addresses stay with
+// the other Services).
+func (a *Allocator) Release(key ServiceKey) {
+	h := a.svcs[key]
+	if h == nil {
+		return
+	}
+	for _, ip := range h.ips {
+		a.unhold(ip, key, h.svc.SharingKey)
+	}
+	delete(a.svcs, key)
+}
+
+func (a *Allocator) unhold(ip netip.Addr, key ServiceKey, sharingKey string) {
+	keys := slices.DeleteFunc(a.holders[ip], func(k ServiceKey) bool { return k == key })
+	if len(keys) > 0 {
+		a.holders[ip] = keys
+		return
+	}
+	delete(a.holders, ip)
+	a.used.remove(ip)
+	if sharingKey != "" {
+		delete(a.sharing[sharingKey], ip)
+		if len(a.sharing[sharingKey]) == 0 {
+			delete(a.sharing, sharingKey)
+		}
+	}
+}
+
+func (a *Allocator) hold(ip netip.Addr, svc *Service) {
+	keys := a.holders[ip]
+	i, found := slices.BinarySearchFunc(keys, svc.Key, func(x, y ServiceKey) int {
+		switch {
+		case x == y:
+			return 0
+		case x.less(y):
+			return -1
+		}
+		return 1
+	})
+	if !found {
+		a.holders[ip] = slices.Insert(keys, i, svc.Key)
+	}
+	a.used.add(ip)
+	if svc.SharingKey != "" {
+		if a.sharing[svc.SharingKey] == nil {
+			a.sharing[svc.SharingKey] = map[netip.Addr]struct{}{}
+		}
+		a.sharing[svc.SharingKey][ip] = struct{}{}
+	}
+}
+
+// canShare explains why svc may not use ip alongside its current holders
+// (nil when it may). Holders equal to svc itself are ignored.
+func (a *Allocator) canShare(ip netip.Addr, svc *Service) *Error {
+	for _, k := range a.holders[ip] {
+		if k == svc.Key {
+			continue
+		}
+		other := &a.svcs[k].svc
+		why := sharingRefusal(svc, other)
+		if why == "" {
+			continue
+		}
+		reason := ReasonSharingRefused
+		msg := fmt.Sprintf("address %s is held by %s and sharing is refused: %s", ip, k, why)
+		if svc.SharingKey == "" || other.SharingKey == "" {
+			reason = ReasonHeldBy
+			msg = fmt.Sprintf("address %s is held by %s (%s)", ip, k, why)
+		}
+		return &Error{Reason: reason, Address: ip, Holder: k, Msg: msg}
+	}
+	return nil
+}
+
+// sharingRefusal returns why two Services may not share an address, or "".
+func sharingRefusal(s, o *Service) string {
+	switch {
+	case s.SharingKey == "" && o.SharingKey == "":
+		return fmt.Sprintf("neither Service sets %s", AnnotationSharingKey)
+	case s.SharingKey == "":
+		return fmt.Sprintf("this Service sets no %s", AnnotationSharingKey)
+	case o.SharingKey == "":
+		return fmt.Sprintf("%s sets no %s", o.Key, AnnotationSharingKey)
+	case s.SharingKey != o.SharingKey:
+		return fmt.Sprintf("sharing keys differ (%q vs %q)", s.SharingKey, o.SharingKey)
+	case s.etp() != o.etp():
+		return fmt.Sprintf("externalTrafficPolicy differs (%s vs %s)", s.etp(), o.etp())
+	case s.etp() == "Local" && !maps.Equal(s.Selector, o.Selector):
+		return "externalTrafficPolicy Local requires the same pod selector"
+	}
+	var clash []string
+	for _, p := range s.Ports {
+		for _, q := range o.Ports {
+			if strings.EqualFold(p.Protocol, q.Protocol) && p.Port == q.Port {
+				clash = append(clash, p.String())
+				break
+			}
+		}
+	}
+	if len(clash) > 0 {
+		return "ports " + strings.Join(clash, ", ") + " clash"
+	}
+	return ""
+}
+
+// Assign gives svc its addresses. current are the addresses in the Service's
+// status (or what the allocator already holds for it): each is kept while it
+// still fits the request, so restarts and unrelated edits never move an
+// address. Otherwise requested addresses are honoured, else addresses are
+// picked from matching pools. On error nothing changes, and the Service keeps
+// what it held.
+func (a *Allocator) Assign(svc Service, current []netip.Addr) (Result, error) {
+	svc = cloneService(svc)
+	if err := validateService(&svc); err != nil {
+		return Result{}, err
+	}
+	if h := a.svcs[svc.Key]; h != nil && len(current) == 0 {
+		current = h.ips
+	}
+	fams := svc.families()
+
+	var chosen []netip.Addr
+	var notes []string
+	if len(svc.RequestedIPs) > 0 {
+		ips, err := a.checkRequested(&svc, fams)
+		if err != nil {
+			return Result{}, err
+		}
+		chosen = ips
+	} else {
+		taken := map[netip.Addr]bool{}
+		for i, f := range fams {
+			ip, err := a.pickFamily(&svc, f, current, taken)
+			if err != nil {
+				dual := svc.IPFamilyPolicy == PreferDualStack
+				if dual && (i > 0 || len(fams) > 1) {
+					notes = append(notes, fmt.Sprintf("PreferDualStack: no %s address: %v", f, err))
+					continue
+				}
+				if svc.IPFamilyPolicy == RequireDualStack {
+					return Result{}, &Error{Reason: ReasonFamilyUnavailable, Address: addrOf(err), Pool: poolOfErr(err),
+						Msg: fmt.Sprintf("RequireDualStack needs an %s address: %v", f, err)}
+				}
+				return Result{}, err
+			}
+			taken[ip] = true
+			chosen = append(chosen, ip)
+		}
+		if len(chosen) == 0 {
+			return Result{}, &Error{Reason: ReasonFamilyUnavailable,
+				Msg: "PreferDualStack: no address of any family: " + strings.Join(notes, "; ")}
+		}
+	}
+
+	// Commit: drop what is no longer wanted, take what is new.
+	old := a.svcs[svc.Key]
+	changed := old == nil || !slices.Equal(old.ips, chosen)
+	if old != nil {
+		for _, ip := range old.ips {
+			a.unhold(ip, svc.Key, old.svc.SharingKey)
+		}
+	}
+	a.svcs[svc.Key] = &holder{svc: svc, ips: chosen}
+	for _, ip := range chosen {
+		a.hold(ip, &svc)
+	}
+	res := Result{IPs: slices.Clone(chosen), Changed: changed || !sameSet(current, chosen), Notes: notes}
+	for _, ip := range chosen {
+		name := ""
+		if p := a.poolOf(ip); p != nil {
+			name = p.Name
+		}
+		res.Pools = append(res.Pools, name)
+	}
+	return res, nil
+}
+
+func addrOf(err error) netip.Addr {
+	if e, ok := err.(*Error); ok {
+		return e.Address
+	}
+	return netip.Addr{}
+}
+
+func poolOfErr(err error) string {
+	if e, ok := err.(*Error); ok {
+		return e.Pool
+	}
+	return ""
+}
+
+func sameSet(a, b []netip.Addr) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
+}
+
+func cloneService(s Service) Service {
+	s.RequestedIPs = slices.Clone(s.RequestedIPs)
+	s.Ports = slices.Clone(s.Ports)
+	s.IPFamilies = slices.Clone(s.IPFamilies)
+	s.Selector = maps.Clone(s.Selector)
+	s.NamespaceLabels = maps.Clone(s.NamespaceLabels)
+	s.Labels = maps.Clone(s.Labels)
+	return s
+}
+
+func validateService(s *Service) error {
+	if s.Key.Namespace == "" || s.Key.Name == "" {
+		return &Error{Reason: ReasonInvalidRequest, Msg: "service key needs a namespace and a name"}
+	}
+	switch s.IPFamilyPolicy {
+	case "", SingleStack, PreferDualStack, RequireDualStack:
+	default:
+		return &Error{Reason: ReasonInvalidRequest, Msg: fmt.Sprintf("spec.ipFamilyPolicy %q is not SingleStack, PreferDualStack or RequireDualStack", s.IPFamilyPolicy)}
+	}
+	for i, f := range s.IPFamilies {
+		if f != IPv4 && f != IPv6 {
+			return &Error{Reason: ReasonInvalidRequest, Msg: fmt.Sprintf("spec.ipFamilies[%d]: %q is not IPv4 or IPv6", i, f)}
+		}
+		if i > 0 && s.IPFamilies[0] == f {
+			return &Error{Reason: ReasonInvalidRequest, Msg: fmt.Sprintf("spec.ipFamilies lists %s twice", f)}
+		}
+	}
+	for i := range s.Ports {
+		s.Ports[i].Protocol = strings.ToUpper(s.Ports[i].Protocol)
+		if s.Ports[i].Protocol == "" {
+			s.Ports[i].Protocol = "TCP"
+		}
+	}
+	return nil
+}
+
+// checkRequested validates explicitly requested addresses: one per wanted
+// family, each in a pool that allows the Service (the requested pool, if
+// named), and free or shareable. Addresses the Service already holds are
+// accepted even outside every pool, so a shrunk pool does not break a
+// Service that asked for its address.
+func (a *Allocator) checkRequested(svc *Service, fams []Family) ([]netip.Addr, error) {
+	byFam := map[Family]netip.Addr{}
+	for _, ip := range svc.RequestedIPs {
+		f := familyOf(ip)
+		if !slices.Contains(fams, f) {
+			return nil, &Error{Reason: ReasonRequestConflict, Address: ip,
+				Msg: fmt.Sprintf("requested address %s is %s but the Service's ipFamilies/ipFamilyPolicy allow only %s", ip, f, joinFams(fams))}
+		}
+		if prev, dup := byFam[f]; dup {
+			return nil, &Error{Reason: ReasonRequestConflict, Address: ip,
+				Msg: fmt.Sprintf("requested addresses %s and %s are both %s; request at most one per family", prev, ip, f)}
+		}
+		byFam[f] = ip
+	}
+	if svc.IPFamilyPolicy == RequireDualStack && len(byFam) < 2 {
+		return nil, &Error{Reason: ReasonRequestConflict,
+			Msg: fmt.Sprintf("RequireDualStack with requested addresses needs one IPv4 and one IPv6 address in %s", AnnotationIPs)}
+	}
+	var held []netip.Addr
+	if h := a.svcs[svc.Key]; h != nil {
+		held = h.ips
+	}
+	var out []netip.Addr
+	for _, f := range fams {
+		ip, ok := byFam[f]
+		if !ok {
+			continue
+		}
+		if !slices.Contains(held, ip) {
+			if err := a.requestedInPool(svc, ip); err != nil {
+				return nil, err
+			}
+		}
+		if err := a.canShare(ip, svc); err != nil {
+			return nil, err
+		}
+		out = append(out, ip)
+	}
+	return out, nil
+}
+
+func joinFams(fs []Family) string {
+	s := make([]string, len(fs))
+	for i, f := range fs {
+		s[i] = string(f)
+	}
+	return strings.Join(s, " and ")
+}
+
+func (a *Allocator) requestedInPool(svc *Service, ip netip.Addr) error {
+	if svc.RequestedPool != "" {
+		p := a.byName[svc.RequestedPool]
+		if p == nil {
+			return &Error{Reason: ReasonNoMatchingPool, Pool: svc.RequestedPool, Address: ip,
+				Msg: fmt.Sprintf("pool %s (annotation %s) does not exist", svc.RequestedPool, AnnotationPool)}
+		}
+		if !p.Contains(ip) {
+			return &Error{Reason: ReasonRequestConflict, Pool: p.Name, Address: ip,
+				Msg: fmt.Sprintf("requested address %s is not in pool %s named by %s", ip, p.Name, AnnotationPool)}
+		}
+		return a.poolUsableFor(p, svc, ip)
+	}
+	var refusals []string
+	for _, p := range a.pools {
+		if !p.Contains(ip) {
+			continue
+		}
+		err := a.poolUsableFor(p, svc, ip)
+		if err == nil {
+			return nil
+		}
+		refusals = append(refusals, err.Error())
+	}
+	if refusals == nil {
+		return &Error{Reason: ReasonNotInAnyPool, Address: ip,
+			Msg: fmt.Sprintf("requested address %s is not in any IPPool", ip)}
+	}
+	return &Error{Reason: ReasonNoMatchingPool, Address: ip, Msg: strings.Join(refusals, "; ")}
+}
+
+func (a *Allocator) poolUsableFor(p *Pool, svc *Service, ip netip.Addr) error {
+	if !p.Usable {
+		return &Error{Reason: ReasonNoMatchingPool, Pool: p.Name, Address: ip,
+			Msg: fmt.Sprintf("pool %s is refused (see its status conditions, e.g. Overlapping) and gives no new addresses", p.Name)}
+	}
+	if ok, why := p.allows(svc); !ok {
+		return &Error{Reason: ReasonNoMatchingPool, Pool: p.Name, Address: ip, Msg: why}
+	}
+	return nil
+}
+
+// pickFamily returns svc's address of family f: the current one if it still
+// fits, else one shared with its sharing group, else the lowest free one from
+// the first matching pool.
+func (a *Allocator) pickFamily(svc *Service, f Family, current []netip.Addr, taken map[netip.Addr]bool) (netip.Addr, error) {
+	for _, ip := range current {
+		if familyOf(ip) != f || taken[ip] {
+			continue
+		}
+		if svc.RequestedPool != "" {
+			if p := a.byName[svc.RequestedPool]; p != nil && !p.Contains(ip) {
+				continue // the Service now asks for another pool: honour it
+			}
+		}
+		if a.canShare(ip, svc) == nil {
+			return ip, nil
+		}
+	}
+
+	cands, err := a.candidatePools(svc, f)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	if svc.SharingKey != "" {
+		var best netip.Addr
+		for _, p := range cands {
+			for ip := range a.sharing[svc.SharingKey] {
+				if familyOf(ip) != f || taken[ip] || !p.Contains(ip) || a.canShare(ip, svc) != nil {
+					continue
+				}
+				if !best.IsValid() || ip.Less(best) {
+					best = ip
+				}
+			}
+			if best.IsValid() {
+				return best, nil
+			}
+		}
+	}
+	for _, p := range cands {
+		if ip, ok := a.lowestFree(p, f, taken); ok {
+			return ip, nil
+		}
+	}
+	names := make([]string, len(cands))
+	for i, p := range cands {
+		names[i] = p.Name
+	}
+	return netip.Addr{}, &Error{Reason: ReasonPoolExhausted, Pool: names[0],
+		Msg: fmt.Sprintf("no free %s address in pool %s", f, strings.Join(names, ", "))}
+}
+
+// candidatePools lists the pools svc may get a new address of family f from,
+// in priority order, or explains why there are none.
+func (a *Allocator) candidatePools(svc *Service, f Family) ([]*Pool, error) {
+	if svc.RequestedPool != "" {
+		p := a.byName[svc.RequestedPool]
+		if p == nil {
+			return nil, &Error{Reason: ReasonNoMatchingPool, Pool: svc.RequestedPool,
+				Msg: fmt.Sprintf("pool %s (annotation %s) does not exist", svc.RequestedPool, AnnotationPool)}
+		}
+		if !p.hasFamily(f) {
+			return nil, &Error{Reason: ReasonNoMatchingPool, Pool: p.Name,
+				Msg: fmt.Sprintf("pool %s has no %s addresses", p.Name, f)}
+		}
+		if err := a.poolUsableFor(p, svc, netip.Addr{}); err != nil {
+			return nil, err
+		}
+		return []*Pool{p}, nil
+	}
+	var out []*Pool
+	var why []string
+	for _, p := range a.pools {
+		if !p.hasFamily(f) {
+			continue
+		}
+		if !p.AutoAssign {
+			why = append(why, fmt.Sprintf("pool %s has autoAssign off (name it in %s)", p.Name, AnnotationPool))
+			continue
+		}
+		if err := a.poolUsableFor(p, svc, netip.Addr{}); err != nil {
+			why = append(why, err.Error())
+			continue
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		msg := fmt.Sprintf("no IPPool with %s addresses serves %s", f, svc.Key)
+		if len(why) > 0 {
+			msg += ": " + strings.Join(why, "; ")
+		}
+		return nil, &Error{Reason: ReasonNoMatchingPool, Msg: msg}
+	}
+	return out, nil
+}
+
+// lowestFree finds the lowest address of family f in p that nobody holds.
+// Each step either returns or jumps over a whole interval of used addresses
+// (or one buggy address), so the cost depends on fragmentation, not on the
+// pool's size: a /64 costs the same as a /24.
+func (a *Allocator) lowestFree(p *Pool, f Family, taken map[netip.Addr]bool) (netip.Addr, bool) {
+	for _, r := range p.Ranges {
+		if r.Family() != f {
+			continue
+		}
+		x := r.First
+		for x.IsValid() && r.Contains(x) {
+			n := a.used.nextFree(x)
+			if !n.IsValid() || !r.Contains(n) {
+				break
+			}
+			if (p.AvoidBuggyIPs && isBuggy(n)) || taken[n] {
+				x = n.Next()
+				continue
+			}
+			return n, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// Restore replays addresses found in Services' status on start, before any
+// Assign, so that already-assigned Services keep their addresses. Items are
+// replayed oldest first (then by key), so when two Services claim one address
+// they may not share, the older keeps it; the newer loses that address and is
+// reported, and its next Assign picks another one. Addresses are restored even
+// outside every pool (they are kept, see SetPools). Restore never picks new
+// addresses.
+func (a *Allocator) Restore(items []RestoreItem) []Conflict {
+	items = slices.Clone(items)
+	sort.SliceStable(items, func(i, j int) bool {
+		if !items[i].Created.Equal(items[j].Created) {
+			return items[i].Created.Before(items[j].Created)
+		}
+		return items[i].Service.Key.less(items[j].Service.Key)
+	})
+	var conflicts []Conflict
+	for _, it := range items {
+		svc := cloneService(it.Service)
+		if validateService(&svc) != nil {
+			continue
+		}
+		fams := svc.families()
+		var keep []netip.Addr
+		for _, ip := range it.Current {
+			if !slices.Contains(fams, familyOf(ip)) || slices.ContainsFunc(keep, func(k netip.Addr) bool { return familyOf(k) == familyOf(ip) }) {
+				continue // no longer wanted; Assign will settle it
+			}
+			if err := a.canShare(ip, &svc); err != nil {
+				conflicts = append(conflicts, Conflict{Loser: svc.Key, Winner: err.Holder, Address: ip, Err: err})
+				continue
+			}
+			keep = append(keep, ip)
+		}
+		if old := a.svcs[svc.Key]; old != nil {
+			for _, ip := range old.ips {
+				a.unhold(ip, svc.Key, old.svc.SharingKey)
+			}
+			delete(a.svcs, svc.Key)
+		}
+		if len(keep) == 0 {
+			continue
+		}
+		a.svcs[svc.Key] = &holder{svc: svc, ips: keep}
+		for _, ip := range keep {
+			a.hold(ip, &svc)
+		}
+	}
+	return conflicts
+}
+
+// FamilyUsage counts addresses of one family in a pool. Total and Free are
+// big integers because IPv6 pools exceed 64 bits.
+type FamilyUsage struct {
+	Total *big.Int
+	Used  int64
+	Free  *big.Int
+}
+
+// PoolUsage is one pool's usage, for its status.
+type PoolUsage struct {
+	Name       string
+	IPv4, IPv6 *FamilyUsage // nil when the pool has no addresses of that family
+}
+
+// Usage reports every pool's usage, sorted by name.
+func (a *Allocator) Usage() []PoolUsage {
+	names := slices.Sorted(maps.Keys(a.byName))
+	out := make([]PoolUsage, 0, len(names))
+	for _, n := range names {
+		p := a.byName[n]
+		u := PoolUsage{Name: n}
+		for _, r := range p.Ranges {
+			fu := &u.IPv4
+			if r.Family() == IPv6 {
+				fu = &u.IPv6
+			}
+			if *fu == nil {
+				*fu = &FamilyUsage{Total: new(big.Int)}
+			}
+			(*fu).Total.Add((*fu).Total, r.size())
+			if p.AvoidBuggyIPs {
+				(*fu).Total.Sub((*fu).Total, r.buggyIn())
+			}
+		}
+		for ip := range a.holders {
+			if !p.Contains(ip) {
+				continue
+			}
+			if ip.Is4() {
+				u.IPv4.Used++
+			} else {
+				u.IPv6.Used++
+			}
+		}
+		for _, fu := range []*FamilyUsage{u.IPv4, u.IPv6} {
+			if fu != nil {
+				fu.Free = new(big.Int).Sub(fu.Total, big.NewInt(fu.Used))
+			}
+		}
+		out = append(out, u)
+	}
+	return out
+}
