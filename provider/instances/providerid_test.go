@@ -7,11 +7,11 @@ import (
 
 func TestParseProviderID(t *testing.T) {
 	tests := []struct {
-		id         string
-		region     string
-		vmid       int
-		foreign    bool
-		wantErr    bool
+		id      string
+		region  string
+		vmid    int
+		foreign bool
+		wantErr bool
 	}{
 		{id: "proxmox://pve-east/100", region: "pve-east", vmid: 100},
 		{id: "proxmox://r/999999999", region: "r", vmid: 999999999},
