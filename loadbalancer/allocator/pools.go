@@ -87,3 +87,15 @@ func Overlaps(pools []Pool) map[string][]string {
 	}
 	return out
 }
+
+// APIStatus converts usage to the IPPool status fields (nil for a family the
+// pool does not have).
+func (u PoolUsage) APIStatus() (ipv4, ipv6 *v1alpha1.FamilyUsage) {
+	conv := func(f *FamilyUsage) *v1alpha1.FamilyUsage {
+		if f == nil {
+			return nil
+		}
+		return &v1alpha1.FamilyUsage{Total: f.Total.String(), Used: f.Used, Free: f.Free.String()}
+	}
+	return conv(u.IPv4), conv(u.IPv6)
+}
