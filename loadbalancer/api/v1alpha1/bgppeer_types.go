@@ -36,6 +36,7 @@ type GracefulRestart struct {
 	// RestartTime the peer keeps our routes for. At most 4095s (12-bit field).
 	// +optional
 	// +kubebuilder:default="120s"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')",message="must be a duration such as 90s or 1m30s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('4095s')",message="restartTime must be between 1s and 4095s"
 	RestartTime *metav1.Duration `json:"restartTime,omitempty"`
 }
@@ -77,10 +78,12 @@ type BGPPeerSpec struct {
 	// HoldTime proposed to the peer; 0s disables keepalives.
 	// +optional
 	// +kubebuilder:default="90s"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')",message="must be a duration such as 90s or 1m30s"
 	HoldTime metav1.Duration `json:"holdTime,omitempty"`
 
 	// KeepaliveTime between keepalive messages; default a third of holdTime.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')",message="must be a duration such as 90s or 1m30s"
 	KeepaliveTime *metav1.Duration `json:"keepaliveTime,omitempty"`
 
 	// PasswordSecretRef names the Secret key holding the TCP MD5 password.
