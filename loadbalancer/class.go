@@ -1,0 +1,244 @@
+package loadbalancer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	servicehelper "k8s.io/cloud-provider/service/helpers"
+	"k8s.io/klog/v2"
+)
+
+const classWorkers = 4
+
+// classController serves Services of loadBalancerClass pvelb.io/loadbalancer,
+// which the cloud-provider service controller leaves alone. It mirrors that
+// controller: the standard cleanup finalizer before allocating, the status
+// patched with ipMode VIP, the finalizer removed after releasing. Services of
+// any other class are never touched.
+type classController struct {
+	lb     *Controller
+	lister corelisters.ServiceLister
+	queue  workqueue.TypedRateLimitingInterface[string]
+
+	mu sync.Mutex
+	// owned are Services this controller allocated for: a Service whose type
+	// changes away from LoadBalancer loses its class (the apiserver clears
+	// it), and must still be cleaned up.
+	owned map[string]bool
+	// gone holds the last state of deleted owned Services until released.
+	gone map[string]*v1.Service
+	// failed are Services whose last ensure failed; a pool change retries them
+	// at once instead of waiting out the backoff.
+	failed map[string]bool
+}
+
+func newClassController(lb *Controller, inf coreinformers.ServiceInformer) *classController {
+	cc := &classController{
+		lb:     lb,
+		lister: inf.Lister(),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 2*time.Minute),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "pvelb-class"}),
+		owned:  map[string]bool{},
+		gone:   map[string]*v1.Service{},
+		failed: map[string]bool{},
+	}
+	_, _ = inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { cc.maybeEnqueue(o) },
+		UpdateFunc: func(_, n any) { cc.maybeEnqueue(n) },
+		DeleteFunc: func(o any) {
+			if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			svc, ok := o.(*v1.Service)
+			if !ok {
+				return
+			}
+			k := svc.Namespace + "/" + svc.Name
+			cc.mu.Lock()
+			owned := cc.owned[k] || isClass(svc)
+			if owned {
+				cc.gone[k] = svc
+			}
+			cc.mu.Unlock()
+			if owned {
+				cc.queue.Add(k)
+			}
+		},
+	})
+	return cc
+}
+
+func isClass(svc *v1.Service) bool {
+	return svc.Spec.LoadBalancerClass != nil && *svc.Spec.LoadBalancerClass == ClassName
+}
+
+func (cc *classController) maybeEnqueue(o any) {
+	svc, ok := o.(*v1.Service)
+	if !ok {
+		return
+	}
+	k := svc.Namespace + "/" + svc.Name
+	cc.mu.Lock()
+	owned := cc.owned[k]
+	cc.mu.Unlock()
+	if isClass(svc) || owned {
+		cc.queue.Add(k)
+	}
+}
+
+// requeueUnassigned retries Services whose allocation failed (a pool changed).
+func (cc *classController) requeueUnassigned() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	for k := range cc.failed {
+		cc.queue.Add(k)
+	}
+}
+
+func (cc *classController) run(ctx context.Context) {
+	defer cc.queue.ShutDown()
+	for range classWorkers {
+		go wait.UntilWithContext(ctx, cc.worker, time.Second)
+	}
+	<-ctx.Done()
+}
+
+func (cc *classController) worker(ctx context.Context) {
+	for {
+		k, quit := cc.queue.Get()
+		if quit {
+			return
+		}
+		err := cc.sync(ctx, k)
+		cc.mu.Lock()
+		if err != nil {
+			cc.failed[k] = true
+		} else {
+			delete(cc.failed, k)
+		}
+		cc.mu.Unlock()
+		if err != nil {
+			klog.InfoS("Class LoadBalancer sync failed; retrying", "service", k, "err", err)
+			cc.queue.AddRateLimited(k)
+		} else {
+			cc.queue.Forget(k)
+		}
+		cc.queue.Done(k)
+	}
+}
+
+func (cc *classController) sync(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
+	}
+	svc, err := cc.lister.Services(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		cc.mu.Lock()
+		last := cc.gone[key]
+		cc.mu.Unlock()
+		if last != nil {
+			stub := last.DeepCopy()
+			now := metav1.Now()
+			stub.DeletionTimestamp = &now // gone: no annotation to clean
+			if err := cc.lb.release(ctx, stub); err != nil {
+				return err
+			}
+		}
+		cc.mu.Lock()
+		delete(cc.gone, key)
+		delete(cc.owned, key)
+		cc.mu.Unlock()
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	svc = svc.DeepCopy()
+	cc.mu.Lock()
+	owned := cc.owned[key]
+	cc.mu.Unlock()
+	mine := isClass(svc)
+	if !mine && !owned {
+		return nil // another class, or class-less: never touched here
+	}
+
+	if svc.DeletionTimestamp != nil || svc.Spec.Type != v1.ServiceTypeLoadBalancer || !mine {
+		if err := cc.lb.release(ctx, svc); err != nil {
+			return err
+		}
+		if svc.DeletionTimestamp == nil && len(svc.Status.LoadBalancer.Ingress) > 0 {
+			if err := cc.patch(svc, func(s *v1.Service) { s.Status.LoadBalancer = v1.LoadBalancerStatus{} }); err != nil {
+				return fmt.Errorf("clearing load balancer status: %w", err)
+			}
+		}
+		if servicehelper.HasLBFinalizer(svc) && (mine || owned) {
+			if err := cc.patch(svc, func(s *v1.Service) { s.Finalizers = without(s.Finalizers, FinalizerName) }); err != nil {
+				return fmt.Errorf("removing finalizer: %w", err)
+			}
+		}
+		if owned {
+			cc.lb.event(svc, v1.EventTypeNormal, "DeletedLoadBalancer", "released the load balancer addresses")
+		}
+		cc.mu.Lock()
+		delete(cc.owned, key)
+		cc.mu.Unlock()
+		return nil
+	}
+
+	if !servicehelper.HasLBFinalizer(svc) {
+		if err := cc.patch(svc, func(s *v1.Service) { s.Finalizers = append(s.Finalizers, FinalizerName) }); err != nil {
+			return fmt.Errorf("adding finalizer: %w", err)
+		}
+		svc.Finalizers = append(svc.Finalizers, FinalizerName)
+	}
+	cc.mu.Lock()
+	cc.owned[key] = true
+	cc.mu.Unlock()
+	st, err := cc.lb.ensure(ctx, svc, "class")
+	if err != nil {
+		return err
+	}
+	if servicehelper.LoadBalancerStatusEqual(&svc.Status.LoadBalancer, st) {
+		return nil
+	}
+	if err := cc.patch(svc, func(s *v1.Service) { s.Status.LoadBalancer = *st }); err != nil {
+		return fmt.Errorf("updating load balancer status: %w", err)
+	}
+	cc.lb.event(svc, v1.EventTypeNormal, "EnsuredLoadBalancer", "Ensured load balancer")
+	return nil
+}
+
+// patch applies change to a copy of svc and patches the difference, the way
+// the service controller does (strategic merge on the status subresource,
+// which also carries finalizer changes).
+func (cc *classController) patch(svc *v1.Service, change func(*v1.Service)) error {
+	updated := svc.DeepCopy()
+	change(updated)
+	_, err := servicehelper.PatchService(cc.lb.kube.CoreV1(), svc, updated)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+func without(list []string, s string) []string {
+	var out []string
+	for _, x := range list {
+		if x != s {
+			out = append(out, x)
+		}
+	}
+	return out
+}

@@ -1,0 +1,464 @@
+package loadbalancer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	cloudprovider "k8s.io/cloud-provider"
+	"k8s.io/klog/v2"
+
+	"github.com/pvelb/pvelb/loadbalancer/allocator"
+	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+	"github.com/pvelb/pvelb/loadbalancer/firewall"
+)
+
+var metav1PatchOptions = metav1.PatchOptions{FieldManager: "pvelb"}
+
+// Initialize starts the Controller with clients from the cloud-provider app's
+// client builder. The app calls the provider's Initialize only in the elected
+// leader, so everything that writes (allocation, Events, status, Proxmox)
+// runs in the leader only. Errors are fatal: without its state pvelb could
+// hand out an address twice.
+func (c *Controller) Initialize(cb cloudprovider.ControllerClientBuilder, stop <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-stop; cancel() }()
+	cfg, err := cb.Config("pvelb-loadbalancer")
+	if err != nil {
+		klog.Fatalf("pvelb loadbalancer: client config: %v", err)
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		klog.Fatalf("pvelb loadbalancer: kubernetes client: %v", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		klog.Fatalf("pvelb loadbalancer: dynamic client: %v", err)
+	}
+	go func() {
+		if err := c.Start(ctx, kube, dyn); err != nil && ctx.Err() == nil {
+			klog.Fatalf("pvelb loadbalancer: %v", err)
+		}
+	}()
+}
+
+// Start runs the informers, restores allocations from existing Services and
+// then runs the class controller, the firewall reconciler, and the IPPool
+// status writer until ctx ends. It returns once the state is restored (or
+// failed to be); the loops keep running in the background.
+func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn dynamic.Interface) error {
+	if c.started {
+		return errors.New("loadbalancer: already started")
+	}
+	c.started = true
+	c.kube, c.dyn = kube, dyn
+
+	bc := record.NewBroadcaster(record.WithContext(ctx))
+	bc.StartStructuredLogging(3)
+	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	c.recorder = bc.NewRecorder(scheme.Scheme, v1.EventSource{Component: "pvelb"})
+	go func() { <-ctx.Done(); bc.Shutdown() }()
+
+	factory := informers.NewSharedInformerFactory(kube, 0)
+	svcInf := factory.Core().V1().Services()
+	nodeInf := factory.Core().V1().Nodes()
+	nsInf := factory.Core().V1().Namespaces()
+	c.services, c.nodes, c.namespaces = svcInf.Lister(), nodeInf.Lister(), nsInf.Lister()
+	dynFactory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	poolInf := dynFactory.ForResource(IPPoolResource)
+
+	c.class = newClassController(c, svcInf)
+	onNode := func(any) { c.kickDesired() }
+	if _, err := nodeInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: onNode, DeleteFunc: onNode,
+		UpdateFunc: func(o, n any) {
+			if nodeChangeMatters(o.(*v1.Node), n.(*v1.Node)) {
+				c.kickDesired()
+			}
+		},
+	}); err != nil {
+		return err
+	}
+	onPool := func(any) { c.poolsChanged(poolInf.Informer().GetStore()) }
+	if _, err := poolInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: onPool, DeleteFunc: onPool, UpdateFunc: func(_, n any) { onPool(n) },
+	}); err != nil {
+		return err
+	}
+	factory.Start(ctx.Done())
+	dynFactory.Start(ctx.Done())
+	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("informer for %v did not sync", typ)
+		}
+	}
+	for typ, ok := range dynFactory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("informer for %v did not sync (are the CRDs from manifests/crds applied?)", typ)
+		}
+	}
+
+	c.poolsChanged(poolInf.Informer().GetStore())
+	if err := c.restore(); err != nil {
+		return err
+	}
+	close(c.ready)
+	klog.InfoS("LoadBalancer state restored", "services", len(c.assigned), "pools", len(c.pools))
+
+	go c.desiredLoop(ctx)
+	go c.poolStatusLoop(ctx)
+	if c.fw != nil {
+		go c.fw.Run(ctx)
+	}
+	go c.class.run(ctx)
+	c.kickDesired()
+	c.kickPoolStatus()
+	return nil
+}
+
+// nodeChangeMatters: only what changes the firewall's desired state.
+func nodeChangeMatters(o, n *v1.Node) bool {
+	return o.Spec.ProviderID != n.Spec.ProviderID ||
+		!labels.Equals(o.Labels, n.Labels) ||
+		toBeDeleted(o) != toBeDeleted(n) ||
+		(o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) ||
+		!slices.Equal(nodeAddrs(o), nodeAddrs(n))
+}
+
+// restore replays the addresses in the status of every Service pvelb serves,
+// so a restart never moves an address. The allocator restores older Services
+// first: of two that claim one address, the newer loses it and gets a
+// Warning Event (its next ensure picks another).
+func (c *Controller) restore() error {
+	svcs, err := c.services.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	var items []allocator.RestoreItem
+	byKey := map[allocator.ServiceKey]*v1.Service{}
+	for _, svc := range svcs {
+		if !c.serves(svc) || len(ingressIPs(svc)) == 0 {
+			continue
+		}
+		req, err := c.toRequest(svc)
+		if err != nil {
+			// A request that no longer parses still holds its addresses:
+			// restore them with the request left out, ensure reports the error.
+			req, _ = c.toRequest(&v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: svc.Namespace, Name: svc.Name}, Spec: svc.Spec})
+			req.RequestedIPs = nil
+		}
+		items = append(items, allocator.RestoreItem{Service: req, Current: ingressIPs(svc), Created: svc.CreationTimestamp.Time})
+		byKey[req.Key] = svc
+	}
+	c.mu.Lock()
+	conflicts := c.alloc.Restore(items)
+	for k := range byKey {
+		if ips := c.alloc.Assigned(k); len(ips) > 0 {
+			c.assigned[k] = ips
+		}
+	}
+	c.metrics.services.Set(float64(len(c.assigned)))
+	c.mu.Unlock()
+	for _, cf := range conflicts {
+		if svc := byKey[cf.Loser]; svc != nil {
+			c.event(svc, v1.EventTypeWarning, EventRestoreConflict,
+				"address %s is also held by %s, which is older and keeps it; this Service gets another address: %v", cf.Address, cf.Winner, cf.Err)
+		}
+	}
+	return nil
+}
+
+// poolsChanged rebuilds the pools from the informer's store.
+func (c *Controller) poolsChanged(store cache.Store) {
+	var objs []*v1alpha1.IPPool
+	for _, o := range store.List() {
+		p, err := toIPPool(o)
+		if err != nil {
+			klog.ErrorS(err, "Ignoring IPPool")
+			continue
+		}
+		objs = append(objs, p)
+	}
+	pools := buildPools(objs)
+	var ap []allocator.Pool
+	for _, name := range sortedKeys(pools) {
+		ap = append(ap, pools[name].alloc)
+	}
+	c.mu.Lock()
+	c.pools = pools
+	warnings := c.alloc.SetPools(ap)
+	c.metrics.outsidePool.Set(float64(len(warnings)))
+	seen := map[string]string{}
+	var fresh []allocator.Warning
+	for _, w := range warnings {
+		k := w.Service.String()
+		seen[k] += w.Msg + ";"
+		if !strings.Contains(c.outsideSeen[k], w.Msg) {
+			fresh = append(fresh, w)
+		}
+	}
+	c.outsideSeen = seen
+	c.mu.Unlock()
+	for _, w := range fresh {
+		if svc, err := c.services.Services(w.Service.Namespace).Get(w.Service.Name); err == nil {
+			c.event(svc, v1.EventTypeWarning, EventOutsidePools, "%s", w.Msg)
+		}
+	}
+	if c.class != nil {
+		c.class.requeueUnassigned()
+	}
+	c.kickDesired()
+	c.kickPoolStatus()
+}
+
+// desiredLoop recomputes the firewall's desired state (and the no-eligible-
+// node warnings) after changes, debounced.
+func (c *Controller) desiredLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.desiredCh:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(desiredDebounce):
+		}
+		c.syncDesired(ctx)
+	}
+}
+
+func (c *Controller) syncDesired(ctx context.Context) {
+	nodes, err := c.nodes.List(labels.Everything())
+	if err != nil {
+		klog.ErrorS(err, "Listing nodes")
+		return
+	}
+	vms := map[string]vmLocation{}
+	for _, n := range nodes {
+		if n.Spec.ProviderID == "" {
+			continue
+		}
+		loc, err := c.locator.Locate(ctx, n.Spec.ProviderID)
+		if err != nil {
+			klog.V(2).InfoS("Node's VM not found; its firewall is left alone", "node", n.Name, "err", err)
+			continue
+		}
+		vms[n.Name] = loc
+	}
+	c.mu.Lock()
+	in := desiredInput{Nodes: nodes, VMs: vms, Pools: map[string]poolView{}}
+	for name, p := range c.pools {
+		in.Pools[name] = p.view
+	}
+	for _, k := range sortedServiceKeys(c.assigned) {
+		ips := c.assigned[k]
+		sv := serviceVIPs{Key: k.String(), Addrs: ips}
+		for _, a := range ips {
+			sv.Pools = append(sv.Pools, poolOfAddr(c.pools, a))
+		}
+		in.Services = append(in.Services, sv)
+	}
+	desired, problems := buildDesired(in)
+	var newProblems []string
+	for k, msg := range problems {
+		if c.noNode[k] != msg {
+			newProblems = append(newProblems, k)
+		}
+	}
+	for k := range c.noNode {
+		if _, still := problems[k]; !still {
+			delete(c.noNode, k)
+		}
+	}
+	for _, k := range newProblems {
+		c.noNode[k] = problems[k]
+	}
+	c.metrics.noEligibleNode.Set(float64(len(problems)))
+	c.mu.Unlock()
+
+	for _, k := range newProblems {
+		if svc := c.serviceByKey(k); svc != nil {
+			c.event(svc, v1.EventTypeWarning, EventNoEligibleNode, "%s", problems[k])
+		}
+	}
+	if c.fw == nil {
+		return
+	}
+	if err := c.fw.SetDesired(desired); err != nil {
+		klog.ErrorS(err, "Firewall desired state refused")
+		return
+	}
+	c.metrics.firewallDesiredAt.SetToCurrentTime()
+}
+
+// onFirewallResult turns a reconcile pass into Events: a Warning naming the
+// VM and Proxmox's answer when a Service's VIPs could not be admitted (once
+// per distinct failure), a Normal Event when that is repaired.
+func (c *Controller) onFirewallResult(res firewall.Result) {
+	errs := res.ServiceErrors()
+	failing := map[string]string{}
+	for svc, list := range errs {
+		var msgs []string
+		for _, e := range list {
+			msgs = append(msgs, e.Error())
+		}
+		slices.Sort(msgs)
+		failing[svc] = strings.Join(slices.Compact(msgs), "; ")
+	}
+	c.mu.Lock()
+	var warn, recovered []string
+	for k, msg := range failing {
+		if c.fwFailing[k] != msg {
+			warn = append(warn, k)
+		}
+	}
+	for k := range c.fwFailing {
+		if _, still := failing[k]; !still {
+			recovered = append(recovered, k)
+		}
+	}
+	c.fwFailing = failing
+	c.metrics.firewallFailing.Set(float64(len(failing)))
+	c.mu.Unlock()
+	for _, k := range warn {
+		if svc := c.serviceByKey(k); svc != nil {
+			c.event(svc, v1.EventTypeWarning, EventFirewallFailed,
+				"Proxmox refused to admit the address in a firewall IPSet (the address stays assigned; pvelb retries): %s", failing[k])
+		}
+	}
+	for _, k := range recovered {
+		if svc := c.serviceByKey(k); svc != nil {
+			c.event(svc, v1.EventTypeNormal, EventFirewallOK, "the Proxmox firewall IPSets admit the address again")
+		}
+	}
+}
+
+func (c *Controller) serviceByKey(k string) *v1.Service {
+	ns, name, ok := strings.Cut(k, "/")
+	if !ok || c.services == nil {
+		return nil
+	}
+	svc, err := c.services.Services(ns).Get(name)
+	if err != nil {
+		return nil
+	}
+	return svc
+}
+
+func sortedServiceKeys(m map[allocator.ServiceKey][]netip.Addr) []allocator.ServiceKey {
+	keys := make([]allocator.ServiceKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b allocator.ServiceKey) int { return strings.Compare(a.String(), b.String()) })
+	return keys
+}
+
+// poolStatusLoop writes IPPool status (usage and conditions) after changes,
+// at most once per poolStatusDebounce.
+func (c *Controller) poolStatusLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.poolStatCh:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(poolStatusDebounce):
+		}
+		c.writePoolStatuses(ctx)
+	}
+}
+
+func (c *Controller) writePoolStatuses(ctx context.Context) {
+	c.mu.Lock()
+	usage := map[string]allocator.PoolUsage{}
+	for _, u := range c.alloc.Usage() {
+		usage[u.Name] = u
+	}
+	type update struct {
+		name   string
+		status v1alpha1.IPPoolStatus
+	}
+	var updates []update
+	for _, name := range sortedKeys(c.pools) {
+		ps := c.pools[name]
+		st := v1alpha1.IPPoolStatus{ObservedGeneration: ps.obj.Generation}
+		st.IPv4, st.IPv6 = usage[name].APIStatus()
+		st.Conditions = slices.Clone(ps.obj.Status.Conditions)
+		for _, cond := range poolConditions(ps) {
+			meta.SetStatusCondition(&st.Conditions, cond)
+		}
+		if !statusEqual(ps.obj.Status, st) {
+			updates = append(updates, update{name, st})
+		}
+	}
+	c.mu.Unlock()
+	retry := false
+	for _, u := range updates {
+		body, err := json.Marshal(map[string]any{"status": u.status})
+		if err != nil {
+			klog.ErrorS(err, "Encoding IPPool status", "ippool", u.name)
+			continue
+		}
+		_, err = c.dyn.Resource(IPPoolResource).Patch(ctx, u.name, types.MergePatchType, body, metav1PatchOptions, "status")
+		if err != nil {
+			klog.ErrorS(err, "Writing IPPool status", "ippool", u.name)
+			retry = true
+		}
+	}
+	if retry {
+		go func() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Second):
+				c.kickPoolStatus()
+			}
+		}()
+	}
+}
+
+// statusEqual compares two statuses ignoring condition timestamps' precision
+// (the apiserver stores seconds).
+func statusEqual(a, b v1alpha1.IPPoolStatus) bool {
+	if a.ObservedGeneration != b.ObservedGeneration || !familyEqual(a.IPv4, b.IPv4) || !familyEqual(a.IPv6, b.IPv6) ||
+		len(a.Conditions) != len(b.Conditions) {
+		return false
+	}
+	for _, ca := range a.Conditions {
+		cb := meta.FindStatusCondition(b.Conditions, ca.Type)
+		if cb == nil || cb.Status != ca.Status || cb.Reason != ca.Reason || cb.Message != ca.Message || cb.ObservedGeneration != ca.ObservedGeneration {
+			return false
+		}
+	}
+	return true
+}
+
+func familyEqual(a, b *v1alpha1.FamilyUsage) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
