@@ -27,9 +27,9 @@ type vmLocator struct {
 	refresh time.Duration
 	now     func() time.Time
 
-	mu      sync.Mutex
-	known   map[string]vmLocation // providerID -> VM
-	listed  map[string]time.Time  // region -> last successful list
+	mu     sync.Mutex
+	known  map[string]vmLocation // providerID -> VM
+	listed map[string]time.Time  // region -> last successful list
 }
 
 func newVMLocator(clients map[string]pve.Client, refresh time.Duration) *vmLocator {
