@@ -28,6 +28,7 @@ kube-bins:
 # or network namespaces fail (never skip) when PVELB_REQUIRE_PRIVILEGED=1, as in CI.
 test: kube-bins build
 	PVELB_KUBE_BIN_DIR=$(BIN) PVELB_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	cd hack/controller-gen && $(GO) test -count=1 ./crdcheck/
 
 test-unit:
 	$(GO) test -short -count=1 ./...
