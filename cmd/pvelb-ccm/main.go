@@ -1,0 +1,88 @@
+// Command pvelb-ccm is the Kubernetes cloud-controller-manager for clusters
+// whose nodes are Proxmox VE VMs: the standard cloud-provider controllers
+// (cloud-node, cloud-node-lifecycle, service) driven by the "proxmox" provider.
+package main
+
+import (
+	"os"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+	cloudprovider "k8s.io/cloud-provider"
+	"k8s.io/cloud-provider/app"
+	"k8s.io/cloud-provider/app/config"
+	"k8s.io/cloud-provider/names"
+	"k8s.io/cloud-provider/options"
+	"k8s.io/component-base/cli"
+	cliflag "k8s.io/component-base/cli/flag"
+	_ "k8s.io/component-base/logs/json/register"          // --logging-format=json
+	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics on /metrics
+	_ "k8s.io/component-base/metrics/prometheus/version"  // build version metric
+	"k8s.io/klog/v2"
+
+	"github.com/pvelb/pvelb/provider"
+)
+
+// leaderElectionName differs from the upstream default so pvelb can run
+// beside (or replace) another cloud-controller-manager without sharing its lease.
+const leaderElectionName = "pvelb-cloud-controller-manager"
+
+func main() {
+	provider.Register()
+
+	opts, err := options.NewCloudControllerManagerOptions()
+	if err != nil {
+		klog.Fatalf("unable to initialize command options: %v", err)
+	}
+	opts.KubeCloudShared.CloudProvider.Name = provider.ProviderName
+	opts.Generic.LeaderElection.ResourceName = leaderElectionName
+
+	cmd := app.NewCloudControllerManagerCommand(opts, initCloud, controllers(), names.CCMControllerAliases(), cliflag.NamedFlagSets{}, wait.NeverStop)
+	cmd.Use = "pvelb-ccm"
+	cmd.Long = `pvelb-ccm is the cloud-controller-manager for Kubernetes (Talos) clusters on Proxmox VE.
+It matches Nodes to their VMs (providerID proxmox://<region>/<vmid>, topology labels,
+instance type, addresses), removes Nodes whose VM is gone, taints stopped ones, and
+serves LoadBalancer Services. Configure it with --cloud-config (YAML, see docs).`
+	os.Exit(cli.Run(cmd))
+}
+
+// controllers is the upstream default set without the route controller:
+// pvelb does not program routes (the CNI does), so it would only warn.
+func controllers() map[string]app.ControllerInitFuncConstructor {
+	out := map[string]app.ControllerInitFuncConstructor{}
+	for name, c := range app.DefaultInitFuncConstructors {
+		if name == names.NodeRouteController {
+			continue
+		}
+		out[name] = c
+	}
+	return out
+}
+
+// initCloud builds the cloud provider. For "proxmox" the config is loaded by
+// path, so relative tokenSecretFile/caFile paths resolve against the config
+// file's directory; other names go through the generic registry.
+func initCloud(c *config.CompletedConfig) cloudprovider.Interface {
+	cp := c.ComponentConfig.KubeCloudShared.CloudProvider
+	var (
+		cloud cloudprovider.Interface
+		err   error
+	)
+	switch {
+	case cp.Name == provider.ProviderName && cp.CloudConfigFile == "":
+		klog.Fatalf("--cloud-config is required for the %s cloud provider", provider.ProviderName)
+	case cp.Name == provider.ProviderName:
+		cloud, err = provider.NewFromFile(cp.CloudConfigFile)
+	default:
+		cloud, err = cloudprovider.InitCloudProvider(cp.Name, cp.CloudConfigFile)
+	}
+	if err != nil {
+		klog.Fatalf("Cloud provider %q could not be initialized: %v", cp.Name, err)
+	}
+	if cloud == nil {
+		klog.Fatalf("Cloud provider %q is unknown (this binary knows %q)", cp.Name, provider.ProviderName)
+	}
+	if !cloud.HasClusterID() && !c.ComponentConfig.KubeCloudShared.AllowUntaggedCloud {
+		klog.Fatalf("no ClusterID found; set --allow-untagged-cloud to bypass")
+	}
+	return cloud
+}
