@@ -162,9 +162,10 @@ func (f *fakeClient) counts() (list int, configs map[int]int) {
 }
 
 var (
-	errAuth   = &pve.Error{Method: "GET", Path: "/cluster/resources", StatusCode: http.StatusUnauthorized, Reason: "authentication failure"}
-	errOutage = &pve.Error{Method: "GET", Path: "/cluster/resources", StatusCode: http.StatusServiceUnavailable, Reason: "Service Unavailable"}
-	errNoHost = &pve.Error{Method: "GET", Path: "/nodes/pve3/qemu/300/config", StatusCode: 595, Reason: "No route to host"}
+	errAuth      = &pve.Error{Method: "GET", Path: "/cluster/resources", StatusCode: http.StatusUnauthorized, Reason: "authentication failure"}
+	errOutage    = &pve.Error{Method: "GET", Path: "/cluster/resources", StatusCode: http.StatusServiceUnavailable, Reason: "Service Unavailable"}
+	errForbidden = &pve.Error{Method: "GET", Path: "/nodes/pve1/qemu/101/config", StatusCode: http.StatusForbidden, Reason: "Permission check failed (/vms/101, VM.Audit)"}
+	errNoHost    = &pve.Error{Method: "GET", Path: "/nodes/pve3/qemu/300/config", StatusCode: 595, Reason: "No route to host"}
 )
 
 // fakeClock is a manually advanced clock.

@@ -157,10 +157,68 @@ func (i *Instances) InstanceExists(ctx context.Context, node *v1.Node) (bool, er
 		return true, fmt.Errorf("node %s: %w", node.Name, err)
 	}
 	if res == nil {
+		if err := i.confirmGone(ctx, r, node); err != nil {
+			return true, fmt.Errorf("node %s: %w", node.Name, err)
+		}
 		logger.Info("VM of Node no longer exists in Proxmox", "region", r.name, "providerID", node.Spec.ProviderID)
 		return false, nil
 	}
 	return true, nil
+}
+
+// maxGoneProbes bounds the hosts asked directly before a Node is declared gone.
+const maxGoneProbes = 32
+
+// confirmGone double-checks a VM missing from the region's list. Proxmox
+// filters /cluster/resources by the token's VM.Audit privilege, so a token
+// that lost its rights sees no VMs; treating that as "gone" would delete every
+// Node. The VM's config is therefore asked for directly on the host the Node
+// was last labelled with and on every host in the list: a permission check
+// comes before the existence check there, so a 403 reveals the rights
+// problem. Only when every asked host says the config does not exist is the
+// VM gone; any other answer, or nobody to ask, is an error.
+func (i *Instances) confirmGone(ctx context.Context, r *region, node *v1.Node) error {
+	_, vmid, err := ParseProviderID(node.Spec.ProviderID)
+	if err != nil {
+		return err
+	}
+	var hosts []string
+	seen := map[string]bool{}
+	addHost := func(h string) {
+		if h != "" && !seen[h] && len(hosts) < maxGoneProbes {
+			seen[h] = true
+			hosts = append(hosts, h)
+		}
+	}
+	addHost(node.Labels[LabelProxmoxHost])
+	addHost(node.Labels[v1.LabelTopologyZone])
+	vms, err := r.list(ctx, false)
+	if err != nil {
+		return fmt.Errorf("listing VMs of region %s: %w", r.name, err)
+	}
+	for _, res := range vms {
+		addHost(res.Node)
+	}
+	if len(hosts) == 0 {
+		return fmt.Errorf("VM %d is not listed in region %s, which lists no VMs at all and the Node names no host; "+
+			"not treating the Node as gone (does the token have VM.Audit?)", vmid, r.name)
+	}
+	for _, h := range hosts {
+		ref := pve.VMRef{Node: h, VMID: vmid}
+		_, err := r.client.VMConfig(ctx, ref)
+		switch {
+		case err == nil:
+			return fmt.Errorf("VM %d is not listed in region %s but its config exists on %s; not treating the Node as gone", vmid, r.name, h)
+		case pve.IsNotFound(err):
+			continue
+		case pve.IsAuth(err):
+			return fmt.Errorf("VM %d is not listed in region %s and the token may not read it (%w); "+
+				"not treating the Node as gone: grant VM.Audit on /vms", vmid, r.name, err)
+		default:
+			return fmt.Errorf("VM %d is not listed in region %s; confirming on host %s failed: %w", vmid, r.name, h, err)
+		}
+	}
+	return nil
 }
 
 // InstanceShutdown is true when the Node's VM is stopped. A VM on an

@@ -52,6 +52,11 @@ func mkNode(name, providerID, uuid, providedIP string) *v1.Node {
 	return n
 }
 
+func labelled(n *v1.Node, host string) *v1.Node {
+	n.Labels = map[string]string{LabelProxmoxHost: host}
+	return n
+}
+
 func TestNewValidates(t *testing.T) {
 	if _, err := New(Options{}); err == nil {
 		t.Error("New with no regions succeeded")
@@ -87,6 +92,25 @@ func TestInstanceExists(t *testing.T) {
 		{name: "malformed proxmox providerID", node: mkNode("w1", "proxmox://pve-east/x", "", ""), wantErr: "is not a Proxmox VM id"},
 		{name: "auth failure", node: mkNode("w1", "proxmox://pve-east/101", "", ""), setup: func(e, _ *fakeClient) { e.listErr = errAuth }, wantErr: "401"},
 		{name: "API outage", node: mkNode("w1", "proxmox://pve-east/101", "", ""), setup: func(e, _ *fakeClient) { e.listErr = errOutage }, wantErr: "503"},
+		{name: "token lost VM.Audit: list empty, config 403", node: mkNode("w1", "proxmox://pve-east/101", "", ""), setup: func(e, _ *fakeClient) {
+			e.vms = nil
+			e.cfgErr[101] = errForbidden
+		}, wantErr: "not treating the Node as gone"},
+		{name: "empty list and nobody to ask", node: mkNode("w1", "proxmox://pve-east/101", "", ""), setup: func(e, _ *fakeClient) {
+			e.vms = nil
+			delete(e.configs, 101)
+		}, wantErr: "lists no VMs at all"},
+		{name: "empty list but labelled host says gone", node: labelled(mkNode("w1", "proxmox://pve-east/101", "", ""), "pve1"), setup: func(e, _ *fakeClient) {
+			e.vms = nil
+			delete(e.configs, 101)
+		}, wantExists: false},
+		{name: "hidden from list but config readable", node: mkNode("w1", "proxmox://pve-east/101", "", ""), setup: func(e, _ *fakeClient) {
+			e.vms = e.vms[1:]
+		}, wantErr: "its config exists on"},
+		{name: "confirming host unreachable", node: mkNode("w1", "proxmox://pve-east/101", "", ""), setup: func(e, _ *fakeClient) {
+			e.remove(101)
+			e.cfgErr[101] = errNoHost
+		}, wantErr: "confirming on host pve2 failed"},
 		{name: "other region's outage does not matter", node: mkNode("w1", "proxmox://pve-east/101", "", ""), setup: func(_, w *fakeClient) { w.listErr = errOutage }, wantExists: true},
 	}
 	for _, tt := range tests {
