@@ -81,7 +81,9 @@ func TestDiffPeers(t *testing.T) {
 
 func TestDiffRoutes(t *testing.T) {
 	lp := func(v uint32) *uint32 { return &v }
-	vip := func(s string, comms ...string) Route { return Route{Prefix: netip.MustParsePrefix(s), Communities: comms} }
+	vip := func(s string, comms ...string) Route {
+		return Route{Prefix: netip.MustParsePrefix(s), Communities: comms}
+	}
 	compiled := func(rs ...Route) map[netip.Prefix]route {
 		m := map[netip.Prefix]route{}
 		for _, r := range rs {

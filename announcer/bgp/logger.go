@@ -39,10 +39,14 @@ func (l klogAdapter) Fatal(msg string, f gobgplog.Fields) {
 func (l klogAdapter) Error(msg string, f gobgplog.Fields) {
 	l.logger.Error(nil, "gobgp: "+msg, l.kv(f)...)
 }
-func (l klogAdapter) Warn(msg string, f gobgplog.Fields)  { l.logger.Info("gobgp: "+msg, l.kv(f)...) }
-func (l klogAdapter) Info(msg string, f gobgplog.Fields)  { l.logger.V(2).Info("gobgp: "+msg, l.kv(f)...) }
-func (l klogAdapter) Debug(msg string, f gobgplog.Fields) { l.logger.V(5).Info("gobgp: "+msg, l.kv(f)...) }
-func (l klogAdapter) SetLevel(gobgplog.LogLevel)          {}
+func (l klogAdapter) Warn(msg string, f gobgplog.Fields) { l.logger.Info("gobgp: "+msg, l.kv(f)...) }
+func (l klogAdapter) Info(msg string, f gobgplog.Fields) {
+	l.logger.V(2).Info("gobgp: "+msg, l.kv(f)...)
+}
+func (l klogAdapter) Debug(msg string, f gobgplog.Fields) {
+	l.logger.V(5).Info("gobgp: "+msg, l.kv(f)...)
+}
+func (l klogAdapter) SetLevel(gobgplog.LogLevel) {}
 func (l klogAdapter) GetLevel() gobgplog.LogLevel {
 	// gobgp skips building debug messages below this level.
 	if l.logger.V(5).Enabled() {
