@@ -42,6 +42,14 @@ func TestLabConnectivity(t *testing.T) {
 			t.Errorf("client's neighbour entry for %s = %v, want %s", n.Name, nb.MAC, n.MAC)
 		}
 	}
+	// The Go probers see the kernel's own answers for a node's address.
+	n := lab.Nodes[1]
+	if macs, err := lab.Client.Arping(ctx, n.IPv4.Addr(), 2, 100*time.Millisecond); err != nil || len(macs) != 1 || macs[0].String() != n.MAC.String() {
+		t.Errorf("Arping %s = %v, %v; want [%s]", n.IPv4.Addr(), macs, err, n.MAC)
+	}
+	if macs, err := lab.Client.Solicit(ctx, n.IPv6.Addr(), 2, 100*time.Millisecond); err != nil || len(macs) != 1 || macs[0].String() != n.MAC.String() {
+		t.Errorf("Solicit %s = %v, %v; want [%s]", n.IPv6.Addr(), macs, err, n.MAC)
+	}
 	// Nothing of the lab is visible in the host's namespace.
 	if _, err := net.InterfaceByName(lab.Nodes[0].port); err == nil {
 		t.Errorf("bridge port %s exists in the host namespace", lab.Nodes[0].port)
