@@ -1,0 +1,223 @@
+package announcer
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/pvelb/pvelb/announcer/election"
+	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+)
+
+func node(name, zone string, labels ...string) *v1.Node {
+	l := map[string]string{ZoneLabel: zone}
+	for i := 0; i+1 < len(labels); i += 2 {
+		l[labels[i]] = labels[i+1]
+	}
+	return &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}}
+}
+
+func svc(ns, name, pools string, local bool, ips ...string) *v1.Service {
+	s := &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: map[string]string{}},
+		Spec:       v1.ServiceSpec{Type: v1.ServiceTypeLoadBalancer, ExternalTrafficPolicy: v1.ServiceExternalTrafficPolicyCluster},
+	}
+	if pools != "" {
+		s.Annotations[AnnotationAllocatedPool] = pools
+	}
+	if local {
+		s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
+	}
+	for _, ip := range ips {
+		s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress, v1.LoadBalancerIngress{IP: ip})
+	}
+	return s
+}
+
+func pool(name string, mode v1alpha1.AnnounceMode, sel *metav1.LabelSelector, addrs ...string) *v1alpha1.IPPool {
+	return &v1alpha1.IPPool{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       v1alpha1.IPPoolSpec{Addresses: addrs, Announce: v1alpha1.Announce{Mode: mode, NodeSelector: sel, Interfaces: []string{}}},
+	}
+}
+
+func TestPlan(t *testing.T) {
+	nodes := []*v1.Node{
+		node("n1", "pve1"), node("n2", "pve2"), node("n3", "pve3", "pvelb.io/edge", "true"),
+		node("cp1", "pve1", v1.LabelNodeExcludeBalancers, "true"),
+	}
+	pools := map[string]*v1alpha1.IPPool{
+		"main": pool("main", v1alpha1.AnnounceARP, nil, "192.0.2.200/29", "2001:db8:0:1::200-2001:db8:0:1::2ff"),
+		"edge": pool("edge", "", &metav1.LabelSelector{MatchLabels: map[string]string{"pvelb.io/edge": "true"}}, "198.51.100.10-198.51.100.20"),
+		"bgp":  pool("bgp", v1alpha1.AnnounceBGP, nil, "203.0.113.0/28"),
+		"bad":  pool("bad", v1alpha1.AnnounceARP, &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "x", Operator: "Bogus"}}}, "203.0.113.64/28"),
+	}
+	ready := ReadyNodes([]*discoveryv1.EndpointSlice{
+		slice("default", "local", "n2", true), slice("default", "local", "n1", false),
+		slice("default", "shared-local", "n1", true),
+	})
+	all := func(string) bool { return true }
+	winnerOf := func(ip string, cands ...string) string {
+		var cs []election.Candidate
+		for _, c := range cands {
+			for _, n := range nodes {
+				if n.Name == c {
+					cs = append(cs, election.Candidate{Name: c, Zone: n.Labels[ZoneLabel]})
+				}
+			}
+		}
+		w, _ := election.Elect(netip.MustParseAddr(ip), cs, all)
+		return w
+	}
+	tests := []struct {
+		name     string
+		services []*v1.Service
+		alive    func(string) bool
+		want     map[string]string // ip -> winner ("" none)
+		reason   map[string]string // ip -> substring of Reason
+		sharing  map[string][]string
+		absent   []string
+	}{
+		{
+			name:     "cluster service: any non-excluded node",
+			services: []*v1.Service{svc("default", "web", "main", false, "192.0.2.201", "2001:db8:0:1::201")},
+			alive:    all,
+			want: map[string]string{
+				"192.0.2.201":       winnerOf("192.0.2.201", "n1", "n2", "n3"),
+				"2001:db8:0:1::201": winnerOf("2001:db8:0:1::201", "n1", "n2", "n3"),
+			},
+		},
+		{
+			name:     "node selector of the pool",
+			services: []*v1.Service{svc("default", "edge", "edge", false, "198.51.100.15")},
+			alive:    all,
+			want:     map[string]string{"198.51.100.15": "n3"},
+		},
+		{
+			name:     "selected node dead: nobody",
+			services: []*v1.Service{svc("default", "edge", "edge", false, "198.51.100.15")},
+			alive:    func(n string) bool { return n != "n3" },
+			want:     map[string]string{"198.51.100.15": ""},
+			reason:   map[string]string{"198.51.100.15": "alive"},
+		},
+		{
+			name:     "local service follows ready endpoints",
+			services: []*v1.Service{svc("default", "local", "main", true, "192.0.2.202")},
+			alive:    all,
+			want:     map[string]string{"192.0.2.202": "n2"},
+		},
+		{
+			name:     "local service without endpoints: no announcement",
+			services: []*v1.Service{svc("default", "nothing", "main", true, "192.0.2.203")},
+			alive:    all,
+			want:     map[string]string{"192.0.2.203": ""},
+			reason:   map[string]string{"192.0.2.203": "ready endpoint"},
+		},
+		{
+			name: "shared IP: one election, eligible for every service",
+			services: []*v1.Service{
+				svc("default", "shared-cluster", "main", false, "192.0.2.204"),
+				svc("default", "shared-local", "main", true, "192.0.2.204"),
+			},
+			alive:   all,
+			want:    map[string]string{"192.0.2.204": "n1"},
+			sharing: map[string][]string{"192.0.2.204": {"default/shared-cluster", "default/shared-local"}},
+		},
+		{
+			name:     "BGP pools are not in the ARP election",
+			services: []*v1.Service{svc("default", "bgp", "bgp", false, "203.0.113.1")},
+			alive:    all,
+			absent:   []string{"203.0.113.1"},
+		},
+		{
+			name: "not allocated by pvelb, or not a LoadBalancer: ignored",
+			services: []*v1.Service{
+				svc("default", "foreign", "", false, "192.0.2.205"),
+				func() *v1.Service {
+					s := svc("default", "np", "main", false, "192.0.2.206")
+					s.Spec.Type = v1.ServiceTypeNodePort
+					return s
+				}(),
+			},
+			alive:  all,
+			absent: []string{"192.0.2.205", "192.0.2.206"},
+		},
+		{
+			name:     "address outside the listed pools",
+			services: []*v1.Service{svc("default", "odd", "main", false, "198.51.100.99")},
+			alive:    all,
+			want:     map[string]string{"198.51.100.99": ""},
+			reason:   map[string]string{"198.51.100.99": "no IPPool"},
+		},
+		{
+			name:     "broken node selector names the field",
+			services: []*v1.Service{svc("default", "bad", "bad", false, "203.0.113.65")},
+			alive:    all,
+			want:     map[string]string{"203.0.113.65": ""},
+			reason:   map[string]string{"203.0.113.65": "spec.announce.nodeSelector"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Plan(Inputs{Services: tt.services, Pools: pools, Nodes: nodes, ReadyNodes: ready, Alive: tt.alive})
+			byIP := map[string]Assignment{}
+			for _, a := range got {
+				byIP[a.IP.String()] = a
+				if slices.Contains(a.Candidates, "cp1") {
+					t.Errorf("%s: excluded node cp1 is a candidate", a.IP)
+				}
+			}
+			for ip, w := range tt.want {
+				a, ok := byIP[ip]
+				if !ok {
+					t.Fatalf("no assignment for %s in %+v", ip, got)
+				}
+				if a.Winner != w {
+					t.Errorf("%s: winner %q, want %q (candidates %v, reason %q)", ip, a.Winner, w, a.Candidates, a.Reason)
+				}
+				if r := tt.reason[ip]; r != "" && !strings.Contains(a.Reason, r) {
+					t.Errorf("%s: reason %q, want it to mention %q", ip, a.Reason, r)
+				}
+				if s := tt.sharing[ip]; s != nil && !slices.Equal(a.Services, s) {
+					t.Errorf("%s: services %v, want %v", ip, a.Services, s)
+				}
+			}
+			for _, ip := range tt.absent {
+				if _, ok := byIP[ip]; ok {
+					t.Errorf("%s should not be in the ARP plan", ip)
+				}
+			}
+		})
+	}
+}
+
+func slice(ns, svcName, nodeName string, ready bool) *discoveryv1.EndpointSlice {
+	return &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: svcName + "-" + nodeName, Labels: map[string]string{discoveryv1.LabelServiceName: svcName}},
+		Endpoints:  []discoveryv1.Endpoint{{NodeName: &nodeName, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+	}
+}
+
+func TestAddressesContain(t *testing.T) {
+	for _, tt := range []struct {
+		entry, ip string
+		want      bool
+	}{
+		{"192.0.2.0/24", "192.0.2.9", true},
+		{"192.0.2.0/24", "198.51.100.9", false},
+		{"192.0.2.10-192.0.2.20", "192.0.2.20", true},
+		{"192.0.2.10-192.0.2.20", "192.0.2.21", false},
+		{"2001:db8::10-2001:db8::1f", "2001:db8::1a", true},
+		{"2001:db8::10-2001:db8::1f", "192.0.2.1", false},
+		{"garbage", "192.0.2.1", false},
+	} {
+		if got := addressesContain(tt.entry, netip.MustParseAddr(tt.ip)); got != tt.want {
+			t.Errorf("addressesContain(%q, %s) = %v", tt.entry, tt.ip, got)
+		}
+	}
+}
