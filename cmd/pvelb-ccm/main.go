@@ -6,6 +6,8 @@ package main
 import (
 	"os"
 
+	"github.com/spf13/cobra"
+
 	"k8s.io/apimachinery/pkg/util/wait"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/cloud-provider/app"
@@ -19,6 +21,7 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"  // build version metric
 	"k8s.io/klog/v2"
 
+	"github.com/pvelb/pvelb/loadbalancer"
 	"github.com/pvelb/pvelb/provider"
 )
 
@@ -27,6 +30,12 @@ import (
 const leaderElectionName = "pvelb-cloud-controller-manager"
 
 func main() {
+	os.Exit(cli.Run(newCommand()))
+}
+
+// newCommand is the upstream cloud-controller-manager command with pvelb's
+// defaults: --cloud-provider=proxmox and its own leader-election lease.
+func newCommand() *cobra.Command {
 	provider.Register()
 
 	opts, err := options.NewCloudControllerManagerOptions()
@@ -42,7 +51,7 @@ func main() {
 It matches Nodes to their VMs (providerID proxmox://<region>/<vmid>, topology labels,
 instance type, addresses), removes Nodes whose VM is gone, taints stopped ones, and
 serves LoadBalancer Services. Configure it with --cloud-config (YAML, see docs).`
-	os.Exit(cli.Run(cmd))
+	return cmd
 }
 
 // controllers is the upstream default set without the route controller:
@@ -80,6 +89,13 @@ func initCloud(c *config.CompletedConfig) cloudprovider.Interface {
 	}
 	if cloud == nil {
 		klog.Fatalf("Cloud provider %q is unknown (this binary knows %q)", cp.Name, provider.ProviderName)
+	}
+	if pc, ok := cloud.(*provider.Cloud); ok {
+		// LoadBalancer (class-less Services, if configured) and, in the
+		// leader, the class controller and the firewall reconciler.
+		if _, err := loadbalancer.Attach(pc); err != nil {
+			klog.Fatalf("LoadBalancer could not be initialized: %v", err)
+		}
 	}
 	if !cloud.HasClusterID() && !c.ComponentConfig.KubeCloudShared.AllowUntaggedCloud {
 		klog.Fatalf("no ClusterID found; set --allow-untagged-cloud to bypass")
