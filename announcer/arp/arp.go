@@ -51,10 +51,13 @@ type Responder struct {
 	ifi    *net.Interface
 	client *mdarp.Client
 
-	mu    sync.Mutex
-	ips   map[netip.Addr]context.CancelFunc // won VIPs -> cancels their gratuitous burst
-	ctx   context.Context
-	stopc context.CancelFunc
+	mu  sync.Mutex
+	ips map[netip.Addr]context.CancelFunc // won VIPs -> cancels their gratuitous burst
+	// claims: when another MAC last claimed a VIP we serve (its gratuitous
+	// ARP on takeover), so a stopping node knows its successor is live.
+	claims map[netip.Addr]time.Time
+	ctx    context.Context
+	stopc  context.CancelFunc
 }
 
 // New opens an ARP socket on the named interface. It must run in the network
@@ -72,7 +75,7 @@ func New(ifname string) (*Responder, error) {
 		return nil, fmt.Errorf("arp: opening socket on %q: %w", ifname, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Responder{ifi: ifi, client: c, ips: map[netip.Addr]context.CancelFunc{}, ctx: ctx, stopc: cancel}, nil
+	return &Responder{ifi: ifi, client: c, ips: map[netip.Addr]context.CancelFunc{}, claims: map[netip.Addr]time.Time{}, ctx: ctx, stopc: cancel}, nil
 }
 
 // Interface is the served interface's name.
@@ -164,11 +167,15 @@ func (r *Responder) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("arp: reading on %s: %w", r.ifi.Name, err)
 		}
-		if p.Operation != mdarp.OperationRequest || eth == nil {
-			continue
+		if eth == nil || sameMAC(p.SenderHardwareAddr, r.ifi.HardwareAddr) {
+			continue // our own packets come back on some setups
 		}
-		// Our own gratuitous requests come back on some setups.
-		if sameMAC(p.SenderHardwareAddr, r.ifi.HardwareAddr) {
+		if r.Serving(p.SenderIP) {
+			r.mu.Lock()
+			r.claims[p.SenderIP] = time.Now()
+			r.mu.Unlock()
+		}
+		if p.Operation != mdarp.OperationRequest {
 			continue
 		}
 		if !r.Serving(p.TargetIP) {
@@ -182,6 +189,15 @@ func (r *Responder) Run(ctx context.Context) error {
 		repliesSent.WithLabelValues(r.ifi.Name).Inc()
 		klog.V(5).InfoS("Answered ARP", "ip", p.TargetIP, "to", p.SenderIP, "interface", r.ifi.Name)
 	}
+}
+
+// ClaimedSince reports whether another MAC claimed ip (sent ARP with it as
+// sender address, as a successor's gratuitous ARP does) after t.
+func (r *Responder) ClaimedSince(ip netip.Addr, t time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.claims[ip.Unmap()]
+	return ok && c.After(t)
 }
 
 // Close stops bursts and the read loop and closes the socket.

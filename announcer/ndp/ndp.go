@@ -57,6 +57,9 @@ type Responder struct {
 	mu     sync.Mutex
 	ips    map[netip.Addr]context.CancelFunc
 	groups map[netip.Addr]int // solicited-node group -> number of won VIPs in it
+	// claims: when another MAC last advertised a VIP we serve (a
+	// successor's unsolicited advertisement).
+	claims map[netip.Addr]time.Time
 	ctx    context.Context
 	stopc  context.CancelFunc
 }
@@ -79,7 +82,7 @@ func New(ifname string) (*Responder, error) {
 	return &Responder{
 		ifi: ifi, conn: conn, ctx: ctx, stopc: cancel,
 		cm:  &ipv6.ControlMessage{HopLimit: mdndp.HopLimit, IfIndex: ifi.Index},
-		ips: map[netip.Addr]context.CancelFunc{}, groups: map[netip.Addr]int{},
+		ips: map[netip.Addr]context.CancelFunc{}, groups: map[netip.Addr]int{}, claims: map[netip.Addr]time.Time{},
 	}, nil
 }
 
@@ -228,6 +231,10 @@ func (r *Responder) Run(ctx context.Context) error {
 			continue
 		}
 		src, _ := netip.AddrFromSlice(ipa.IP)
+		if na, ok := msg.(*mdndp.NeighborAdvertisement); ok {
+			r.noteClaim(na)
+			continue
+		}
 		ns, ok := msg.(*mdndp.NeighborSolicitation)
 		if !ok || !r.Serving(ns.TargetAddress) {
 			continue
@@ -244,6 +251,28 @@ func (r *Responder) Run(ctx context.Context) error {
 		}
 		klog.V(5).InfoS("Answered NDP", "ip", ns.TargetAddress, "to", src, "interface", r.ifi.Name)
 	}
+}
+
+func (r *Responder) noteClaim(na *mdndp.NeighborAdvertisement) {
+	if !r.Serving(na.TargetAddress) {
+		return
+	}
+	for _, o := range na.Options {
+		if lla, ok := o.(*mdndp.LinkLayerAddress); ok && lla.Direction == mdndp.Target &&
+			lla.Addr.String() != r.ifi.HardwareAddr.String() {
+			r.mu.Lock()
+			r.claims[na.TargetAddress] = time.Now()
+			r.mu.Unlock()
+		}
+	}
+}
+
+// ClaimedSince reports whether another MAC advertised ip after t.
+func (r *Responder) ClaimedSince(ip netip.Addr, t time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.claims[ip.WithZone("")]
+	return ok && c.After(t)
 }
 
 // Close stops bursts and the read loop and closes the socket (which also
@@ -271,6 +300,7 @@ func listen(ifi *net.Interface) (*ipv6.PacketConn, error) {
 	var f ipv6.ICMPFilter
 	f.SetAll(true)
 	f.Accept(ipv6.ICMPTypeNeighborSolicitation)
+	f.Accept(ipv6.ICMPTypeNeighborAdvertisement)
 	for _, step := range []func() error{
 		func() error { return pc.SetHopLimit(mdndp.HopLimit) }, // RFC 4861: 255 or the peer drops it
 		func() error { return pc.SetMulticastHopLimit(mdndp.HopLimit) },

@@ -76,9 +76,18 @@ func TestOnlyTheWinnerAnswersAndTakeoverMovesClients(t *testing.T) {
 
 	// Takeover: the unsolicited advertisement rewrites the client's entry.
 	un0 := testutil.ToFloat64(advertisements.WithLabelValues("eth0", "unsolicited"))
-	r1.SetIPs(nil)
+	// Handover as on SIGTERM: the successor starts while the old owner
+	// still answers, and the old owner sees the successor's claim.
+	t0 := time.Now()
 	r2.SetIPs([]netip.Addr{vip})
 	start := time.Now()
+	for !r1.ClaimedSince(vip, t0) {
+		if time.Since(t0) > 300*time.Millisecond {
+			t.Fatal("node1 did not see node2's takeover packet within 300ms")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r1.SetIPs(nil)
 	for {
 		if nb, err = lab.Client.Neigh(ctx, vip); err != nil {
 			t.Fatal(err)
