@@ -103,6 +103,20 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 	}); err != nil {
 		return err
 	}
+	// Without the IPPool CRD the informer would never sync; say so plainly
+	// and keep trying rather than fail the whole controller manager.
+	for {
+		_, err := dyn.Resource(IPPoolResource).List(ctx, metav1.ListOptions{Limit: 1})
+		if err == nil {
+			break
+		}
+		klog.ErrorS(err, "Cannot list IPPools; is the CRD installed (kubectl apply -f manifests/crds)? LoadBalancer Services wait until it is", "resource", IPPoolResource.String())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Second):
+		}
+	}
 	factory.Start(ctx.Done())
 	dynFactory.Start(ctx.Done())
 	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {

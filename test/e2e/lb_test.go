@@ -465,3 +465,56 @@ func (l *Lab) waitIPSets(t *testing.T, vips, announced []string) {
 	})
 }
 
+
+// TestLoadBalancerClassOnly runs pvelb beside another implementation
+// (loadBalancer.serveClasslessServices: false): class-less Services are left
+// alone entirely (no finalizer, no status, no annotation), pvelb-class ones
+// are served, and a pvelb-class Service turned into ClusterIP is released.
+func TestLoadBalancerClassOnly(t *testing.T) {
+	l := lbLab(t, `loadBalancer:
+  serveClasslessServices: false
+firewall:
+  resyncPeriod: 3s
+`)
+	l.createPool(t, "main", map[string]any{"addresses": []any{"203.0.113.0/28"}})
+	l.startCCM(t)
+	l.waitNodesInitialised(t)
+	l.createService(t, "default", "classless")
+	l.createService(t, "default", "mine", withClass(lbClass))
+	l.createService(t, "default", "other", withClass("example.com/other"))
+	ip := l.waitIPs(t, "default", "mine", 1)[0]
+	l.waitIPSets(t, []string{ip}, []string{ip})
+
+	ctx := context.Background()
+	svcs := l.Client.CoreV1().Services("default")
+	Consistently(t, 3*time.Second, "class-less and foreign Services untouched", func(ctx context.Context) error {
+		for _, name := range []string{"classless", "other"} {
+			s, err := svcs.Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if len(s.Status.LoadBalancer.Ingress) > 0 || len(s.Finalizers) > 0 || len(s.Annotations) > 0 {
+				return errorf("%s touched: ingress %v finalizers %v annotations %v", name, s.Status.LoadBalancer.Ingress, s.Finalizers, s.Annotations)
+			}
+		}
+		return nil
+	})
+
+	// Type change away from LoadBalancer: the apiserver drops the class; pvelb
+	// must still release the address, clear the status and the finalizer.
+	patch := `{"spec":{"type":"ClusterIP","loadBalancerClass":null,"allocateLoadBalancerNodePorts":null}}`
+	if _, err := svcs.Patch(ctx, "mine", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 30*time.Second, "mine released", func(ctx context.Context) error {
+		s, err := svcs.Get(ctx, "mine", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if len(s.Finalizers) > 0 || len(s.Status.LoadBalancer.Ingress) > 0 || s.Annotations["pvelb.io/allocated-pool"] != "" {
+			return errorf("finalizers %v ingress %v annotations %v", s.Finalizers, s.Status.LoadBalancer.Ingress, s.Annotations)
+		}
+		return nil
+	})
+	l.waitIPSets(t, nil, nil)
+}
