@@ -465,7 +465,6 @@ func (l *Lab) waitIPSets(t *testing.T, vips, announced []string) {
 	})
 }
 
-
 // TestLoadBalancerClassOnly runs pvelb beside another implementation
 // (loadBalancer.serveClasslessServices: false): class-less Services are left
 // alone entirely (no finalizer, no status, no annotation), pvelb-class ones
