@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/test/netlab"
 )
 
@@ -291,4 +294,104 @@ func TestBIRDPassword(t *testing.T) {
 	}
 	waitEstablished(t, b, "n1")
 	waitVias(t, b, vip4, "192.0.2.11")
+}
+
+// TestBIRDReconcileEBGP drives the controller's entry point: BGPPeer specs
+// and pool settings go in, an eBGP session with the BGPPeer's myASN (not the
+// speaker's global ASN) comes up, graceful restart is negotiated (BIRD keeps
+// a killed node's path as stale), and an empty desired state withdraws.
+func TestBIRDReconcileEBGP(t *testing.T) {
+	requireBIRD(t)
+	const routerASN, nodeASN, globalASN = 64500, 64512, 65001
+	lab := netlab.New(t, netlab.Options{Nodes: 2})
+	router := lab.AddHost(t, "router", 1)
+	var cfg strings.Builder
+	for i, n := range lab.Nodes {
+		fmt.Fprintf(&cfg, `protocol bgp n%d { local as %d; neighbor %s as %d; passive on; hold time 9; graceful restart on;
+	ipv4 { import all; export none; };
+}
+`, i+1, routerASN, n.IPv4.Addr(), nodeASN)
+	}
+	b := startBIRD(t, router, cfg.String())
+
+	vip := netip.MustParseAddr("198.51.100.20")
+	lp := uint32(300) // eBGP: not sent, BIRD must not show it
+	pool := &v1alpha1.IPPool{Spec: v1alpha1.IPPoolSpec{Announce: v1alpha1.Announce{
+		Mode: v1alpha1.AnnounceBGP, Communities: []string{"64512:7", "no-advertise"}, LocalPreference: &lp}}}
+	peer := PeerInput{Name: "tor", Spec: v1alpha1.BGPPeerSpec{
+		PeerAddress: router.IPv4.Addr().String(), PeerASN: routerASN, MyASN: nodeASN, PeerPort: 179,
+		HoldTime:        metav1.Duration{Duration: 9 * time.Second},
+		GracefulRestart: &v1alpha1.GracefulRestart{Enabled: true, RestartTime: &metav1.Duration{Duration: 60 * time.Second}},
+	}}
+	var speakers []*speakerProc
+	for _, n := range lab.Nodes {
+		c := nodeConfig(n)
+		c.LocalASN = globalASN
+		sp := startSpeaker(t, n, c)
+		if err := sp.reconcile(Desired{Peers: []PeerInput{peer}, VIPs: []VIP{VIPFromPool(vip, pool)}}); err != nil {
+			t.Fatal(err)
+		}
+		speakers = append(speakers, sp)
+	}
+	waitEstablished(t, b, "n1", "n2")
+	prefix := netip.PrefixFrom(vip, 32)
+	for _, p := range waitVias(t, b, prefix, "192.0.2.11", "192.0.2.12") {
+		if p.Attrs["BGP.as_path"] != "64512" {
+			t.Errorf("path from %s: AS path %q, want 64512 (the BGPPeer's myASN)", p.Proto, p.Attrs["BGP.as_path"])
+		}
+		if p.Attrs["BGP.community"] != "(64512,7) (65535,65282)" {
+			t.Errorf("path from %s: communities %q", p.Proto, p.Attrs["BGP.community"])
+		}
+	}
+	m, err := speakers[0].metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`pvelb_announcer_bgp_session_up{address="192.0.2.1",peer="tor"} 1`,
+		`pvelb_announcer_bgp_session_state{address="192.0.2.1",peer="tor",state="established"} 1`,
+		`pvelb_announcer_bgp_routes_advertised{address="192.0.2.1",peer="tor"} 1`,
+		`pvelb_announcer_bgp_routes 1`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q:\n%s", want, m)
+		}
+	}
+
+	// Graceful restart: a killed node's path stays (stale) on BIRD.
+	speakers[1].kill()
+	if err := eventually(10*time.Second, 50*time.Millisecond, func() error {
+		if st, _ := b.protocolStates(); st["n2"] == "Established" {
+			return fmt.Errorf("n2 still established")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if paths, err := b.routes(prefix); err != nil || len(paths) != 2 {
+		t.Fatalf("with graceful restart BIRD must keep the killed node's path: %v %v", vias(paths), err)
+	}
+
+	// Nothing desired: the route is withdrawn and the session removed.
+	if err := speakers[0].reconcile(Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := eventually(10*time.Second, 50*time.Millisecond, func() error {
+		paths, err := b.routes(prefix)
+		if err != nil {
+			return err
+		}
+		for _, p := range paths {
+			if p.Proto == "n1" {
+				return fmt.Errorf("node1's path still on BIRD")
+			}
+		}
+		if st, _ := b.protocolStates(); st["n1"] == "Established" {
+			return fmt.Errorf("n1 still established after its BGPPeer was removed")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -24,6 +24,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+
 	"github.com/pvelb/pvelb/test/netlab"
 	"k8s.io/klog/v2"
 )
@@ -48,11 +51,14 @@ type helperReq struct {
 	Config Config     `json:"config"`
 	Peers  []wirePeer `json:"peers"`
 	Routes []Route    `json:"routes"`
+	// Desired is the input of Reconcile (PeerInput carries plain passwords).
+	Desired Desired `json:"desired"`
 }
 
 type helperResp struct {
-	Err    string      `json:"err,omitempty"`
-	States []PeerState `json:"states,omitempty"`
+	Err     string      `json:"err,omitempty"`
+	States  []PeerState `json:"states,omitempty"`
+	Metrics string      `json:"metrics,omitempty"`
 }
 
 func runHelper(in io.Reader, out io.Writer) int {
@@ -90,6 +96,10 @@ func runHelper(in io.Reader, out io.Writer) int {
 			err = sp.SetPeers(rctx, peers)
 		case req.Op == "routes":
 			err = sp.SetRoutes(rctx, req.Routes)
+		case req.Op == "reconcile":
+			err = sp.Reconcile(rctx, req.Desired)
+		case req.Op == "metrics":
+			resp.Metrics, err = gatherText(NewCollector(sp))
 		case req.Op == "withdraw":
 			err = sp.WithdrawAll(rctx)
 		case req.Op == "states":
@@ -206,6 +216,34 @@ func (sp *speakerProc) setRoutes(routes ...Route) error {
 func (sp *speakerProc) states() ([]PeerState, error) {
 	r := sp.do(helperReq{Op: "states"})
 	return r.States, r.err()
+}
+
+func (sp *speakerProc) reconcile(d Desired) error {
+	return sp.do(helperReq{Op: "reconcile", Desired: d}).err()
+}
+
+func (sp *speakerProc) metrics() (string, error) {
+	r := sp.do(helperReq{Op: "metrics"})
+	return r.Metrics, r.err()
+}
+
+// gatherText renders a collector in the Prometheus text format.
+func gatherText(c prometheus.Collector) (string, error) {
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(c); err != nil {
+		return "", err
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, mf := range mfs {
+		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
+			return "", err
+		}
+	}
+	return b.String(), nil
 }
 
 func (sp *speakerProc) stop() error { return sp.do(helperReq{Op: "stop"}).err() }

@@ -381,7 +381,7 @@ func (s *Speaker) PeerStates(ctx context.Context) ([]PeerState, error) {
 
 func (s *Speaker) peerState(ctx context.Context, addr netip.Addr) (PeerState, error) {
 	st := PeerState{Address: addr, State: StateUnknown}
-	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{Address: addr.String(), EnableAdvertised: true}, func(p *api.Peer) {
+	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{Address: addr.String()}, func(p *api.Peer) {
 		if p.State != nil {
 			if v, ok := sessionStates[p.State.SessionState]; ok {
 				st.State = v
@@ -390,12 +390,18 @@ func (s *Speaker) peerState(ctx context.Context, addr netip.Addr) (PeerState, er
 		if p.Timers != nil && p.Timers.State != nil && p.Timers.State.Uptime != nil && st.State == StateEstablished {
 			st.Since = p.Timers.State.Uptime.AsTime()
 		}
-		for _, af := range p.AfiSafis {
-			if af.State != nil {
-				st.Advertised += af.State.Advertised
+	})
+	if err == nil && st.State == StateEstablished {
+		// The Adj-RIB-Out holds what the peer has from us. (gobgp's own
+		// "advertised" counter also counts End-of-RIB markers.)
+		for _, f := range []*api.Family{familyIPv4, familyIPv6} {
+			err = s.srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_ADJ_OUT, Name: addr.String(), Family: f},
+				func(*api.Destination) { st.Advertised++ })
+			if err != nil {
+				break
 			}
 		}
-	})
+	}
 	if err != nil {
 		return st, fmt.Errorf("bgp: reading state of peer %s: %w", addr, err)
 	}
