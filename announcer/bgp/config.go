@@ -275,3 +275,24 @@ func prefixString(p netip.Prefix) string {
 	}
 	return p.String()
 }
+
+// RouterIDFor picks a BGP router ID for a node: its first IPv4 address, or
+// for IPv6-only nodes a stable IPv4-shaped ID derived from the node name
+// (router IDs need only be unique among a router's peers, not routable).
+func RouterIDFor(nodeName string, addrs []netip.Addr) netip.Addr {
+	for _, a := range addrs {
+		if a = a.Unmap(); a.Is4() && !a.IsUnspecified() {
+			return a
+		}
+	}
+	// FNV-1a; avoid 0.0.0.0 which is not a valid router ID.
+	h := uint32(2166136261)
+	for i := 0; i < len(nodeName); i++ {
+		h ^= uint32(nodeName[i])
+		h *= 16777619
+	}
+	if h == 0 {
+		h = 1
+	}
+	return netip.AddrFrom4([4]byte{byte(h >> 24), byte(h >> 16), byte(h >> 8), byte(h)})
+}
