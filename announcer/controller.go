@@ -1,0 +1,486 @@
+package announcer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/pvelb/pvelb/announcer/arp"
+	"github.com/pvelb/pvelb/announcer/membership"
+	"github.com/pvelb/pvelb/announcer/ndp"
+	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+)
+
+// IPPoolResource is the IPPool resource, watched through the dynamic client.
+var IPPoolResource = schema.GroupVersionResource{Group: v1alpha1.GroupName, Version: "v1alpha1", Resource: "ippools"}
+
+// Event reasons on Services.
+const (
+	// EventAnnouncing names the node that now answers for an address; the
+	// winner writes it on every takeover, so `kubectl describe service`
+	// shows the current node last.
+	EventAnnouncing = "Announcing"
+)
+
+// Config of the controller.
+type Config struct {
+	// Node is this node's name.
+	Node       string
+	Kube       kubernetes.Interface
+	Dynamic    dynamic.Interface
+	Membership *membership.Membership
+	// MembershipPort is where peers listen (their InternalIP:port).
+	MembershipPort int
+	// Interface overrides the default interface (the one holding the node's
+	// InternalIP) for pools that name none.
+	Interface string
+	// HandoverTimeout bounds the wait for successors on shutdown (default 1s).
+	HandoverTimeout time.Duration
+	// Registerer receives the controller's metrics when set.
+	Registerer prometheus.Registerer
+}
+
+// Controller runs the election and drives the responders.
+type Controller struct {
+	cfg      Config
+	recorder record.EventRecorder
+	metrics  *metrics
+
+	services  corelisters.ServiceLister
+	nodes     corelisters.NodeLister
+	slices    discoverylisters.EndpointSliceLister
+	pools     cache.GenericLister
+	synced    []cache.InformerSynced
+	factory   informers.SharedInformerFactory
+	dfactory  dynamicinformer.DynamicSharedInformerFactory
+	broadcast record.EventBroadcaster
+
+	kick chan struct{}
+
+	mu         sync.Mutex
+	ready      bool
+	leaving    bool
+	responders map[string]*l2        // by interface
+	won        map[netip.Addr]string // won IP -> interface list, for events and handover
+	winners    map[netip.Addr]string // last computed winner of every IP
+}
+
+type l2 struct {
+	arp    *arp.Responder
+	ndp    *ndp.Responder
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New wires informers; nothing runs before Run.
+func New(cfg Config) (*Controller, error) {
+	if cfg.Node == "" {
+		return nil, errors.New("announcer: node name is empty (set --node-name or NODE_NAME)")
+	}
+	if cfg.Kube == nil || cfg.Dynamic == nil || cfg.Membership == nil {
+		return nil, errors.New("announcer: Kube, Dynamic and Membership are required")
+	}
+	if cfg.MembershipPort <= 0 || cfg.MembershipPort > 65535 {
+		return nil, fmt.Errorf("announcer: membership port %d out of 1..65535", cfg.MembershipPort)
+	}
+	if cfg.HandoverTimeout == 0 {
+		cfg.HandoverTimeout = time.Second
+	}
+	c := &Controller{
+		cfg:        cfg,
+		metrics:    newMetrics(cfg.Registerer),
+		kick:       make(chan struct{}, 1),
+		responders: map[string]*l2{},
+		won:        map[netip.Addr]string{},
+		winners:    map[netip.Addr]string{},
+	}
+	c.factory = informers.NewSharedInformerFactory(cfg.Kube, 0)
+	c.dfactory = dynamicinformer.NewDynamicSharedInformerFactory(cfg.Dynamic, 0)
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.trigger() },
+		UpdateFunc: func(any, any) { c.trigger() },
+		DeleteFunc: func(any) { c.trigger() },
+	}
+	svcInf := c.factory.Core().V1().Services()
+	nodeInf := c.factory.Core().V1().Nodes()
+	esInf := c.factory.Discovery().V1().EndpointSlices()
+	poolInf := c.dfactory.ForResource(IPPoolResource)
+	for _, inf := range []cache.SharedIndexInformer{svcInf.Informer(), nodeInf.Informer(), esInf.Informer(), poolInf.Informer()} {
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return nil, err
+		}
+		c.synced = append(c.synced, inf.HasSynced)
+	}
+	c.services, c.nodes, c.slices, c.pools = svcInf.Lister(), nodeInf.Lister(), esInf.Lister(), poolInf.Lister()
+
+	c.broadcast = record.NewBroadcaster()
+	c.broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cfg.Kube.CoreV1().Events("")})
+	c.recorder = c.broadcast.NewRecorder(scheme.Scheme, v1.EventSource{Component: "pvelb-announcer", Host: cfg.Node})
+	return c, nil
+}
+
+func (c *Controller) trigger() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Ready reports whether the caches synced and the first election ran.
+func (c *Controller) Ready() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ready
+}
+
+// Run starts the informers and reconciles on every change of the watched
+// objects or of the membership, until ctx ends. It does not hand over: call
+// Handover first for a graceful stop.
+func (c *Controller) Run(ctx context.Context) error {
+	defer c.broadcast.Shutdown()
+	c.factory.Start(ctx.Done())
+	c.dfactory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return errors.New("announcer: informer caches did not sync")
+	}
+	klog.InfoS("Informer caches synced", "node", c.cfg.Node)
+	defer c.closeResponders()
+	// A periodic pass catches anything an event missed (an interface that
+	// appeared late, a responder that failed to open) without hammering.
+	resync := time.NewTicker(30 * time.Second)
+	defer resync.Stop()
+	c.reconcile()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.kick:
+		case <-c.cfg.Membership.Changes():
+		case <-resync.C:
+		}
+		c.reconcile()
+	}
+}
+
+func (c *Controller) reconcile() {
+	start := time.Now()
+	nodes, err := c.nodes.List(labels.Everything())
+	if err != nil {
+		klog.ErrorS(err, "Listing nodes")
+		return
+	}
+	c.cfg.Membership.SetPeers(c.peerAddrs(nodes))
+
+	services, _ := c.services.List(labels.Everything())
+	eps, _ := c.slices.List(labels.Everything())
+	objs, _ := c.pools.List(labels.Everything())
+	pools := map[string]*v1alpha1.IPPool{}
+	for _, o := range objs {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		var p v1alpha1.IPPool
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
+			klog.ErrorS(err, "Cannot read IPPool", "pool", u.GetName())
+			continue
+		}
+		pools[p.Name] = &p
+	}
+	plan := Plan(Inputs{Services: services, Pools: pools, Nodes: nodes, ReadyNodes: ReadyNodes(eps), Alive: c.cfg.Membership.Alive})
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leaving {
+		return // the handover owns the responders now
+	}
+	byIface := map[string][]netip.Addr{}
+	won := map[netip.Addr]string{}
+	var wonAssignments []Assignment
+	for _, a := range plan {
+		if prev, ok := c.winners[a.IP]; !ok || prev != a.Winner {
+			c.metrics.elections.Inc()
+			klog.V(2).InfoS("Election", "ip", a.IP, "winner", a.Winner, "candidates", a.Candidates, "reason", a.Reason)
+		}
+		c.winners[a.IP] = a.Winner
+		if a.Winner != c.cfg.Node {
+			continue
+		}
+		ifaces := a.Interfaces
+		if len(ifaces) == 0 {
+			def, err := c.defaultInterface(nodes)
+			if err != nil {
+				klog.ErrorS(err, "Cannot announce: no interface", "ip", a.IP)
+				continue
+			}
+			ifaces = []string{def}
+		}
+		for _, i := range ifaces {
+			byIface[i] = append(byIface[i], a.IP)
+		}
+		won[a.IP] = strings.Join(ifaces, ",")
+		wonAssignments = append(wonAssignments, a)
+	}
+	for ip := range c.winners {
+		if !slices.ContainsFunc(plan, func(a Assignment) bool { return a.IP == ip }) {
+			delete(c.winners, ip)
+		}
+	}
+	for ifname := range byIface {
+		if _, ok := c.responders[ifname]; !ok {
+			r, err := openL2(ifname)
+			if err != nil {
+				klog.ErrorS(err, "Cannot open ARP/NDP responder", "interface", ifname)
+				for _, ip := range byIface[ifname] {
+					delete(won, ip)
+				}
+				continue
+			}
+			c.responders[ifname] = r
+		}
+	}
+	for ifname, r := range c.responders {
+		r.arp.SetIPs(byIface[ifname])
+		r.ndp.SetIPs(byIface[ifname])
+	}
+	for _, a := range wonAssignments {
+		ifs, ok := won[a.IP]
+		if !ok {
+			continue
+		}
+		if _, had := c.won[a.IP]; had {
+			continue
+		}
+		klog.InfoS("Announcing", "ip", a.IP, "interfaces", ifs, "services", a.Services)
+		for _, key := range a.Services {
+			ns, name, _ := strings.Cut(key, "/")
+			if svc, err := c.services.Services(ns).Get(name); err == nil {
+				c.recorder.Eventf(svc, v1.EventTypeNormal, EventAnnouncing,
+					"Node %s answers for %s (ARP/NDP on %s)", c.cfg.Node, a.IP, ifs)
+			}
+		}
+	}
+	c.won = won
+	c.metrics.announced.Set(float64(len(won)))
+	if !c.ready {
+		c.ready = true
+	}
+	c.metrics.reconcileSeconds.Observe(time.Since(start).Seconds())
+}
+
+// peerAddrs maps every other node to InternalIP:port, preferring IPv4.
+func (c *Controller) peerAddrs(nodes []*v1.Node) map[string]netip.AddrPort {
+	out := map[string]netip.AddrPort{}
+	for _, n := range nodes {
+		if n.Name == c.cfg.Node {
+			continue
+		}
+		if ip, ok := internalIP(n); ok {
+			out[n.Name] = netip.AddrPortFrom(ip, uint16(c.cfg.MembershipPort))
+		}
+	}
+	return out
+}
+
+func internalIP(n *v1.Node) (netip.Addr, bool) {
+	var v6 netip.Addr
+	for _, a := range n.Status.Addresses {
+		if a.Type != v1.NodeInternalIP {
+			continue
+		}
+		ip, err := netip.ParseAddr(a.Address)
+		if err != nil {
+			continue
+		}
+		if ip.Unmap().Is4() {
+			return ip.Unmap(), true
+		}
+		if !v6.IsValid() {
+			v6 = ip
+		}
+	}
+	return v6, v6.IsValid()
+}
+
+// defaultInterface is --interface, else the interface holding this node's
+// InternalIP.
+func (c *Controller) defaultInterface(nodes []*v1.Node) (string, error) {
+	if c.cfg.Interface != "" {
+		return c.cfg.Interface, nil
+	}
+	var self *v1.Node
+	for _, n := range nodes {
+		if n.Name == c.cfg.Node {
+			self = n
+		}
+	}
+	if self == nil {
+		return "", fmt.Errorf("node %s not found in the API", c.cfg.Node)
+	}
+	ip, ok := internalIP(self)
+	if !ok {
+		return "", fmt.Errorf("node %s has no InternalIP", c.cfg.Node)
+	}
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return "", err
+	}
+	for _, ifi := range ifaces {
+		addrs, _ := ifi.Addrs()
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Unmap() == ip {
+				return ifi.Name, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no interface holds node %s's InternalIP %s", c.cfg.Node, ip)
+}
+
+func openL2(ifname string) (*l2, error) {
+	a, err := arp.New(ifname)
+	if err != nil {
+		return nil, err
+	}
+	n, err := ndp.New(ifname)
+	if err != nil {
+		_ = a.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &l2{arp: a, ndp: n, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := a.Run(ctx); err != nil {
+				klog.ErrorS(err, "ARP responder stopped", "interface", ifname)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if err := n.Run(ctx); err != nil {
+				klog.ErrorS(err, "NDP responder stopped", "interface", ifname)
+			}
+		}()
+		wg.Wait()
+	}()
+	klog.InfoS("Opened ARP/NDP responder", "interface", ifname, "mac", a.HardwareAddr())
+	return r, nil
+}
+
+func (c *Controller) closeResponders() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, r := range c.responders {
+		r.cancel()
+		<-r.done
+		_ = r.arp.Close()
+		_ = r.ndp.Close()
+		delete(c.responders, name)
+	}
+	c.won = map[netip.Addr]string{}
+	c.metrics.announced.Set(0)
+}
+
+// Handover stops this node gracefully: it tells the peers it leaves (they
+// elect successors at once), keeps answering until every won IP that has a
+// live successor was claimed by it (its gratuitous ARP / unsolicited NA seen
+// on the wire) or HandoverTimeout passed, then stops answering.
+func (c *Controller) Handover() {
+	c.mu.Lock()
+	c.leaving = true
+	won := make([]netip.Addr, 0, len(c.won))
+	for ip := range c.won {
+		won = append(won, ip)
+	}
+	c.mu.Unlock()
+	t0 := time.Now()
+	c.cfg.Membership.Leave()
+	deadline := t0.Add(c.cfg.HandoverTimeout)
+	pending := won
+	for len(pending) > 0 && time.Now().Before(deadline) {
+		pending = slices.DeleteFunc(pending, func(ip netip.Addr) bool { return c.claimed(ip, t0) })
+		if len(pending) > 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	klog.InfoS("Handed over", "ips", len(won), "unclaimed", len(pending), "took", time.Since(t0).Round(time.Millisecond))
+	c.closeResponders()
+}
+
+func (c *Controller) claimed(ip netip.Addr, t0 time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.responders {
+		if r.arp.ClaimedSince(ip, t0) || r.ndp.ClaimedSince(ip, t0) {
+			return true
+		}
+	}
+	return false
+}
+
+// Winners returns the last computed winner of every ARP-mode IP (for status
+// output and tests).
+func (c *Controller) Winners() map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]string, len(c.winners))
+	for ip, w := range c.winners {
+		out[ip.String()] = w
+	}
+	return out
+}
+
+type metrics struct {
+	announced        prometheus.Gauge
+	elections        prometheus.Counter
+	reconcileSeconds prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		announced: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pvelb_announcer_announced_ips",
+			Help: "IPs this node currently answers ARP/NDP for.",
+		}),
+		elections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pvelb_announcer_elections_total",
+			Help: "Changes of an IP's elected node seen by this announcer (including first elections).",
+		}),
+		reconcileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pvelb_announcer_reconcile_duration_seconds",
+			Help:    "Time to recompute the election and update the responders.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.announced, m.elections, m.reconcileSeconds)
+	}
+	return m
+}

@@ -1,0 +1,228 @@
+// Command pvelb-announcer runs on every node (a DaemonSet on the host
+// network) and makes the VIPs pvelb allocated reachable: it elects one node
+// per ARP-mode IP among the live eligible announcers, and the winner answers
+// ARP (IPv4) and NDP (IPv6) for it. Announcers see each other over the node
+// network with authenticated UDP heartbeats, so failover does not wait for,
+// or depend on, the API server.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	cliflag "k8s.io/component-base/cli/flag"
+	"k8s.io/klog/v2"
+
+	"github.com/pvelb/pvelb/announcer"
+	"github.com/pvelb/pvelb/announcer/arp"
+	"github.com/pvelb/pvelb/announcer/membership"
+	"github.com/pvelb/pvelb/announcer/ndp"
+)
+
+type options struct {
+	kubeconfig         string
+	nodeName           string
+	iface              string
+	membershipPort     int
+	membershipBind     string
+	secretFile         string
+	interval           time.Duration
+	deadAfter          time.Duration
+	maxSkew            time.Duration
+	metricsBindAddress string
+	handoverTimeout    time.Duration
+}
+
+func (o *options) flags() *cliflag.NamedFlagSets {
+	var fss cliflag.NamedFlagSets
+	fs := fss.FlagSet("announcer")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; in-cluster configuration when empty.")
+	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "This node's name (default: $NODE_NAME from the downward API).")
+	fs.StringVar(&o.iface, "interface", "", "Interface to answer ARP/NDP on for pools that name none (default: the interface holding the node's InternalIP).")
+	fs.StringVar(&o.metricsBindAddress, "metrics-bind-address", ":7948", "Address for /metrics, /healthz and /readyz; \"0\" disables.")
+	fs.DurationVar(&o.handoverTimeout, "handover-timeout", time.Second, "On SIGTERM, how long to keep answering until successors have claimed this node's VIPs.")
+	ms := fss.FlagSet("membership")
+	ms.IntVar(&o.membershipPort, "membership-port", membership.DefaultPort, "UDP port of the announcers' heartbeats (same on every node).")
+	ms.StringVar(&o.membershipBind, "membership-bind-address", "", "Local address for heartbeats (default: all addresses).")
+	ms.StringVar(&o.secretFile, "membership-secret-file", "", "File holding the shared secret that authenticates heartbeats (a mounted Secret key, at least 16 bytes). Required.")
+	ms.DurationVar(&o.interval, "membership-interval", membership.DefaultInterval, "Heartbeat interval.")
+	ms.DurationVar(&o.deadAfter, "membership-dead-after", membership.DefaultDeadAfter, "Silence after which a peer is dead.")
+	ms.DurationVar(&o.maxSkew, "membership-max-clock-skew", membership.DefaultMaxSkew, "Largest accepted difference between a heartbeat's timestamp and the local clock (replay window).")
+	gfs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(gfs)
+	fss.FlagSet("logging").AddGoFlagSet(gfs)
+	return &fss
+}
+
+func main() {
+	o := &options{}
+	fss := o.flags()
+	fs := pflag.NewFlagSet("pvelb-announcer", pflag.ContinueOnError)
+	for _, f := range fss.FlagSets {
+		fs.AddFlagSet(f)
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage of pvelb-announcer:\n")
+		cliflag.PrintSections(os.Stderr, *fss, 100)
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if err := run(o); err != nil {
+		klog.ErrorS(err, "pvelb-announcer failed")
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}
+
+func (o *options) validate() error {
+	if o.nodeName == "" {
+		return errors.New("--node-name: required (or set NODE_NAME through the downward API)")
+	}
+	if o.secretFile == "" {
+		return errors.New("--membership-secret-file: required")
+	}
+	if o.membershipPort < 1 || o.membershipPort > 65535 {
+		return fmt.Errorf("--membership-port: %d out of 1..65535", o.membershipPort)
+	}
+	if o.deadAfter <= o.interval {
+		return fmt.Errorf("--membership-dead-after (%s) must exceed --membership-interval (%s)", o.deadAfter, o.interval)
+	}
+	return nil
+}
+
+func run(o *options) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	secret, err := membership.LoadSecret(o.secretFile)
+	if err != nil {
+		return fmt.Errorf("--membership-secret-file: %w", err)
+	}
+	var cfg *rest.Config
+	if o.kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return fmt.Errorf("kubernetes client configuration: %w", err)
+	}
+	cfg.UserAgent = "pvelb-announcer/" + o.nodeName
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	arp.MustRegister(reg)
+	ndp.MustRegister(reg)
+
+	m, err := membership.New(membership.Config{
+		Node:       o.nodeName,
+		Listen:     net.JoinHostPort(o.membershipBind, strconv.Itoa(o.membershipPort)),
+		Secret:     secret,
+		Interval:   o.interval,
+		DeadAfter:  o.deadAfter,
+		MaxSkew:    o.maxSkew,
+		Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	ctrl, err := announcer.New(announcer.Config{
+		Node:            o.nodeName,
+		Kube:            kube,
+		Dynamic:         dyn,
+		Membership:      m,
+		MembershipPort:  o.membershipPort,
+		Interface:       o.iface,
+		HandoverTimeout: o.handoverTimeout,
+		Registerer:      reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if o.metricsBindAddress != "0" && o.metricsBindAddress != "" {
+		if err := serveHTTP(ctx, o.metricsBindAddress, reg, ctrl); err != nil {
+			return err
+		}
+	}
+	memDone := make(chan struct{})
+	go func() { defer close(memDone); _ = m.Run(ctx) }()
+	ctrlDone := make(chan error, 1)
+	go func() { ctrlDone <- ctrl.Run(ctx) }()
+	klog.InfoS("pvelb-announcer started", "node", o.nodeName, "membershipPort", o.membershipPort)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case sig := <-sigs:
+		klog.InfoS("Stopping: handing over", "signal", sig.String())
+		ctrl.Handover()
+	case err := <-ctrlDone:
+		cancel()
+		<-memDone
+		return err
+	}
+	cancel()
+	<-memDone
+	return <-ctrlDone
+}
+
+func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, ctrl *announcer.Controller) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ctrl.Ready() {
+			http.Error(w, "informer caches not synced yet", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-bind-address: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	go func() {
+		<-ctx.Done()
+		sctx, c := context.WithTimeout(context.Background(), time.Second)
+		defer c()
+		_ = srv.Shutdown(sctx)
+	}()
+	klog.InfoS("Serving metrics and health", "address", l.Addr().String())
+	return nil
+}
