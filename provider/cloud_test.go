@@ -164,7 +164,9 @@ func TestMetricsInLegacyRegistry(t *testing.T) {
 
 type testLB struct{ cloudprovider.LoadBalancer }
 
-type testBuilder struct{ cloudprovider.ControllerClientBuilder }
+type testBuilder struct {
+	cloudprovider.ControllerClientBuilder
+}
 
 func TestLoadBalancerHookAndInitialize(t *testing.T) {
 	_, path, _, _ := simConfig(t)
