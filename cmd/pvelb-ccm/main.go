@@ -21,6 +21,7 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"  // build version metric
 	"k8s.io/klog/v2"
 
+	"github.com/pvelb/pvelb/loadbalancer"
 	"github.com/pvelb/pvelb/provider"
 )
 
@@ -88,6 +89,13 @@ func initCloud(c *config.CompletedConfig) cloudprovider.Interface {
 	}
 	if cloud == nil {
 		klog.Fatalf("Cloud provider %q is unknown (this binary knows %q)", cp.Name, provider.ProviderName)
+	}
+	if pc, ok := cloud.(*provider.Cloud); ok {
+		// LoadBalancer (class-less Services, if configured) and, in the
+		// leader, the class controller and the firewall reconciler.
+		if _, err := loadbalancer.Attach(pc); err != nil {
+			klog.Fatalf("LoadBalancer could not be initialized: %v", err)
+		}
 	}
 	if !cloud.HasClusterID() && !c.ComponentConfig.KubeCloudShared.AllowUntaggedCloud {
 		klog.Fatalf("no ClusterID found; set --allow-untagged-cloud to bypass")
