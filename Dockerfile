@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# Multi-arch: docker buildx build --platform linux/amd64,linux/arm64 .
+# One image holds every pvelb command; the manifests pick one with `command:`.
+# Multi-arch: docker buildx build --platform linux/amd64,linux/arm64 -t IMAGE .
 # The builder runs on the build host's platform and cross-compiles static
-# binaries with `make build`, the same target developers and CI use.
+# binaries with `make build`, the target developers and CI use; a test
+# (test/build) checks that every binary copied below is one that target builds.
 ARG GO_VERSION=1.26
 
 FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-bookworm AS build
@@ -9,16 +11,26 @@ ARG TARGETOS
 ARG TARGETARCH
 WORKDIR /src
 COPY go.mod go.sum ./
-RUN go mod download
+RUN --mount=type=cache,target=/root/go/pkg/mod go mod download
 COPY . .
-RUN GOOS=${TARGETOS} GOARCH=${TARGETARCH} make build BIN=/out
+RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    GOOS=${TARGETOS} GOARCH=${TARGETARCH} make build BIN=/out
 
+# Static binaries need no libc: distroless/static has CA roots, tzdata and a
+# nonroot user, and no shell.
 FROM gcr.io/distroless/static-debian12:nonroot
+ARG VERSION=dev
+ARG REVISION=unknown
 LABEL org.opencontainers.image.title="pvelb" \
-      org.opencontainers.image.description="LoadBalancer Services for Talos clusters on Proxmox VE" \
+      org.opencontainers.image.description="LoadBalancer Services and a cloud-controller-manager for Talos clusters on Proxmox VE" \
       org.opencontainers.image.source="https://github.com/pvelb/pvelb" \
+      org.opencontainers.image.url="https://github.com/pvelb/pvelb" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/pvelb-ccm /usr/local/bin/pvelb-ccm
-# The CCM needs no privilege at all.
+COPY --from=build /out/pvelb-announcer /usr/local/bin/pvelb-announcer
+# The CCM needs no privilege at all. The announcer's DaemonSet runs this image
+# as root with only NET_RAW, which raw ARP/NDP sockets need.
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/pvelb-ccm"]
