@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -294,6 +295,14 @@ func TestBIRDPassword(t *testing.T) {
 	}
 	waitEstablished(t, b, "n1")
 	waitVias(t, b, vip4, "192.0.2.11")
+	// Neither password reached the speaker's log (gobgp's included).
+	logText, err := os.ReadFile(sp.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(logText) == 0 || strings.Contains(string(logText), "right-secret") || strings.Contains(string(logText), "wrong-secret") {
+		t.Fatalf("speaker log is empty or reveals a password:\n%s", logText)
+	}
 }
 
 // TestBIRDReconcileEBGP drives the controller's entry point: BGPPeer specs
