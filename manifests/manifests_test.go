@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/pvelb/pvelb/provider/config"
 	"github.com/pvelb/pvelb/test/apiserver"
 	"github.com/pvelb/pvelb/test/kubeapply"
 )
@@ -421,4 +422,25 @@ func checkAnnouncerAccess(ctx context.Context, t *testing.T, client kubernetes.I
 		{Verb: "create", Resource: "pods", Namespace: namespace},
 	}
 	checkAccess(ctx, t, client, "pvelb-announcer", allowed, denied)
+}
+
+// TestExampleCloudConfigLoads: the example Secret, mounted as the Deployment
+// mounts it, is a cloud config pvelb-ccm's strict parser accepts.
+func TestExampleCloudConfigLoads(t *testing.T) {
+	sec := typed[corev1.Secret](t, loadFiles(t, "examples/cloud-config-secret.yaml"), "Secret", "pvelb-cloud-config")
+	dir := t.TempDir()
+	for k, v := range sec.StringData {
+		if err := os.WriteFile(filepath.Join(dir, k), []byte(v), 0o400); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := typed[appsv1.Deployment](t, installObjects(t), "Deployment", "pvelb-ccm")
+	flag, _ := argValue(d.Spec.Template.Spec.Containers[0].Args, "--cloud-config")
+	cfg, err := config.Load(filepath.Join(dir, filepath.Base(flag)))
+	if err != nil {
+		t.Fatalf("%s from the example Secret: %v", flag, err)
+	}
+	if len(cfg.Clusters) != 1 || cfg.Clusters[0].TokenSecret.Reveal() == "" {
+		t.Errorf("the example's token file was not read: %+v", cfg.Clusters)
+	}
 }
