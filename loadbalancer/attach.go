@@ -1,6 +1,14 @@
 package loadbalancer
 
 import (
+	"context"
+	"net/netip"
+	"os"
+
+	v1 "k8s.io/api/core/v1"
+	cloudprovider "k8s.io/cloud-provider"
+	"k8s.io/klog/v2"
+
 	"github.com/pvelb/pvelb/provider"
 	"github.com/pvelb/pvelb/provider/pve"
 )
@@ -16,6 +24,11 @@ import (
 //   - as an Initialize hook, so the class controller, the firewall reconciler
 //     and the IPPool status writer run in the elected leader only.
 func Attach(cloud *provider.Cloud) (*Controller, error) {
+	if os.Getenv(NoopEnv) == "1" {
+		klog.InfoS("WARNING: benchmark baseline: the LoadBalancer does nothing", "env", NoopEnv)
+		cloud.SetLoadBalancer(noopLoadBalancer{})
+		return nil, nil
+	}
 	cfg := cloud.Config()
 	clients := map[string]pve.Client{}
 	for _, cl := range cfg.Clusters {
@@ -30,4 +43,31 @@ func Attach(cloud *provider.Cloud) (*Controller, error) {
 	}
 	cloud.OnInitialize(c.Initialize)
 	return c, nil
+}
+
+// NoopEnv, set to "1" in pvelb-ccm's environment, plugs in a LoadBalancer
+// that does nothing and returns one fixed address for every Service. It is the
+// baseline of the LoadBalancer benchmark (the cost of the service controller
+// and the apiserver alone); never set it in a real cluster.
+const NoopEnv = "PVELB_BENCHMARK_NOOP_LOADBALANCER"
+
+// noopLoadBalancer is the benchmark baseline: no allocation, no Proxmox.
+type noopLoadBalancer struct{}
+
+var noopStatus = statusFor([]netip.Addr{netip.MustParseAddr("203.0.113.254")})
+
+func (noopLoadBalancer) GetLoadBalancer(_ context.Context, _ string, svc *v1.Service) (*v1.LoadBalancerStatus, bool, error) {
+	return noopStatus.DeepCopy(), len(svc.Status.LoadBalancer.Ingress) > 0, nil
+}
+func (noopLoadBalancer) GetLoadBalancerName(_ context.Context, _ string, svc *v1.Service) string {
+	return cloudprovider.DefaultLoadBalancerName(svc)
+}
+func (noopLoadBalancer) EnsureLoadBalancer(context.Context, string, *v1.Service, []*v1.Node) (*v1.LoadBalancerStatus, error) {
+	return noopStatus.DeepCopy(), nil
+}
+func (noopLoadBalancer) UpdateLoadBalancer(context.Context, string, *v1.Service, []*v1.Node) error {
+	return nil
+}
+func (noopLoadBalancer) EnsureLoadBalancerDeleted(context.Context, string, *v1.Service) error {
+	return nil
 }

@@ -114,7 +114,7 @@ func (l *Lab) createNodes(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -126,7 +126,7 @@ func freePort(t *testing.T) int {
 
 // startCCM runs the built pvelb-ccm binary against the lab and waits for its
 // healthz. It returns the process and its secure port.
-func (l *Lab) startCCM(t *testing.T, extra ...string) (*Process, int) {
+func (l *Lab) startCCM(t testing.TB, extra ...string) (*Process, int) {
 	t.Helper()
 	port := freePort(t)
 	args := []string{

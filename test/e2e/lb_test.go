@@ -79,7 +79,7 @@ func (l *Lab) waitNodesInitialised(t *testing.T) {
 	})
 }
 
-func (l *Lab) createPool(t *testing.T, name string, spec map[string]any) {
+func (l *Lab) createPool(t testing.TB, name string, spec map[string]any) {
 	t.Helper()
 	obj := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "pvelb.io/v1alpha1", "kind": "IPPool",
