@@ -44,10 +44,10 @@ type annLab struct {
 	procs  map[string]*Process // by node name
 	// top is the test that owns the lab: announcers restarted inside a
 	// subtest must outlive it.
-	top *testing.T
+	top testing.TB
 }
 
-func newAnnLab(t *testing.T) *annLab {
+func newAnnLab(t testing.TB) *annLab {
 	t.Helper()
 	netlab.RequireTools(t, "ping")
 	lab := netlab.New(t, netlab.Options{Nodes: 3, StrictARP: true})
@@ -97,7 +97,7 @@ func newAnnLab(t *testing.T) *annLab {
 }
 
 // start runs an announcer in the node's namespace until the lab's test ends.
-func (l *annLab) start(t *testing.T, node *netlab.Host, secretFile string) *Process {
+func (l *annLab) start(t testing.TB, node *netlab.Host, secretFile string) *Process {
 	t.Helper()
 	p := Start(l.top, "ip", "netns", "exec", node.Netns, l.bin,
 		"--kubeconfig="+l.cp.Kubeconfig,
@@ -113,7 +113,7 @@ func (l *annLab) start(t *testing.T, node *netlab.Host, secretFile string) *Proc
 // service creates a LoadBalancer Service with the given VIPs in its status
 // and pvelb's allocated-pool annotation, as pvelb-ccm leaves it (the
 // allocation itself is tested with pvelb-ccm elsewhere).
-func (l *annLab) service(t *testing.T, name string, local bool, ips ...netip.Addr) *corev1.Service {
+func (l *annLab) service(t testing.TB, name string, local bool, ips ...netip.Addr) *corev1.Service {
 	t.Helper()
 	ctx := context.Background()
 	s := &corev1.Service{
@@ -149,7 +149,7 @@ func ptr[T any](v T) *T { return &v }
 
 // answering returns the lab node whose MAC answered ARP (or NDP) for ip,
 // failing unless exactly one node answers within timeout.
-func (l *annLab) answering(t *testing.T, ip netip.Addr, timeout time.Duration) *netlab.Host {
+func (l *annLab) answering(t testing.TB, ip netip.Addr, timeout time.Duration) *netlab.Host {
 	t.Helper()
 	var got *netlab.Host
 	Eventually(t, timeout, "exactly one node answers for "+ip.String(), func(ctx context.Context) error {
@@ -177,7 +177,7 @@ func (l *annLab) answering(t *testing.T, ip netip.Addr, timeout time.Duration) *
 	return got
 }
 
-func (l *annLab) waitAnnouncingEvent(t *testing.T, svc, node string, ip netip.Addr) {
+func (l *annLab) waitAnnouncingEvent(t testing.TB, svc, node string, ip netip.Addr) {
 	t.Helper()
 	Eventually(t, 20*time.Second, "Announcing event for "+node, func(ctx context.Context) error {
 		evs, err := l.kube.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + svc})
@@ -209,7 +209,7 @@ func (l *annLab) pingLoss(ctx context.Context, ip netip.Addr, d time.Duration) (
 	return tx, tx - rx, nil
 }
 
-func (l *annLab) metric(t *testing.T, node *netlab.Host, name string) float64 {
+func (l *annLab) metric(t testing.TB, node *netlab.Host, name string) float64 {
 	t.Helper()
 	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: l.net.Client.DialContext}}
 	resp, err := hc.Get("http://" + net.JoinHostPort(node.IPv4.Addr().String(), strconv.Itoa(annMetricPort)) + "/metrics")
@@ -416,7 +416,7 @@ func TestAnnouncerL2(t *testing.T) {
 }
 
 // endpointSlice makes nodeName the only ready endpoint of the Service.
-func (l *annLab) endpointSlice(t *testing.T, svc, nodeName string) {
+func (l *annLab) endpointSlice(t testing.TB, svc, nodeName string) {
 	t.Helper()
 	ctx := context.Background()
 	es := &discoveryv1.EndpointSlice{
