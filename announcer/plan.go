@@ -40,25 +40,55 @@ type Inputs struct {
 	Alive func(node string) bool
 }
 
-// Assignment is the outcome for one ARP-mode IP.
+// Assignment is the outcome for one IP that pvelb allocated.
 type Assignment struct {
-	IP       netip.Addr
-	Pool     string
+	IP   netip.Addr
+	Pool string
+	// Mode is the pool's announce mode (arp or bgp); empty when no pool
+	// holds the address.
+	Mode     v1alpha1.AnnounceMode
 	Services []string // namespace/name, sorted
 	// Interfaces to answer on; empty means the node's default interface.
 	Interfaces []string
-	// Candidates are the eligible nodes (alive or not), sorted.
+	// Candidates are the eligible nodes (alive or not), sorted. In BGP mode
+	// every one of them advertises the address.
 	Candidates []string
-	// Winner is the elected live node, "" when nobody may announce.
+	// Winner is the elected live node in ARP mode, "" when nobody may
+	// announce; always "" in BGP mode, where no election takes place.
 	Winner string
-	// Reason explains an empty Winner.
+	// Code and Reason say why nobody may announce the address (no winner
+	// in ARP mode, no candidate in BGP mode); both empty otherwise. Code is
+	// one of the Reason* constants, Reason a sentence naming the cause.
+	Code   string
 	Reason string
 }
 
-// Plan computes the assignment of every IP that pvelb allocated from an
-// ARP-mode pool. Services sharing an IP share one election: a node must be
-// eligible for each of them (for Local services that means an endpoint of
-// every one, so no shared-IP traffic lands on a node that drops it).
+// Why nobody may announce an address (Assignment.Code); also the reason
+// label of pvelb_announcer_unannounced_ips.
+const (
+	ReasonNoPool              = "NoPool"
+	ReasonInvalidSelector     = "InvalidNodeSelector"
+	ReasonSelectorMatchesNone = "NodeSelectorMatchesNone"
+	ReasonAllExcluded         = "AllNodesExcluded"
+	ReasonNoReadyEndpoint     = "NoReadyEndpoint"
+	ReasonNoneAlive           = "NoEligibleNodeAlive"
+)
+
+// Announces reports whether node announces the address: the ARP winner, or
+// any eligible node in BGP mode.
+func (a Assignment) Announces(node string) bool {
+	if a.Mode == v1alpha1.AnnounceBGP {
+		return slices.Contains(a.Candidates, node)
+	}
+	return a.Winner != "" && a.Winner == node
+}
+
+// Plan computes the assignment of every IP that pvelb allocated. In ARP
+// mode the eligible live nodes elect one announcer per IP; in BGP mode every
+// eligible node advertises it (ECMP) and liveness is the BGP session itself,
+// so membership plays no part. Services sharing an IP share one assignment:
+// a node must be eligible for each of them (for Local services that means an
+// endpoint of every one, so no shared-IP traffic lands on a node that drops it).
 func Plan(in Inputs) []Assignment {
 	type ipState struct {
 		pool     string
@@ -94,51 +124,74 @@ func Plan(in Inputs) []Assignment {
 		}
 		slices.Sort(a.Services)
 		pool := in.Pools[st.pool]
-		switch {
-		case pool == nil:
-			a.Reason = "no IPPool listed in " + AnnotationAllocatedPool + " holds this address"
+		if pool == nil {
+			a.Code, a.Reason = ReasonNoPool, "no IPPool listed in "+AnnotationAllocatedPool+" holds this address"
 			out = append(out, a)
 			continue
-		case pool.Spec.Announce.Mode != "" && pool.Spec.Announce.Mode != v1alpha1.AnnounceARP:
-			continue // BGP: every eligible node advertises; not this election
 		}
-		a.Interfaces = slices.Clone(pool.Spec.Announce.Interfaces)
+		a.Mode = pool.Spec.Announce.Mode
+		if a.Mode == "" {
+			a.Mode = v1alpha1.AnnounceARP
+		}
+		if a.Mode == v1alpha1.AnnounceARP {
+			a.Interfaces = slices.Clone(pool.Spec.Announce.Interfaces)
+		}
 		sel, err := selectorOf(pool.Spec.Announce.NodeSelector)
 		if err != nil {
-			a.Reason = fmt.Sprintf("IPPool %s: spec.announce.nodeSelector: %v", pool.Name, err)
+			a.Code, a.Reason = ReasonInvalidSelector, fmt.Sprintf("IPPool %s: spec.announce.nodeSelector: %v", pool.Name, err)
 			out = append(out, a)
 			continue
 		}
 		var cands []election.Candidate
+		selected, included := 0, 0
 		for _, n := range in.Nodes {
-			if excluded(n) || (sel != nil && !sel.Matches(labels.Set(n.Labels))) {
+			if sel != nil && !sel.Matches(labels.Set(n.Labels)) {
 				continue
 			}
-			ok := true
-			for _, s := range st.services {
-				if s.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal &&
-					!in.ReadyNodes[s.Namespace+"/"+s.Name][n.Name] {
-					ok = false
-					break
-				}
+			selected++
+			if excluded(n) {
+				continue
 			}
-			if ok {
-				cands = append(cands, election.Candidate{Name: n.Name, Zone: n.Labels[ZoneLabel]})
-				a.Candidates = append(a.Candidates, n.Name)
+			included++
+			if !hasReadyEndpoints(n.Name, st.services, in.ReadyNodes) {
+				continue
 			}
+			cands = append(cands, election.Candidate{Name: n.Name, Zone: n.Labels[ZoneLabel]})
+			a.Candidates = append(a.Candidates, n.Name)
 		}
 		slices.Sort(a.Candidates)
-		if len(cands) == 0 {
-			a.Reason = "no eligible node (node selector, exclusion label, or no ready endpoint for externalTrafficPolicy Local)"
-		} else if w, ok := election.Elect(ip, cands, in.Alive); ok {
-			a.Winner = w
-		} else {
-			a.Reason = "no eligible node is alive"
+		switch {
+		case selected == 0:
+			a.Code, a.Reason = ReasonSelectorMatchesNone, fmt.Sprintf("the node selector of IPPool %s matches no node", pool.Name)
+		case included == 0:
+			a.Code, a.Reason = ReasonAllExcluded, fmt.Sprintf("every node IPPool %s selects is labelled %s", pool.Name, v1.LabelNodeExcludeBalancers)
+		case len(cands) == 0:
+			a.Code, a.Reason = ReasonNoReadyEndpoint, "no eligible node holds a ready endpoint of every externalTrafficPolicy Local service on this address"
+		case a.Mode == v1alpha1.AnnounceBGP:
+			// Every candidate advertises; no election.
+		default:
+			if w, ok := election.Elect(ip, cands, in.Alive); ok {
+				a.Winner = w
+			} else {
+				a.Code, a.Reason = ReasonNoneAlive, "no eligible node is alive"
+			}
 		}
 		out = append(out, a)
 	}
 	slices.SortFunc(out, func(a, b Assignment) int { return a.IP.Compare(b.IP) })
 	return out
+}
+
+// hasReadyEndpoints reports whether node may take the traffic of every
+// service: Cluster services always, Local ones only with a ready endpoint on
+// the node.
+func hasReadyEndpoints(node string, services []*v1.Service, ready map[string]map[string]bool) bool {
+	for _, s := range services {
+		if s.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal && !ready[s.Namespace+"/"+s.Name][node] {
+			return false
+		}
+	}
+	return true
 }
 
 // ReadyNodes maps each Service ("namespace/name") to the nodes that hold a

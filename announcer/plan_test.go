@@ -129,10 +129,10 @@ func TestPlan(t *testing.T) {
 			sharing: map[string][]string{"192.0.2.204": {"default/shared-cluster", "default/shared-local"}},
 		},
 		{
-			name:     "BGP pools are not in the ARP election",
+			name:     "BGP pools have no winner: no election",
 			services: []*v1.Service{svc("default", "bgp", "bgp", false, "203.0.113.1")},
 			alive:    all,
-			absent:   []string{"203.0.113.1"},
+			want:     map[string]string{"203.0.113.1": ""},
 		},
 		{
 			name: "not allocated by pvelb, or not a LoadBalancer: ignored",
@@ -189,7 +189,7 @@ func TestPlan(t *testing.T) {
 			}
 			for _, ip := range tt.absent {
 				if _, ok := byIP[ip]; ok {
-					t.Errorf("%s should not be in the ARP plan", ip)
+					t.Errorf("%s should not be in the plan", ip)
 				}
 			}
 		})
@@ -219,5 +219,154 @@ func TestAddressesContain(t *testing.T) {
 		if got := addressesContain(tt.entry, netip.MustParseAddr(tt.ip)); got != tt.want {
 			t.Errorf("addressesContain(%q, %s) = %v", tt.entry, tt.ip, got)
 		}
+	}
+}
+
+func TestPlanBGP(t *testing.T) {
+	edge := &metav1.LabelSelector{MatchLabels: map[string]string{"pvelb.io/edge": "true"}}
+	lp := uint32(150)
+	bgpPool := pool("bgp", v1alpha1.AnnounceBGP, nil, "203.0.113.0/28", "2001:db8:0:3::/64")
+	bgpPool.Spec.Announce.Communities = []string{"65000:1"}
+	bgpPool.Spec.Announce.LocalPreference = &lp
+	pools := map[string]*v1alpha1.IPPool{
+		"bgp":      bgpPool,
+		"bgp-edge": pool("bgp-edge", v1alpha1.AnnounceBGP, edge, "203.0.113.32/28"),
+		"bgp-none": pool("bgp-none", v1alpha1.AnnounceBGP, &metav1.LabelSelector{MatchLabels: map[string]string{"no": "such"}}, "203.0.113.48/28"),
+	}
+	nodes := []*v1.Node{
+		node("n1", "pve1"), node("n2", "pve2", "pvelb.io/edge", "true"), node("n3", "pve3"),
+		node("cp1", "pve1", v1.LabelNodeExcludeBalancers, ""),
+		node("edge-cp", "pve2", "pvelb.io/edge", "true", v1.LabelNodeExcludeBalancers, "true"),
+		node("kept", "pve3", v1.LabelNodeExcludeBalancers, "false"),
+	}
+	ready := ReadyNodes([]*discoveryv1.EndpointSlice{
+		slice("default", "local", "n3", true), slice("default", "local", "n1", false), slice("default", "local", "cp1", true),
+	})
+	// Membership must not matter in BGP mode: the session is the liveness.
+	nobody := func(string) bool { return false }
+	tests := []struct {
+		name       string
+		nodes      []*v1.Node
+		services   []*v1.Service
+		ip         string
+		candidates []string
+		code       string
+		reason     string
+	}{
+		{
+			name:       "every eligible node advertises, dead or alive in the membership",
+			services:   []*v1.Service{svc("default", "web", "bgp", false, "203.0.113.1")},
+			ip:         "203.0.113.1",
+			candidates: []string{"kept", "n1", "n2", "n3"},
+		},
+		{
+			name:       "IPv6 too",
+			services:   []*v1.Service{svc("default", "web6", "bgp", false, "2001:db8:0:3::1")},
+			ip:         "2001:db8:0:3::1",
+			candidates: []string{"kept", "n1", "n2", "n3"},
+		},
+		{
+			name:       "Local: only nodes with a ready endpoint (and never an excluded one)",
+			services:   []*v1.Service{svc("default", "local", "bgp", true, "203.0.113.2")},
+			ip:         "203.0.113.2",
+			candidates: []string{"n3"},
+		},
+		{
+			name:     "Local without a ready endpoint",
+			services: []*v1.Service{svc("default", "nothing", "bgp", true, "203.0.113.3")},
+			ip:       "203.0.113.3",
+			code:     ReasonNoReadyEndpoint,
+			reason:   "ready endpoint",
+		},
+		{
+			name:       "pool node selector",
+			services:   []*v1.Service{svc("default", "edge", "bgp-edge", false, "203.0.113.33")},
+			ip:         "203.0.113.33",
+			candidates: []string{"n2"},
+		},
+		{
+			name:     "selector matches none",
+			services: []*v1.Service{svc("default", "none", "bgp-none", false, "203.0.113.49")},
+			ip:       "203.0.113.49",
+			code:     ReasonSelectorMatchesNone,
+			reason:   "IPPool bgp-none matches no node",
+		},
+		{
+			name:     "every selected node excluded",
+			nodes:    []*v1.Node{node("cp1", "pve1", v1.LabelNodeExcludeBalancers, "true"), node("edge-cp", "pve2", "pvelb.io/edge", "true", v1.LabelNodeExcludeBalancers, "")},
+			services: []*v1.Service{svc("default", "edge", "bgp-edge", false, "203.0.113.34")},
+			ip:       "203.0.113.34",
+			code:     ReasonAllExcluded,
+			reason:   v1.LabelNodeExcludeBalancers,
+		},
+		{
+			name:     "no nodes at all",
+			nodes:    []*v1.Node{},
+			services: []*v1.Service{svc("default", "web", "bgp", false, "203.0.113.5")},
+			ip:       "203.0.113.5",
+			code:     ReasonSelectorMatchesNone,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := nodes
+			if tt.nodes != nil {
+				ns = tt.nodes
+			}
+			got := Plan(Inputs{Services: tt.services, Pools: pools, Nodes: ns, ReadyNodes: ready, Alive: nobody})
+			if len(got) != 1 {
+				t.Fatalf("want one assignment, got %+v", got)
+			}
+			a := got[0]
+			if a.IP.String() != tt.ip || a.Mode != v1alpha1.AnnounceBGP || a.Winner != "" || len(a.Interfaces) != 0 {
+				t.Errorf("assignment %+v: want IP %s, mode bgp, no winner, no interfaces", a, tt.ip)
+			}
+			if !slices.Equal(a.Candidates, tt.candidates) {
+				t.Errorf("candidates %v, want %v", a.Candidates, tt.candidates)
+			}
+			if a.Code != tt.code || !strings.Contains(a.Reason, tt.reason) || (tt.code == "") != (a.Reason == "") {
+				t.Errorf("code %q reason %q, want %q mentioning %q", a.Code, a.Reason, tt.code, tt.reason)
+			}
+			for _, n := range ns {
+				if want := slices.Contains(tt.candidates, n.Name); a.Announces(n.Name) != want {
+					t.Errorf("Announces(%s) = %v, want %v", n.Name, !want, want)
+				}
+			}
+		})
+	}
+}
+
+func TestPlanReasonCodesARP(t *testing.T) {
+	pools := map[string]*v1alpha1.IPPool{
+		"main": pool("main", v1alpha1.AnnounceARP, nil, "192.0.2.0/24"),
+		"sel":  pool("sel", "", &metav1.LabelSelector{MatchLabels: map[string]string{"x": "y"}}, "198.51.100.0/24"),
+	}
+	for _, tt := range []struct {
+		name  string
+		nodes []*v1.Node
+		svc   *v1.Service
+		alive func(string) bool
+		code  string
+	}{
+		{"all excluded", []*v1.Node{node("a", "z", v1.LabelNodeExcludeBalancers, "true")}, svc("d", "s", "main", false, "192.0.2.1"), nil, ReasonAllExcluded},
+		{"selector none", []*v1.Node{node("a", "z")}, svc("d", "s", "sel", false, "198.51.100.1"), nil, ReasonSelectorMatchesNone},
+		{"no endpoint", []*v1.Node{node("a", "z")}, svc("d", "s", "main", true, "192.0.2.1"), nil, ReasonNoReadyEndpoint},
+		{"none alive", []*v1.Node{node("a", "z")}, svc("d", "s", "main", false, "192.0.2.1"), func(string) bool { return false }, ReasonNoneAlive},
+		{"no pool", []*v1.Node{node("a", "z")}, svc("d", "s", "main", false, "203.0.113.1"), nil, ReasonNoPool},
+		{"announced", []*v1.Node{node("a", "z")}, svc("d", "s", "main", false, "192.0.2.1"), nil, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			alive := tt.alive
+			if alive == nil {
+				alive = func(string) bool { return true }
+			}
+			got := Plan(Inputs{Services: []*v1.Service{tt.svc}, Pools: pools, Nodes: tt.nodes, Alive: alive})
+			if len(got) != 1 || got[0].Code != tt.code || (tt.code == "") != (got[0].Winner != "") {
+				t.Fatalf("got %+v, want code %q", got, tt.code)
+			}
+			if tt.code == "" && !got[0].Announces("a") {
+				t.Errorf("winner a does not announce: %+v", got[0])
+			}
+		})
 	}
 }
