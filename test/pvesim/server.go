@@ -257,6 +257,7 @@ func requestParams(r *http.Request, body []byte, pathParams map[string]string) (
 func (s *Server) routes() map[string]handlerFunc {
 	h := map[string]handlerFunc{
 		"GET /version":                                 s.getVersion,
+		"GET /access/permissions":                      s.accessPermissions,
 		"GET /cluster/resources":                       s.clusterResources,
 		"GET /nodes":                                   s.listNodes,
 		"GET /nodes/{node}/qemu":                       s.listNodeVMs,
