@@ -30,6 +30,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pvelb/pvelb/announcer/arp"
+	"github.com/pvelb/pvelb/announcer/bgp"
 	"github.com/pvelb/pvelb/announcer/membership"
 	"github.com/pvelb/pvelb/announcer/ndp"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
@@ -44,6 +45,10 @@ const (
 	// winner writes it on every takeover, so `kubectl describe service`
 	// shows the current node last.
 	EventAnnouncing = "Announcing"
+	// EventNotAnnounced is a warning that no node may announce an address,
+	// with the reason; one announcer (the first live one by name) writes it
+	// when the reason appears or changes, so it does not multiply by nodes.
+	EventNotAnnounced = "NotAnnounced"
 )
 
 // Config of the controller.
@@ -62,6 +67,9 @@ type Config struct {
 	HandoverTimeout time.Duration
 	// Registerer receives the controller's metrics when set.
 	Registerer prometheus.Registerer
+	// BGP enables the embedded BGP speaker for pools in bgp mode; nil
+	// leaves BGP pools unannounced by this node.
+	BGP *BGPConfig
 }
 
 // Controller runs the election and drives the responders.
@@ -87,6 +95,11 @@ type Controller struct {
 	responders map[string]*l2        // by interface
 	won        map[netip.Addr]string // won IP -> interface list, for events and handover
 	winners    map[netip.Addr]string // last computed winner of every IP
+	// unannounced holds the reason reported for every IP nobody may
+	// announce, so the Event is written once per change.
+	unannounced map[netip.Addr]string
+
+	bgp *bgpState
 }
 
 type l2 struct {
@@ -117,6 +130,8 @@ func New(cfg Config) (*Controller, error) {
 		responders: map[string]*l2{},
 		won:        map[netip.Addr]string{},
 		winners:    map[netip.Addr]string{},
+
+		unannounced: map[netip.Addr]string{},
 	}
 	c.factory = informers.NewSharedInformerFactory(cfg.Kube, 0)
 	c.dfactory = dynamicinformer.NewDynamicSharedInformerFactory(cfg.Dynamic, 0)
@@ -129,7 +144,29 @@ func New(cfg Config) (*Controller, error) {
 	nodeInf := c.factory.Core().V1().Nodes()
 	esInf := c.factory.Discovery().V1().EndpointSlices()
 	poolInf := c.dfactory.ForResource(IPPoolResource)
-	for _, inf := range []cache.SharedIndexInformer{svcInf.Informer(), nodeInf.Informer(), esInf.Informer(), poolInf.Informer()} {
+	infs := []cache.SharedIndexInformer{svcInf.Informer(), nodeInf.Informer(), esInf.Informer(), poolInf.Informer()}
+	if b := cfg.BGP; b != nil {
+		if b.LocalASN == 0 {
+			return nil, errors.New("announcer: BGP local ASN must be 1-4294967295")
+		}
+		if b.ListenPort < bgp.NoListen || b.ListenPort == 0 || b.ListenPort > 65535 {
+			return nil, fmt.Errorf("announcer: BGP listen port %d: must be -1 (no listener) or 1-65535", b.ListenPort)
+		}
+		if b.RouterID.IsValid() && (!b.RouterID.Is4() || b.RouterID.IsUnspecified()) {
+			return nil, fmt.Errorf("announcer: BGP router ID %s: must be a non-zero IPv4 address", b.RouterID)
+		}
+		bc := *b
+		if bc.PasswordTTL <= 0 {
+			bc.PasswordTTL = 30 * time.Second
+		}
+		peerInf := c.dfactory.ForResource(BGPPeerResource)
+		infs = append(infs, peerInf.Informer())
+		c.bgp = &bgpState{cfg: bc, peers: peerInf.Lister(), passwords: map[string]cachedPassword{}, advertised: map[netip.Addr]bool{}}
+		if cfg.Registerer != nil {
+			cfg.Registerer.MustRegister(bgpCollector{c.bgp})
+		}
+	}
+	for _, inf := range infs {
 		if _, err := inf.AddEventHandler(handler); err != nil {
 			return nil, err
 		}
@@ -169,11 +206,12 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	klog.InfoS("Informer caches synced", "node", c.cfg.Node)
 	defer c.closeResponders()
+	defer c.stopBGP(3 * time.Second)
 	// A periodic pass catches anything an event missed (an interface that
 	// appeared late, a responder that failed to open) without hammering.
 	resync := time.NewTicker(30 * time.Second)
 	defer resync.Stop()
-	c.reconcile()
+	c.reconcile(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -182,11 +220,11 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-c.cfg.Membership.Changes():
 		case <-resync.C:
 		}
-		c.reconcile()
+		c.reconcile(ctx)
 	}
 }
 
-func (c *Controller) reconcile() {
+func (c *Controller) reconcile(ctx context.Context) {
 	start := time.Now()
 	nodes, err := c.nodes.List(labels.Everything())
 	if err != nil {
@@ -222,6 +260,9 @@ func (c *Controller) reconcile() {
 	won := map[netip.Addr]string{}
 	var wonAssignments []Assignment
 	for _, a := range plan {
+		if a.Mode == v1alpha1.AnnounceBGP {
+			continue
+		}
 		if prev, ok := c.winners[a.IP]; !ok || prev != a.Winner {
 			c.metrics.elections.Inc()
 			klog.V(2).InfoS("Election", "ip", a.IP, "winner", a.Winner, "candidates", a.Candidates, "reason", a.Reason)
@@ -246,7 +287,7 @@ func (c *Controller) reconcile() {
 		wonAssignments = append(wonAssignments, a)
 	}
 	for ip := range c.winners {
-		if !slices.ContainsFunc(plan, func(a Assignment) bool { return a.IP == ip }) {
+		if !slices.ContainsFunc(plan, func(a Assignment) bool { return a.IP == ip && a.Mode != v1alpha1.AnnounceBGP }) {
 			delete(c.winners, ip)
 		}
 	}
@@ -286,6 +327,10 @@ func (c *Controller) reconcile() {
 	}
 	c.won = won
 	c.metrics.announced.Set(float64(len(won)))
+	if c.bgp != nil {
+		c.reconcileBGP(ctx, nodes, plan, pools)
+	}
+	c.reportUnannounced(plan)
 	if !c.ready {
 		c.ready = true
 	}
@@ -412,6 +457,9 @@ func (c *Controller) closeResponders() {
 // elect successors at once), keeps answering until every won IP that has a
 // live successor was claimed by it (its gratuitous ARP / unsolicited NA seen
 // on the wire) or HandoverTimeout passed, then stops answering.
+//
+// BGP routes are withdrawn at the same time (the other nodes' routes stay
+// on the routers, so there is nothing to wait for) before the sessions close.
 func (c *Controller) Handover() {
 	c.mu.Lock()
 	c.leaving = true
@@ -420,6 +468,9 @@ func (c *Controller) Handover() {
 		won = append(won, ip)
 	}
 	c.mu.Unlock()
+	bgpDone := make(chan struct{})
+	go func() { defer close(bgpDone); c.stopBGP(3 * time.Second) }()
+	defer func() { <-bgpDone }()
 	t0 := time.Now()
 	c.cfg.Membership.Leave()
 	deadline := t0.Add(c.cfg.HandoverTimeout)
@@ -457,7 +508,45 @@ func (c *Controller) Winners() map[string]string {
 	return out
 }
 
+// reportUnannounced counts the addresses nobody may announce by reason and,
+// on the first live announcer by name only, warns on their Services when
+// the reason appears or changes.
+func (c *Controller) reportUnannounced(plan []Assignment) {
+	counts := map[string]int{}
+	current := map[netip.Addr]string{}
+	for _, a := range plan {
+		if a.Code != "" {
+			counts[a.Code]++
+			current[a.IP] = a.Code + ": " + a.Reason
+		}
+	}
+	for _, code := range []string{ReasonNoPool, ReasonInvalidSelector, ReasonSelectorMatchesNone, ReasonAllExcluded, ReasonNoReadyEndpoint, ReasonNoneAlive} {
+		c.metrics.unannounced.WithLabelValues(code).Set(float64(counts[code]))
+	}
+	alive := c.cfg.Membership.AliveNodes()
+	reporter := len(alive) > 0 && alive[0] == c.cfg.Node
+	for _, a := range plan {
+		r, ok := current[a.IP]
+		if !ok || c.unannounced[a.IP] == r {
+			continue
+		}
+		klog.InfoS("Nobody may announce an address", "ip", a.IP, "reason", a.Code, "detail", a.Reason, "services", a.Services)
+		if !reporter {
+			continue
+		}
+		for _, key := range a.Services {
+			ns, name, _ := strings.Cut(key, "/")
+			if svc, err := c.services.Services(ns).Get(name); err == nil {
+				c.recorder.Eventf(svc, v1.EventTypeWarning, EventNotAnnounced, "No node may announce %s: %s (%s)", a.IP, a.Reason, a.Code)
+			}
+		}
+	}
+	c.unannounced = current
+}
+
 type metrics struct {
+	bgpAdvertised    prometheus.Gauge
+	unannounced      *prometheus.GaugeVec
 	announced        prometheus.Gauge
 	elections        prometheus.Counter
 	reconcileSeconds prometheus.Histogram
@@ -465,6 +554,14 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
+		bgpAdvertised: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pvelb_announcer_bgp_advertised_ips",
+			Help: "BGP-mode IPs this node is eligible for and advertises to its BGP peers.",
+		}),
+		unannounced: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pvelb_announcer_unannounced_ips",
+			Help: "Allocated IPs no node may announce, by reason (this announcer's view of the whole cluster).",
+		}, []string{"reason"}),
 		announced: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pvelb_announcer_announced_ips",
 			Help: "IPs this node currently answers ARP/NDP for.",
@@ -480,7 +577,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.announced, m.elections, m.reconcileSeconds)
+		reg.MustRegister(m.announced, m.elections, m.reconcileSeconds, m.bgpAdvertised, m.unannounced)
 	}
 	return m
 }

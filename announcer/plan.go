@@ -1,7 +1,8 @@
 // Package announcer is pvelb-announcer's controller: it watches the Services
-// pvelb allocated, their IPPools, EndpointSlices and Nodes, runs the election
-// for every ARP-mode IP with the membership's view of live nodes, and makes
-// this node's ARP/NDP responders answer exactly the IPs it won.
+// pvelb allocated, their IPPools, BGPPeers, EndpointSlices and Nodes, runs the
+// election for every ARP-mode IP with the membership's view of live nodes,
+// makes this node's ARP/NDP responders answer exactly the IPs it won, and
+// makes its BGP speaker advertise every BGP-mode IP it is eligible for.
 package announcer
 
 import (

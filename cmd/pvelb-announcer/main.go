@@ -3,7 +3,9 @@
 // per ARP-mode IP among the live eligible announcers, and the winner answers
 // ARP (IPv4) and NDP (IPv6) for it. Announcers see each other over the node
 // network with authenticated UDP heartbeats, so failover does not wait for,
-// or depend on, the API server.
+// or depend on, the API server. For BGP-mode pools every eligible node
+// advertises the VIPs with itself as next hop through an embedded speaker
+// that opens sessions outbound only unless --bgp-listen-port is set.
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -32,6 +35,7 @@ import (
 
 	"github.com/pvelb/pvelb/announcer"
 	"github.com/pvelb/pvelb/announcer/arp"
+	"github.com/pvelb/pvelb/announcer/bgp"
 	"github.com/pvelb/pvelb/announcer/membership"
 	"github.com/pvelb/pvelb/announcer/ndp"
 )
@@ -48,6 +52,10 @@ type options struct {
 	maxSkew            time.Duration
 	metricsBindAddress string
 	handoverTimeout    time.Duration
+	bgpListenPort      int32
+	bgpRouterID        string
+	bgpLocalASN        uint32
+	bgpConnectRetry    time.Duration
 }
 
 func (o *options) flags() *cliflag.NamedFlagSets {
@@ -65,6 +73,11 @@ func (o *options) flags() *cliflag.NamedFlagSets {
 	ms.DurationVar(&o.interval, "membership-interval", membership.DefaultInterval, "Heartbeat interval.")
 	ms.DurationVar(&o.deadAfter, "membership-dead-after", membership.DefaultDeadAfter, "Silence after which a peer is dead.")
 	ms.DurationVar(&o.maxSkew, "membership-max-clock-skew", membership.DefaultMaxSkew, "Largest accepted difference between a heartbeat's timestamp and the local clock (replay window).")
+	bs := fss.FlagSet("bgp")
+	bs.Int32Var(&o.bgpListenPort, "bgp-listen-port", bgp.NoListen, "TCP port to accept BGP sessions on; -1 opens sessions outbound only and listens nowhere, so the announcer never competes with Cilium's or Talos's BGP for port 179. A port below 1024 needs the NET_BIND_SERVICE capability.")
+	bs.StringVar(&o.bgpRouterID, "bgp-router-id", "", "BGP router ID, an IPv4 address (default: the node's InternalIP; derived from the node name on IPv6-only nodes).")
+	bs.Uint32Var(&o.bgpLocalASN, "bgp-local-asn", 64512, "The speaker's global AS number; every BGPPeer's spec.myASN is used for its own session.")
+	bs.DurationVar(&o.bgpConnectRetry, "bgp-connect-retry", bgp.DefaultConnectRetry, "Pause between BGP connection attempts and after a session drops.")
 	gfs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(gfs)
 	fss.FlagSet("logging").AddGoFlagSet(gfs)
@@ -110,7 +123,40 @@ func (o *options) validate() error {
 	if o.deadAfter <= o.interval {
 		return fmt.Errorf("--membership-dead-after (%s) must exceed --membership-interval (%s)", o.deadAfter, o.interval)
 	}
+	if o.bgpListenPort != bgp.NoListen && (o.bgpListenPort < 1 || o.bgpListenPort > 65535) {
+		return fmt.Errorf("--bgp-listen-port: %d: must be -1 (no listener) or 1-65535", o.bgpListenPort)
+	}
+	if o.bgpLocalASN == 0 {
+		return errors.New("--bgp-local-asn: must be 1-4294967295")
+	}
+	if o.bgpConnectRetry < time.Second {
+		return fmt.Errorf("--bgp-connect-retry: %s: must be at least 1s", o.bgpConnectRetry)
+	}
+	if _, err := o.routerID(); err != nil {
+		return err
+	}
 	return nil
+}
+
+func (o *options) routerID() (netip.Addr, error) {
+	if o.bgpRouterID == "" {
+		return netip.Addr{}, nil
+	}
+	ip, err := netip.ParseAddr(o.bgpRouterID)
+	if err != nil || !ip.Is4() || ip.IsUnspecified() {
+		return netip.Addr{}, fmt.Errorf("--bgp-router-id: %q: must be a non-zero IPv4 address", o.bgpRouterID)
+	}
+	return ip, nil
+}
+
+func (o *options) bgpConfig() *announcer.BGPConfig {
+	rid, _ := o.routerID() // checked by validate
+	return &announcer.BGPConfig{
+		ListenPort:   o.bgpListenPort,
+		RouterID:     rid,
+		LocalASN:     o.bgpLocalASN,
+		ConnectRetry: o.bgpConnectRetry,
+	}
 }
 
 func run(o *options) error {
@@ -166,6 +212,7 @@ func run(o *options) error {
 		Interface:       o.iface,
 		HandoverTimeout: o.handoverTimeout,
 		Registerer:      reg,
+		BGP:             o.bgpConfig(),
 	})
 	if err != nil {
 		return err
@@ -188,7 +235,7 @@ func run(o *options) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	select {
 	case sig := <-sigs:
-		klog.InfoS("Stopping: handing over", "signal", sig.String())
+		klog.InfoS("Stopping: handing over ARP/NDP and withdrawing BGP routes", "signal", sig.String())
 		ctrl.Handover()
 	case err := <-ctrlDone:
 		cancel()
