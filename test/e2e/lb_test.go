@@ -499,6 +499,22 @@ firewall:
 		return nil
 	})
 
+	// A shrunk pool keeps serving the address it no longer contains, with a
+	// Warning, rather than moving it.
+	dyn := dynamic.NewForConfigOrDie(l.CP.Config)
+	shrink := `{"spec":{"addresses":["203.0.113.200/29"]}}`
+	if _, err := dyn.Resource(ippoolGVR).Patch(ctx, "main", types.MergePatchType, []byte(shrink), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	l.waitEvent(t, "default", "mine", "AddressOutsidePools", ip, "outside every IPPool")
+	Consistently(t, 2*time.Second, "address kept after the pool shrank", func(ctx context.Context) error {
+		if got := l.waitIPs(t, "default", "mine", 1)[0]; got != ip {
+			return errorf("address moved from %s to %s", ip, got)
+		}
+		return nil
+	})
+	l.waitIPSets(t, []string{ip}, []string{ip})
+
 	// Type change away from LoadBalancer: the apiserver drops the class; pvelb
 	// must still release the address, clear the status and the finalizer.
 	patch := `{"spec":{"type":"ClusterIP","loadBalancerClass":null,"allocateLoadBalancerNodePorts":null}}`
