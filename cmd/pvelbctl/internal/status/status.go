@@ -1,0 +1,249 @@
+// Package status is `pvelbctl status`: pvelb's Services with their VIPs and
+// pools, which node answers for each VIP (from the Announcing Events the
+// announcers write on takeover), and the pools' usage. Report building is
+// pure; Collect does the reading.
+package status
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/pvelb/pvelb/announcer"
+	"github.com/pvelb/pvelb/loadbalancer"
+	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+)
+
+// LoadBalancerClass is pvelb's own class.
+const LoadBalancerClass = "pvelb.io/loadbalancer"
+
+// Input is everything the report is built from.
+type Input struct {
+	Services []corev1.Service
+	Events   []corev1.Event
+	Pools    []v1alpha1.IPPool
+	Now      time.Time
+}
+
+// Report is what `pvelbctl status` prints.
+type Report struct {
+	Services []ServiceRow
+	Pools    []PoolRow
+}
+
+// ServiceRow is one VIP of one pvelb Service (a dual-stack Service has two).
+type ServiceRow struct {
+	Namespace, Name string
+	Class           string // "pvelb.io/loadbalancer" or "(default)"
+	VIP             string // "<pending>" while none is assigned
+	Pool            string
+	Node            string // node answering for the VIP, "" when unknown
+	Since           time.Duration
+}
+
+// PoolRow is one IPPool's usage.
+type PoolRow struct {
+	Name      string
+	Addresses string
+	Mode      string
+	Used      int64
+	Total     string
+	Free      string
+	Problems  []string // conditions that are not fine (Ready=False, Overlapping=True)
+}
+
+// announcingMsg is the message announcer.Controller writes with reason
+// announcer.EventAnnouncing: "Node <node> answers for <ip> (ARP/NDP on ...)".
+var announcingMsg = regexp.MustCompile(`^Node (\S+) answers for (\S+) `)
+
+// IsPvelbService reports whether pvelb serves the Service: its own class,
+// or the default class when pvelb allocated it (the allocated-pool annotation).
+func IsPvelbService(s *corev1.Service) bool {
+	if s.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return false
+	}
+	if s.Spec.LoadBalancerClass != nil {
+		return *s.Spec.LoadBalancerClass == LoadBalancerClass
+	}
+	_, ok := s.Annotations[loadbalancer.AnnotationAllocatedPool]
+	return ok
+}
+
+// Build makes the report. For each VIP the newest Announcing Event on its
+// Service names the node: announcers write one on every takeover.
+func Build(in Input) Report {
+	type key struct{ ns, name, ip string }
+	type seen struct {
+		node string
+		at   time.Time
+	}
+	latest := map[key]seen{}
+	for _, e := range in.Events {
+		if e.Reason != announcer.EventAnnouncing || e.InvolvedObject.Kind != "Service" {
+			continue
+		}
+		m := announcingMsg.FindStringSubmatch(e.Message)
+		if m == nil {
+			continue
+		}
+		at := eventTime(&e)
+		k := key{e.InvolvedObject.Namespace, e.InvolvedObject.Name, m[2]}
+		if cur, ok := latest[k]; !ok || at.After(cur.at) {
+			latest[k] = seen{m[1], at}
+		}
+	}
+	var r Report
+	for i := range in.Services {
+		s := &in.Services[i]
+		if !IsPvelbService(s) {
+			continue
+		}
+		class := "(default)"
+		if s.Spec.LoadBalancerClass != nil {
+			class = *s.Spec.LoadBalancerClass
+		}
+		pool := s.Annotations[loadbalancer.AnnotationAllocatedPool]
+		if len(s.Status.LoadBalancer.Ingress) == 0 {
+			r.Services = append(r.Services, ServiceRow{Namespace: s.Namespace, Name: s.Name, Class: class, VIP: "<pending>", Pool: pool})
+			continue
+		}
+		for _, in0 := range s.Status.LoadBalancer.Ingress {
+			row := ServiceRow{Namespace: s.Namespace, Name: s.Name, Class: class, VIP: in0.IP, Pool: pool}
+			if a, ok := latest[key{s.Namespace, s.Name, in0.IP}]; ok {
+				row.Node = a.node
+				if !a.at.IsZero() && !in.Now.IsZero() {
+					row.Since = in.Now.Sub(a.at)
+				}
+			}
+			r.Services = append(r.Services, row)
+		}
+	}
+	sort.SliceStable(r.Services, func(i, j int) bool {
+		a, b := r.Services[i], r.Services[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		return a.Name < b.Name
+	})
+	for _, p := range in.Pools {
+		row := PoolRow{Name: p.Name, Addresses: strings.Join(p.Spec.Addresses, ","), Mode: string(p.Spec.Announce.Mode)}
+		if row.Mode == "" {
+			row.Mode = "arp"
+		}
+		for _, u := range []*v1alpha1.FamilyUsage{p.Status.IPv4, p.Status.IPv6} {
+			if u == nil {
+				continue
+			}
+			row.Used += u.Used
+			row.Total = joinNonEmpty(row.Total, u.Total)
+			row.Free = joinNonEmpty(row.Free, u.Free)
+		}
+		for _, c := range p.Status.Conditions {
+			if (c.Type == "Ready" && c.Status != metav1.ConditionTrue) || (c.Type == "Overlapping" && c.Status == metav1.ConditionTrue) {
+				row.Problems = append(row.Problems, fmt.Sprintf("%s=%s: %s", c.Type, c.Status, c.Message))
+			}
+		}
+		r.Pools = append(r.Pools, row)
+	}
+	sort.Slice(r.Pools, func(i, j int) bool { return r.Pools[i].Name < r.Pools[j].Name })
+	return r
+}
+
+func joinNonEmpty(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "+" + b
+}
+
+func eventTime(e *corev1.Event) time.Time {
+	switch {
+	case e.Series != nil && !e.Series.LastObservedTime.IsZero():
+		return e.Series.LastObservedTime.Time
+	case !e.LastTimestamp.IsZero():
+		return e.LastTimestamp.Time
+	case !e.EventTime.IsZero():
+		return e.EventTime.Time
+	}
+	return e.CreationTimestamp.Time
+}
+
+// Render prints the report as two tables.
+func Render(w io.Writer, r Report) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	if len(r.Services) == 0 {
+		fmt.Fprintln(tw, "No LoadBalancer Services served by pvelb.")
+	} else {
+		fmt.Fprintln(tw, "NAMESPACE\tSERVICE\tCLASS\tVIP\tPOOL\tANSWERED BY\tSINCE")
+		for _, s := range r.Services {
+			node, since := s.Node, "-"
+			if node == "" {
+				node = "(no Announcing event: BGP pool, Local service without endpoints, or no announcer)"
+			} else if s.Since > 0 {
+				since = s.Since.Round(time.Second).String()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Namespace, s.Name, s.Class, s.VIP, dash(s.Pool), node, since)
+		}
+	}
+	fmt.Fprintln(tw)
+	if len(r.Pools) == 0 {
+		fmt.Fprintln(tw, "No IPPools: create one (kind IPPool, apiVersion pvelb.io/v1alpha1) so Services get addresses.")
+	} else {
+		fmt.Fprintln(tw, "POOL\tADDRESSES\tANNOUNCE\tUSED\tTOTAL\tFREE\tPROBLEMS")
+		for _, p := range r.Pools {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Name, p.Addresses, p.Mode, p.Used, dash(p.Total), dash(p.Free), dash(strings.Join(p.Problems, "; ")))
+		}
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// IPPoolResource is the IPPool resource.
+var IPPoolResource = announcer.IPPoolResource
+
+// Collect reads Services, their Events and the IPPools. A missing IPPool
+// CRD is reported as an error naming it.
+func Collect(ctx context.Context, kube kubernetes.Interface, dyn dynamic.Interface) (Input, error) {
+	in := Input{Now: time.Now()}
+	svcs, err := kube.CoreV1().Services(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return in, fmt.Errorf("listing Services: %w", err)
+	}
+	in.Services = svcs.Items
+	evs, err := kube.CoreV1().Events(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
+		FieldSelector: "involvedObject.kind=Service,reason=" + announcer.EventAnnouncing,
+	})
+	if err != nil {
+		return in, fmt.Errorf("listing Events: %w", err)
+	}
+	in.Events = evs.Items
+	list, err := dyn.Resource(IPPoolResource).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return in, fmt.Errorf("listing IPPools (is the CRD ippools.pvelb.io installed?): %w", err)
+	}
+	for _, u := range list.Items {
+		var p v1alpha1.IPPool
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
+			return in, fmt.Errorf("IPPool %s: %w", u.GetName(), err)
+		}
+		in.Pools = append(in.Pools, p)
+	}
+	return in, nil
+}
