@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pvelb/pvelb/test/bird"
 	"github.com/pvelb/pvelb/test/netlab"
 )
 
@@ -16,17 +17,17 @@ import (
 // session in a network-namespace lab. It takes at least 20 samples whatever
 // b.N is and reports the median and 90th percentile.
 func BenchmarkSetRoutesToBIRD(b *testing.B) {
-	requireBIRD(b)
+	bird.Require(b)
 	lab := netlab.New(b, netlab.Options{Nodes: 1})
 	router := lab.AddHost(b, "router", 1)
-	br := startBIRD(b, router, birdPeers(lab.Nodes, func(int) string { return "" }))
+	br := bird.Start(b, router, birdPeers(lab.Nodes, func(int) string { return "" }))
 	n := lab.Nodes[0]
 	sp := startSpeaker(b, n, nodeConfig(n))
 	if err := sp.setPeers(routerPeer(router)); err != nil {
 		b.Fatal(err)
 	}
-	if err := eventually(20*time.Second, 50*time.Millisecond, func() error {
-		st, err := br.protocolStates()
+	if err := bird.Eventually(20*time.Second, 50*time.Millisecond, func() error {
+		st, err := br.ProtocolStates()
 		if err == nil && st["n1"] != "Established" {
 			err = fmt.Errorf("n1 is %q", st["n1"])
 		}
@@ -34,16 +35,16 @@ func BenchmarkSetRoutesToBIRD(b *testing.B) {
 	}); err != nil {
 		b.Fatal(err)
 	}
-	conn, err := br.dial()
+	conn, err := br.Dial()
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer conn.c.Close()
+	defer conn.Close()
 
 	waitFor := func(p netip.Prefix, present bool) (time.Duration, error) {
 		start := time.Now()
 		for time.Since(start) < 10*time.Second {
-			has, err := conn.has(p)
+			has, err := conn.Has(p)
 			if err != nil {
 				return 0, err
 			}

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+	"github.com/pvelb/pvelb/test/bird"
 	"github.com/pvelb/pvelb/test/netlab"
 )
 
@@ -46,10 +47,10 @@ func routerPeer(router *netlab.Host) Peer {
 	return Peer{Name: "router", Address: router.IPv4.Addr(), ASN: labASN, HoldTime: birdHold}
 }
 
-func waitEstablished(t *testing.T, b *bird, names ...string) {
+func waitEstablished(t *testing.T, b *bird.Daemon, names ...string) {
 	t.Helper()
-	err := eventually(20*time.Second, 100*time.Millisecond, func() error {
-		st, err := b.protocolStates()
+	err := bird.Eventually(20*time.Second, 100*time.Millisecond, func() error {
+		st, err := b.ProtocolStates()
 		if err != nil {
 			return err
 		}
@@ -66,16 +67,16 @@ func waitEstablished(t *testing.T, b *bird, names ...string) {
 }
 
 // waitVias waits until BIRD holds exactly these next hops for p.
-func waitVias(t *testing.T, b *bird, p netip.Prefix, want ...string) []birdPath {
+func waitVias(t *testing.T, b *bird.Daemon, p netip.Prefix, want ...string) []bird.Path {
 	t.Helper()
 	sort.Strings(want)
-	var paths []birdPath
-	err := eventually(10*time.Second, 20*time.Millisecond, func() error {
+	var paths []bird.Path
+	err := bird.Eventually(10*time.Second, 20*time.Millisecond, func() error {
 		var err error
-		if paths, err = b.routes(p); err != nil {
+		if paths, err = b.Routes(p); err != nil {
 			return err
 		}
-		got := vias(paths)
+		got := bird.Vias(paths)
 		sort.Strings(got)
 		if !slices.Equal(got, want) {
 			return fmt.Errorf("BIRD next hops for %s = %v, want %v", p, got, want)
@@ -93,10 +94,10 @@ func waitVias(t *testing.T, b *bird, p netip.Prefix, want ...string) []birdPath 
 // communities and local preference and installs an ECMP route; a withdrawal,
 // a graceful stop and a killed speaker each remove exactly that node's path.
 func TestBIRDECMPWithdrawAndStop(t *testing.T) {
-	requireBIRD(t)
+	bird.Require(t)
 	lab := netlab.New(t, netlab.Options{Nodes: 3})
 	router := lab.AddHost(t, "router", 1)
-	b := startBIRD(t, router, birdPeers(lab.Nodes, func(int) string { return "" }))
+	b := bird.Start(t, router, birdPeers(lab.Nodes, func(int) string { return "" }))
 	ctx := context.Background()
 
 	lp := uint32(200)
@@ -141,7 +142,7 @@ func TestBIRDECMPWithdrawAndStop(t *testing.T) {
 		}
 	}
 	// BIRD merged the three equal paths into one multipath kernel route.
-	if err := eventually(5*time.Second, 50*time.Millisecond, func() error {
+	if err := bird.Eventually(5*time.Second, 50*time.Millisecond, func() error {
 		out, err := router.Run(ctx, "ip", "route", "show", vip4.String())
 		if err != nil {
 			return err
@@ -169,8 +170,8 @@ func TestBIRDECMPWithdrawAndStop(t *testing.T) {
 	if err := speakers[2].setRoutes(Route{Prefix: vip4, LocalPreference: &lp50}); err != nil {
 		t.Fatal(err)
 	}
-	if err := eventually(10*time.Second, 20*time.Millisecond, func() error {
-		paths, err := b.routes(vip4)
+	if err := bird.Eventually(10*time.Second, 20*time.Millisecond, func() error {
+		paths, err := b.Routes(vip4)
 		if err != nil {
 			return err
 		}
@@ -189,7 +190,7 @@ func TestBIRDECMPWithdrawAndStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitVias(t, b, vip4, "192.0.2.12", "192.0.2.13")
-	if st, _ := b.protocolStates(); st["n1"] != "Established" {
+	if st, _ := b.ProtocolStates(); st["n1"] != "Established" {
 		t.Errorf("withdrawing a route must keep the session; n1 is %q", st["n1"])
 	}
 
@@ -213,11 +214,11 @@ func TestBIRDECMPWithdrawAndStop(t *testing.T) {
 // another over an IPv4 session carrying IPv6 by MP-BGP with the node's IPv6
 // next hop; BIRD holds both paths.
 func TestBIRDIPv6(t *testing.T) {
-	requireBIRD(t)
+	bird.Require(t)
 	lab := netlab.New(t, netlab.Options{Nodes: 2})
 	router := lab.AddHost(t, "router", 1)
 	n1, n2 := lab.Nodes[0], lab.Nodes[1]
-	b := startBIRD(t, router, fmt.Sprintf(`
+	b := bird.Start(t, router, fmt.Sprintf(`
 protocol bgp v6 { local as %[1]d; neighbor %[2]s as %[1]d; passive on; direct; ipv6 { import all; export none; gateway direct; }; }
 protocol bgp mp { local as %[1]d; neighbor %[3]s as %[1]d; passive on; direct;
 	ipv4 { import all; export none; gateway direct; };
@@ -258,12 +259,12 @@ protocol bgp mp { local as %[1]d; neighbor %[3]s as %[1]d; passive on; direct;
 // TestBIRDPassword: a session with a wrong TCP MD5 password never comes up;
 // the right one does.
 func TestBIRDPassword(t *testing.T) {
-	requireBIRD(t)
+	bird.Require(t)
 	lab := netlab.New(t, netlab.Options{Nodes: 1})
 	router := lab.AddHost(t, "router", 1)
 	n := lab.Nodes[0]
-	b := startBIRD(t, router, birdPeers(lab.Nodes, func(int) string { return `password "right-secret";` }))
-	if st, err := b.protocolStates(); err == nil && strings.Contains(strings.ToLower(st["n1"]), "md5") {
+	b := bird.Start(t, router, birdPeers(lab.Nodes, func(int) string { return `password "right-secret";` }))
+	if st, err := b.ProtocolStates(); err == nil && strings.Contains(strings.ToLower(st["n1"]), "md5") {
 		t.Skipf("this kernel has no TCP MD5 signatures in namespaces: BIRD says %q", st["n1"])
 	}
 	sp := startSpeaker(t, n, nodeConfig(n))
@@ -277,7 +278,7 @@ func TestBIRDPassword(t *testing.T) {
 	}
 	// Several connection attempts (ConnectRetry is 1s) must all fail.
 	for i := 0; i < 40; i++ {
-		st, err := b.protocolStates()
+		st, err := b.ProtocolStates()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -286,8 +287,8 @@ func TestBIRDPassword(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if paths, _ := b.routes(vip4); len(paths) != 0 {
-		t.Fatalf("BIRD learned %v over an unauthenticated session", vias(paths))
+	if paths, _ := b.Routes(vip4); len(paths) != 0 {
+		t.Fatalf("BIRD learned %v over an unauthenticated session", bird.Vias(paths))
 	}
 	p.Password = "right-secret"
 	if err := sp.setPeers(p); err != nil {
@@ -310,7 +311,7 @@ func TestBIRDPassword(t *testing.T) {
 // speaker's global ASN) comes up, graceful restart is negotiated (BIRD keeps
 // a killed node's path as stale), and an empty desired state withdraws.
 func TestBIRDReconcileEBGP(t *testing.T) {
-	requireBIRD(t)
+	bird.Require(t)
 	const routerASN, nodeASN, globalASN = 64500, 64512, 65001
 	lab := netlab.New(t, netlab.Options{Nodes: 2})
 	router := lab.AddHost(t, "router", 1)
@@ -321,7 +322,7 @@ func TestBIRDReconcileEBGP(t *testing.T) {
 }
 `, i+1, routerASN, n.IPv4.Addr(), nodeASN)
 	}
-	b := startBIRD(t, router, cfg.String())
+	b := bird.Start(t, router, cfg.String())
 
 	vip := netip.MustParseAddr("198.51.100.20")
 	lp := uint32(300) // eBGP: not sent, BIRD must not show it
@@ -369,8 +370,8 @@ func TestBIRDReconcileEBGP(t *testing.T) {
 
 	// Graceful restart: a killed node's path stays (stale) on BIRD.
 	speakers[1].kill()
-	if err := eventually(10*time.Second, 50*time.Millisecond, func() error {
-		if st, _ := b.protocolStates(); st["n2"] == "Established" {
+	if err := bird.Eventually(10*time.Second, 50*time.Millisecond, func() error {
+		if st, _ := b.ProtocolStates(); st["n2"] == "Established" {
 			return fmt.Errorf("n2 still established")
 		}
 		return nil
@@ -378,16 +379,16 @@ func TestBIRDReconcileEBGP(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
-	if paths, err := b.routes(prefix); err != nil || len(paths) != 2 {
-		t.Fatalf("with graceful restart BIRD must keep the killed node's path: %v %v", vias(paths), err)
+	if paths, err := b.Routes(prefix); err != nil || len(paths) != 2 {
+		t.Fatalf("with graceful restart BIRD must keep the killed node's path: %v %v", bird.Vias(paths), err)
 	}
 
 	// Nothing desired: the route is withdrawn and the session removed.
 	if err := speakers[0].reconcile(Desired{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := eventually(10*time.Second, 50*time.Millisecond, func() error {
-		paths, err := b.routes(prefix)
+	if err := bird.Eventually(10*time.Second, 50*time.Millisecond, func() error {
+		paths, err := b.Routes(prefix)
 		if err != nil {
 			return err
 		}
@@ -396,7 +397,7 @@ func TestBIRDReconcileEBGP(t *testing.T) {
 				return fmt.Errorf("node1's path still on BIRD")
 			}
 		}
-		if st, _ := b.protocolStates(); st["n1"] == "Established" {
+		if st, _ := b.ProtocolStates(); st["n1"] == "Established" {
 			return fmt.Errorf("n1 still established after its BGPPeer was removed")
 		}
 		return nil

@@ -1,4 +1,4 @@
-package bgp
+package bird
 
 import (
 	"slices"
@@ -26,19 +26,19 @@ Table master4:
 	BGP.local_pref: 50
 `
 
-func TestParseBIRDRoutes(t *testing.T) {
-	got := parseBIRDRoutes(birdRouteSample)
+func TestParseRoutes(t *testing.T) {
+	got := ParseRoutes(birdRouteSample)
 	if len(got) != 2 {
 		t.Fatalf("got %d paths: %+v", len(got), got)
 	}
-	if !slices.Equal(vias(got), []string{"192.0.2.11", "192.0.2.12"}) || got[0].Proto != "n1" || got[1].Proto != "n2" {
+	if !slices.Equal(Vias(got), []string{"192.0.2.11", "192.0.2.12"}) || got[0].Proto != "n1" || got[1].Proto != "n2" {
 		t.Fatalf("paths %+v", got)
 	}
 	if got[0].Attrs["BGP.community"] != "(65000,100) (65535,65281)" || got[0].Attrs["BGP.large_community"] != "(4200000000, 1, 2)" ||
 		got[1].Attrs["BGP.local_pref"] != "50" || got[0].Attrs["BGP.as_path"] != "" {
 		t.Fatalf("attributes %+v", got)
 	}
-	if len(parseBIRDRoutes("BIRD 2.0.12 ready.\nNetwork not found\n")) != 0 {
+	if len(ParseRoutes("BIRD 2.0.12 ready.\nNetwork not found\n")) != 0 {
 		t.Fatal("parsed paths from a miss")
 	}
 }
