@@ -41,7 +41,7 @@ func TestBuild(t *testing.T) {
 		Services: []corev1.Service{
 			svc("web", nil, "main", "192.0.2.200", "2001:db8::200"),
 			svc("classed", &ours, "main"),               // pending
-			svc("metallb", &other, "", "198.51.100.1"), // another implementation's
+			svc("metallb", &other, "", "198.51.100.1"),  // another implementation's
 			svc("unallocated", nil, "", "198.51.100.2"), // default class, not pvelb's
 			{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "clusterip", Annotations: map[string]string{"pvelb.io/allocated-pool": "main"}}},
 		},
