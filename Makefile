@@ -2,12 +2,12 @@
 SHELL := /usr/bin/env bash
 GO ?= go
 BIN := $(CURDIR)/bin
-COMMANDS := pvelb-ccm pvelb-announcer
+COMMANDS := pvelb-ccm pvelb-announcer pvelbctl
 LDFLAGS := -s -w
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build kube-bins test test-unit lint bench generate clean
+.PHONY: all build kube-bins test test-unit lint bench generate clean demo demo-deps
 
 all: build
 
@@ -23,6 +23,41 @@ kube-bins:
 	@echo "building kube-apiserver and etcd (test/tools; minutes on a cold build cache)"
 	cd test/tools && $(GO) build -o $(BIN)/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 	cd test/tools && $(GO) build -o $(BIN)/etcd go.etcd.io/etcd/server/v3
+
+# The lab on one machine: real apiserver and etcd, the Proxmox simulator,
+# pvelb-ccm and three announcer nodes in network namespaces, a Service with a
+# VIP, its Proxmox IPSet entries and a measured failover; then it waits for
+# kubectl until Ctrl-C. Needs root (namespaces; apt-get on Debian for the
+# tools) and Go; pass flags with DEMO_FLAGS="--nodes 4 --no-failover".
+DEMO_TOOLS := ip:iproute2 ping:iputils-ping arping:iputils-arping curl:curl
+DEMO_FLAGS ?=
+demo: demo-deps
+	@echo "==> building kube-apiserver, etcd and pvelb's commands"
+	@echo "    the first build compiles Kubernetes: about 10 minutes on 2 cores (later runs: seconds)."
+	@echo "    progress: a line per 100 compiled packages"
+	@set -o pipefail; GOFLAGS="$(GOFLAGS) -v" $(MAKE) --no-print-directory kube-bins build 2>&1 | \
+		awk '/^[A-Za-z0-9._~\/-]+$$/ { n++; if (n % 100 == 0) { printf "    ... %d packages compiled (now %s)\n", n, $$0; fflush() } next } { print; fflush() }'
+	@echo "==> starting the lab (bin/pvelbctl lab $(DEMO_FLAGS))"
+	$(BIN)/pvelbctl lab $(DEMO_FLAGS)
+
+# What demo needs besides Go: root, and iproute2/iputils/curl (installed with
+# apt-get on Debian when missing). Says exactly what is missing otherwise.
+demo-deps:
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "make demo: needs root: it creates network namespaces and installs Debian packages (iproute2 iputils-ping iputils-arping curl)."; \
+		echo "           run: sudo make demo"; exit 1; fi
+	@missing=""; for t in $(DEMO_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		if command -v apt-get >/dev/null; then \
+			echo "==> installing Debian packages:$$missing"; \
+			DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing || exit 1; \
+		else echo "make demo: missing packages:$$missing (no apt-get here: install them with your package manager)"; exit 1; fi; \
+	fi
+	@command -v $(GO) >/dev/null || { echo "make demo: Go is missing: install Go 1.26 from https://go.dev/dl/ (Debian 12's golang package is too old) and put it on PATH"; exit 1; }
+	@$(GO) version | awk '{ v = $$3; sub(/^go/, "", v); split(v, a, "."); if (a[1] < 1 || (a[1] == 1 && a[2] < 26)) { print "make demo: " $$3 " is too old: pvelb needs Go 1.26 (https://go.dev/dl/)"; exit 1 } }'
+	@[ -f ../shared/pve-api/apidata-pve9.1.3.js ] || [ -n "$$PVELB_PVE_API_DIR" ] || { echo "make demo: the Proxmox API schema ../shared/pve-api/apidata-pve9.1.3.js is missing beside the checkout (or set PVELB_PVE_API_DIR)"; exit 1; }
+	@echo "==> prerequisites present (root, iproute2, iputils, curl, Go, Proxmox API schema)."
+	@echo "    kubectl is not installed (Debian 12 does not package it); the lab prints a kubeconfig for any kubectl."
 
 # Every test: unit, simulator, real-apiserver integration. Tests that need root
 # or network namespaces fail (never skip) when PVELB_REQUIRE_PRIVILEGED=1, as in CI.
