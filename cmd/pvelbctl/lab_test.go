@@ -7,9 +7,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/pvelb/pvelb/test/apiserver"
 	"github.com/pvelb/pvelb/test/e2e"
@@ -27,26 +32,7 @@ func TestLabDemo(t *testing.T) {
 	netlab.RequirePrivileged(t)
 	netlab.RequireTools(t, "ping", "curl")
 
-	// One directory with every binary, as `make build kube-bins` leaves bin/.
-	bin := t.TempDir()
-	kubeBins, err := apiserver.EnsureBinaries(context.Background(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range []string{"kube-apiserver", "etcd"} {
-		if err := os.Symlink(filepath.Join(kubeBins, b), filepath.Join(bin, b)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, b := range []string{"pvelb-ccm", "pvelb-announcer", "pvelbctl"} {
-		if err := os.Symlink(e2e.Binary(t, b), filepath.Join(bin, b)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	root, err := apiserver.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin, root := labBinaries(t)
 	state := filepath.Join(t.TempDir(), "state")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -103,4 +89,164 @@ func TestLabDemo(t *testing.T) {
 			t.Errorf("process %s left behind: %s", filepath.Dir(p), strings.ReplaceAll(string(b), "\x00", " "))
 		}
 	}
+}
+
+// labBinaries returns a directory with every binary the lab runs, as `make
+// build kube-bins` leaves bin/, and the repository root.
+func labBinaries(t *testing.T) (bin, root string) {
+	t.Helper()
+	bin = t.TempDir()
+	kubeBins, err := apiserver.EnsureBinaries(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{"kube-apiserver", "etcd"} {
+		if err := os.Symlink(filepath.Join(kubeBins, b), filepath.Join(bin, b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range []string{"pvelb-ccm", "pvelb-announcer", "pvelbctl"} {
+		if err := os.Symlink(e2e.Binary(t, b), filepath.Join(bin, b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if root, err = apiserver.RepoRoot(); err != nil {
+		t.Fatal(err)
+	}
+	return bin, root
+}
+
+// TestLabInteractive runs the lab as `make demo` leaves it, waiting for
+// kubectl: the printed KUBECONFIG works from the host, `pvelbctl doctor`
+// finds nothing to fix and `pvelbctl status` names the answering node
+// (both run inside the lab network, where the Proxmox API is), and Ctrl-C
+// tears everything down.
+func TestLabInteractive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole lab")
+	}
+	netlab.RequirePrivileged(t)
+	netlab.RequireTools(t, "ping", "curl")
+	bin, root := labBinaries(t)
+	state := filepath.Join(t.TempDir(), "state")
+	out := &lockedBuffer{}
+	cmd := exec.Command(filepath.Join(bin, "pvelbctl"), "lab", "--no-failover",
+		"--bin-dir", bin, "--repo-dir", root, "--state-dir", state, "--api-port", "0")
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Signal(syscall.SIGINT)
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				_ = cmd.Process.Kill()
+			}
+		}
+		if t.Failed() {
+			t.Logf("pvelbctl lab output:\n%s", out.String())
+		}
+	}()
+	deadline := time.Now().Add(3 * time.Minute)
+	for !strings.Contains(out.String(), "Press Ctrl-C") {
+		select {
+		case err := <-done:
+			t.Fatalf("pvelbctl lab exited early: %v", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lab did not become ready in 3 minutes")
+		}
+	}
+
+	// kubectl on the host, through the loopback forwarder.
+	rc, err := clientcmd.BuildConfigFromFlags("", filepath.Join(state, "kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kube := kubernetes.NewForConfigOrDie(rc)
+	ctx := context.Background()
+	nodes, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) != 3 {
+		t.Fatalf("nodes through the host kubeconfig: %v (%v)", nodes, err)
+	}
+	svc, err := kube.CoreV1().Services("default").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil || len(svc.Status.LoadBalancer.Ingress) == 0 {
+		t.Fatalf("Service web through the host kubeconfig: %v (%v)", svc, err)
+	}
+	vip := svc.Status.LoadBalancer.Ingress[0].IP
+
+	ctl := regexp.MustCompile(`(pvl\d+-\d+-ctl)`).FindString(out.String())
+	inLab := func(args ...string) (string, error) {
+		c := exec.Command("ip", append([]string{"netns", "exec", ctl, filepath.Join(bin, "pvelbctl")}, args...)...)
+		b, err := c.CombinedOutput()
+		return string(b), err
+	}
+	kc := filepath.Join(state, "apiserver", "kubeconfig")
+	rep, err := inLab("doctor", "--kubeconfig", kc, "--cloud-config", filepath.Join(state, "cloud-config.yaml"))
+	t.Logf("pvelbctl doctor:\n%s", rep)
+	if err != nil {
+		t.Errorf("doctor found problems in the lab: %v", err)
+	}
+	for _, want := range []string{"token holds every privilege", "CRD ippools.pvelb.io installed", "1 IPPool(s), no overlaps",
+		"ipfilter-net0 holds the VM's own addresses (2 entries, 1 written by pvelb)", "All "} {
+		if !strings.Contains(rep, want) {
+			t.Errorf("doctor report lacks %q", want)
+		}
+	}
+	st, err := inLab("status", "--kubeconfig", kc)
+	t.Logf("pvelbctl status:\n%s", st)
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	if !regexp.MustCompile(`default\s+web\s+\(default\)\s+` + regexp.QuoteMeta(vip) + `\s+demo\s+node\d`).MatchString(st) {
+		t.Errorf("status does not show web's VIP %s from pool demo answered by a node", vip)
+	}
+
+	// Ctrl-C tears everything down and exits 0.
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("pvelbctl lab after Ctrl-C: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("pvelbctl lab still running 60s after Ctrl-C")
+	}
+	if !strings.Contains(out.String(), "Lab torn down") {
+		t.Error("no teardown message after Ctrl-C")
+	}
+	if m, _ := filepath.Glob("/run/netns/" + strings.TrimSuffix(ctl, "-ctl") + "-*"); len(m) > 0 {
+		t.Errorf("namespaces left after Ctrl-C: %v", m)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), state) {
+			t.Errorf("process %s left behind: %s", filepath.Dir(p), strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
