@@ -97,15 +97,16 @@ func newAnnLab(t testing.TB) *annLab {
 }
 
 // start runs an announcer in the node's namespace until the lab's test ends.
-func (l *annLab) start(t testing.TB, node *netlab.Host, secretFile string) *Process {
+func (l *annLab) start(t testing.TB, node *netlab.Host, secretFile string, extraArgs ...string) *Process {
 	t.Helper()
-	p := Start(l.top, "ip", "netns", "exec", node.Netns, l.bin,
-		"--kubeconfig="+l.cp.Kubeconfig,
-		"--node-name="+node.Name,
-		"--membership-secret-file="+secretFile,
-		"--metrics-bind-address="+net.JoinHostPort(node.IPv4.Addr().String(), strconv.Itoa(annMetricPort)),
+	args := []string{"netns", "exec", node.Netns, l.bin,
+		"--kubeconfig=" + l.cp.Kubeconfig,
+		"--node-name=" + node.Name,
+		"--membership-secret-file=" + secretFile,
+		"--metrics-bind-address=" + net.JoinHostPort(node.IPv4.Addr().String(), strconv.Itoa(annMetricPort)),
 		"--v=2",
-	)
+	}
+	p := Start(l.top, "ip", append(args, extraArgs...)...)
 	l.procs[node.Name] = p
 	return p
 }
@@ -115,9 +116,15 @@ func (l *annLab) start(t testing.TB, node *netlab.Host, secretFile string) *Proc
 // allocation itself is tested with pvelb-ccm elsewhere).
 func (l *annLab) service(t testing.TB, name string, local bool, ips ...netip.Addr) *corev1.Service {
 	t.Helper()
+	return l.serviceInPool(t, "main", name, local, ips...)
+}
+
+// serviceInPool is service with addresses from the named pool.
+func (l *annLab) serviceInPool(t testing.TB, pool, name string, local bool, ips ...netip.Addr) *corev1.Service {
+	t.Helper()
 	ctx := context.Background()
 	s := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, Annotations: map[string]string{"pvelb.io/allocated-pool": "main"}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, Annotations: map[string]string{"pvelb.io/allocated-pool": pool}},
 		Spec: corev1.ServiceSpec{
 			Type:  corev1.ServiceTypeLoadBalancer,
 			Ports: []corev1.ServicePort{{Port: 80, Protocol: corev1.ProtocolTCP}},
