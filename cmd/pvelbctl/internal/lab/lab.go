@@ -589,7 +589,7 @@ func (l *Lab) registerNode(ctx context.Context, v *vm) error {
 	}
 	updated, err := l.kube.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
 	if err != nil {
-		return fmt.Errorf("Node %s status: %w", n.Name, err)
+		return fmt.Errorf("status of Node %s: %w", n.Name, err)
 	}
 	// Admission taints every new Node not-ready; kube-controller-manager
 	// lifts it once the Node reports Ready. None runs here, so the lab does.
@@ -602,7 +602,7 @@ func (l *Lab) registerNode(ctx context.Context, v *vm) error {
 	if len(keep) != len(updated.Spec.Taints) {
 		updated.Spec.Taints = keep
 		if _, err := l.kube.CoreV1().Nodes().Update(ctx, updated, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("Node %s taints: %w", n.Name, err)
+			return fmt.Errorf("taints of Node %s: %w", n.Name, err)
 		}
 	}
 	return nil
