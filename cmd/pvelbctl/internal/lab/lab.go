@@ -1024,6 +1024,9 @@ func (l *Lab) printAccess() {
 	p.plain("\nThe lab is running. Explore it with kubectl (any recent kubectl; Debian 12 does not package it:")
 	p.plain("https://kubernetes.io/docs/tasks/tools/ or `go install k8s.io/kubernetes/cmd/kubectl`):")
 	p.plain("")
+	if l.hostKC == "" {
+		p.plain("  (the loopback forwarder did not start: use kubectl inside the lab network, below)")
+	}
 	p.plain("  export KUBECONFIG=%s", l.hostKC)
 	p.plain("  kubectl get nodes -L topology.kubernetes.io/zone")
 	p.plain("  kubectl get service %s; kubectl describe service %s", serviceName, serviceName)
