@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/pvelb/pvelb/announcer/bgp"
@@ -57,6 +58,7 @@ type BGPConfig struct {
 type bgpState struct {
 	cfg     BGPConfig
 	peers   cacheLister
+	synced  cache.InformerSynced
 	speaker *bgp.Speaker // nil until this node's Node object is seen
 
 	mu        sync.Mutex
@@ -98,6 +100,9 @@ func (c bgpCollector) Collect(ch chan<- prometheus.Metric) {
 // c.mu held and not leaving, so a Handover cannot interleave.
 func (c *Controller) reconcileBGP(ctx context.Context, nodes []*v1.Node, plan []Assignment, pools map[string]*v1alpha1.IPPool) {
 	b := c.bgp
+	if !b.synced() {
+		return // until the BGPPeers are known, any change would be a guess
+	}
 	var self *v1.Node
 	for _, n := range nodes {
 		if n.Name == c.cfg.Node {

@@ -159,9 +159,14 @@ func New(cfg Config) (*Controller, error) {
 		if bc.PasswordTTL <= 0 {
 			bc.PasswordTTL = 30 * time.Second
 		}
+		// Not in c.synced: ARP/NDP must not wait for BGPPeers (a watch of
+		// an empty resource can take a while to report its initial list).
 		peerInf := c.dfactory.ForResource(BGPPeerResource)
-		infs = append(infs, peerInf.Informer())
-		c.bgp = &bgpState{cfg: bc, peers: peerInf.Lister(), passwords: map[string]cachedPassword{}, advertised: map[netip.Addr]bool{}}
+		if _, err := peerInf.Informer().AddEventHandler(handler); err != nil {
+			return nil, err
+		}
+		c.bgp = &bgpState{cfg: bc, peers: peerInf.Lister(), synced: peerInf.Informer().HasSynced,
+			passwords: map[string]cachedPassword{}, advertised: map[netip.Addr]bool{}}
 		if cfg.Registerer != nil {
 			cfg.Registerer.MustRegister(bgpCollector{c.bgp})
 		}
@@ -205,6 +210,13 @@ func (c *Controller) Run(ctx context.Context) error {
 		return errors.New("announcer: informer caches did not sync")
 	}
 	klog.InfoS("Informer caches synced", "node", c.cfg.Node)
+	if c.bgp != nil {
+		go func() {
+			if cache.WaitForCacheSync(ctx.Done(), c.bgp.synced) {
+				c.trigger()
+			}
+		}()
+	}
 	defer c.closeResponders()
 	defer c.stopBGP(3 * time.Second)
 	// A periodic pass catches anything an event missed (an interface that

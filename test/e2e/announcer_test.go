@@ -218,21 +218,29 @@ func (l *annLab) pingLoss(ctx context.Context, ip netip.Addr, d time.Duration) (
 
 func (l *annLab) metric(t testing.TB, node *netlab.Host, name string) float64 {
 	t.Helper()
+	v, err := l.scrape(node, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// scrape reads one sample (name with its labels, as exposed) of a node's
+// announcer metrics.
+func (l *annLab) scrape(node *netlab.Host, name string) (float64, error) {
 	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: l.net.Client.DialContext}}
 	resp, err := hc.Get("http://" + net.JoinHostPort(node.IPv4.Addr().String(), strconv.Itoa(annMetricPort)) + "/metrics")
 	if err != nil {
-		t.Fatalf("metrics of %s: %v", node.Name, err)
+		return 0, fmt.Errorf("metrics of %s: %w", node.Name, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(b), "\n") {
 		if strings.HasPrefix(line, name+" ") {
-			v, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, name)), 64)
-			return v
+			return strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, name)), 64)
 		}
 	}
-	t.Fatalf("metric %s not exposed by %s", name, node.Name)
-	return 0
+	return 0, fmt.Errorf("metric %s not exposed by %s", name, node.Name)
 }
 
 func TestAnnouncerL2(t *testing.T) {
