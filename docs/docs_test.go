@@ -965,3 +965,42 @@ func TestDocLinks(t *testing.T) {
 		}
 	}
 }
+
+// TestComparisonFiguresMeasured: every duration comparison.md quotes next
+// to a link to the benchmark docs must appear in those docs, so a re-run
+// benchmark with new figures cannot leave stale numbers in the comparison.
+func TestComparisonFiguresMeasured(t *testing.T) {
+	doc := readDoc(t, "comparison.md")
+	benchFiles, err := filepath.Glob("benchmarks*.md")
+	if err != nil || len(benchFiles) == 0 {
+		t.Fatalf("no docs/benchmarks*.md (%v)", err)
+	}
+	var bench strings.Builder
+	for _, f := range benchFiles {
+		bench.WriteString(readDoc(t, f))
+	}
+	figure := regexp.MustCompile(`(\d+(?:\.\d+)?) ?(ms|s)\b`)
+	var blocks []string
+	for _, para := range strings.Split(doc, "\n\n") {
+		if strings.HasPrefix(strings.TrimSpace(para), "|") {
+			blocks = append(blocks, strings.Split(para, "\n")...)
+			continue
+		}
+		blocks = append(blocks, regexp.MustCompile(`\n- `).Split(para, -1)...)
+	}
+	checked := 0
+	for _, b := range blocks {
+		if !strings.Contains(b, "](benchmarks") {
+			continue
+		}
+		for _, m := range figure.FindAllStringSubmatch(b, -1) {
+			checked++
+			if !regexp.MustCompile(`(^|[^\d.])` + regexp.QuoteMeta(m[1]) + `($|[^\d])`).MatchString(bench.String()) {
+				t.Errorf("comparison.md quotes %q next to a benchmark link, but no docs/benchmarks*.md has %s", m[0], m[1])
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("comparison.md quotes no benchmark figure; the test found nothing to check")
+	}
+}
