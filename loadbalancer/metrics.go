@@ -1,9 +1,9 @@
 package loadbalancer
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pvelb/pvelb/provider/promreg"
 )
 
 // metrics are the LoadBalancer's Prometheus metrics (the firewall reconciler
@@ -50,28 +50,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		m.allocations = register(reg, m.allocations)
-		m.failures = register(reg, m.failures)
-		m.services = register(reg, m.services)
-		m.firewallFailing = register(reg, m.firewallFailing)
-		m.noEligibleNode = register(reg, m.noEligibleNode)
-		m.outsidePool = register(reg, m.outsidePool)
-		m.firewallDesiredAt = register(reg, m.firewallDesiredAt)
+		m.allocations = promreg.Register(reg, m.allocations)
+		m.failures = promreg.Register(reg, m.failures)
+		m.services = promreg.Register(reg, m.services)
+		m.firewallFailing = promreg.Register(reg, m.firewallFailing)
+		m.noEligibleNode = promreg.Register(reg, m.noEligibleNode)
+		m.outsidePool = promreg.Register(reg, m.outsidePool)
+		m.firewallDesiredAt = promreg.Register(reg, m.firewallDesiredAt)
 	}
 	return m
-}
-
-// register reuses an already registered collector, so a restarted controller
-// in one process (tests, leader re-election) does not panic.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }

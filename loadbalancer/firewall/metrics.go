@@ -1,9 +1,9 @@
 package firewall
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pvelb/pvelb/provider/promreg"
 )
 
 // Metrics are the reconciler's Prometheus metrics. A nil *Metrics records nothing.
@@ -37,25 +37,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		m.writes = register(reg, m.writes)
-		m.errors = register(reg, m.errors)
-		m.driftRepairs = register(reg, m.driftRepairs)
-		m.lastSuccess = register(reg, m.lastSuccess)
+		m.writes = promreg.Register(reg, m.writes)
+		m.errors = promreg.Register(reg, m.errors)
+		m.driftRepairs = promreg.Register(reg, m.driftRepairs)
+		m.lastSuccess = promreg.Register(reg, m.lastSuccess)
 	}
 	return m
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err) // a programming error: a different metric with the same name
-	}
-	return c
 }
 
 func (m *Metrics) write(kind ActionKind) {

@@ -3,7 +3,6 @@ package pve
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pvelb/pvelb/provider/promreg"
 )
 
 // go-proxmox reduces every failure to a string (and 401/403 to one sentinel),
@@ -116,23 +117,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg == nil {
 		return m
 	}
-	m.requests = registerOrReuse(reg, m.requests)
-	m.duration = registerOrReuse(reg, m.duration)
+	m.requests = promreg.Register(reg, m.requests)
+	m.duration = promreg.Register(reg, m.duration)
 	return m
-}
-
-func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		// A conflicting, differently shaped collector: keep ours unregistered
-		// rather than crash; the metric is then simply not exported.
-	}
-	return c
 }
 
 // observe records one attempt. code is the HTTP status, or 0 when the request
