@@ -108,45 +108,16 @@ type Host struct {
 
 var labSeq atomic.Int64
 
-// New builds a lab and registers its teardown with t.Cleanup before creating
-// anything, so a failure half-way still removes what exists. It first calls
-// RequirePrivileged and sweeps leftovers of crashed runs.
+// New builds a lab for one test (see Build) and removes it in t.Cleanup. It
+// first calls RequirePrivileged, so a test without root skips, or fails in CI.
 func New(t testing.TB, opts Options) *Lab {
 	t.Helper()
 	RequirePrivileged(t)
-	if opts.Nodes == 0 {
-		opts.Nodes = 3
-	}
-	if opts.Nodes < 0 || opts.Nodes > 50 {
-		t.Fatalf("netlab: Options.Nodes must be 1..50, got %d", opts.Nodes)
-	}
-	if err := Sweep(); err != nil {
-		t.Logf("netlab: sweeping leftovers: %v", err)
-	}
-	id := fmt.Sprintf("%s%d-%d", Prefix, os.Getpid(), labSeq.Add(1))
-	l := &Lab{ID: id, Switch: id + "-sw", log: t.Logf}
-	t.Cleanup(l.Close)
-
-	if err := l.setupSwitch(); err != nil {
-		t.Fatalf("netlab: %v", err)
-	}
-	for i := 1; i <= opts.Nodes; i++ {
-		h, err := l.addHost(fmt.Sprintf("node%d", i), 10+i)
-		if err != nil {
-			t.Fatalf("netlab: %v", err)
-		}
-		if opts.StrictARP {
-			if err := h.emulateStrictARP(); err != nil {
-				t.Fatalf("netlab: %v", err)
-			}
-		}
-		l.Nodes = append(l.Nodes, h)
-	}
-	c, err := l.addHost("client", ClientOctet)
+	l, err := Build(opts, t.Logf)
 	if err != nil {
-		t.Fatalf("netlab: %v", err)
+		t.Fatal(err)
 	}
-	l.Client = c
+	t.Cleanup(l.Close)
 	return l
 }
 
@@ -155,7 +126,7 @@ func New(t testing.TB, opts Options) *Lab {
 // nodes, 100 to the client and 200..254 to VIPs.
 func (l *Lab) AddHost(t testing.TB, name string, octet int) *Host {
 	t.Helper()
-	h, err := l.addHost(name, octet)
+	h, err := l.Add(name, octet)
 	if err != nil {
 		t.Fatalf("netlab: %v", err)
 	}

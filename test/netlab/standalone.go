@@ -5,10 +5,11 @@ import (
 	"os"
 )
 
-// Build makes a lab outside a test (the `pvelbctl lab` demo): the same
-// namespaces New makes, with errors returned instead of failing a test. On
-// error everything already created is removed; otherwise the caller owns the
-// lab and must call Close. logf, when set, receives teardown problems.
+// Build makes a lab: a switch namespace with a bridge, opts.Nodes node
+// namespaces and a client, after sweeping leftovers of crashed runs. It serves
+// tests (through New) and the `pvelbctl lab` demo alike. On error everything
+// already created is removed; otherwise the caller owns the lab and must call
+// Close. logf, when set, receives teardown problems.
 func Build(opts Options, logf func(format string, args ...any)) (_ *Lab, err error) {
 	if err := Available(); err != nil {
 		return nil, err
