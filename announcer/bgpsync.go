@@ -109,30 +109,6 @@ func (c *Controller) reconcileBGP(ctx context.Context, nodes []*v1.Node, plan []
 			self = n
 		}
 	}
-	if self == nil {
-		// Without our Node there is nothing we are eligible for; a running
-		// speaker withdraws everything below (Desired is empty).
-		if b.speaker == nil {
-			return
-		}
-	} else if b.speaker == nil {
-		sp, err := c.newSpeaker(self)
-		if err != nil {
-			b.reportErr(err)
-			return
-		}
-		if err := sp.Start(ctx); err != nil {
-			b.reportErr(err)
-			return
-		}
-		b.mu.Lock()
-		b.speaker = sp
-		b.mu.Unlock()
-		cfg := sp.Config()
-		klog.InfoS("BGP speaker started", "routerID", cfg.RouterID, "localASN", cfg.LocalASN, "listenPort", cfg.ListenPort,
-			"nextHopIPv4", cfg.NextHopIPv4, "nextHopIPv6", cfg.NextHopIPv6)
-	}
-
 	var desired bgp.Desired
 	var errs []error
 	if self != nil {
@@ -168,6 +144,29 @@ func (c *Controller) reconcileBGP(ctx context.Context, nodes []*v1.Node, plan []
 				desired.VIPs = append(desired.VIPs, bgp.VIPFromPool(a.IP, pools[a.Pool]))
 			}
 		}
+	}
+	// The speaker starts with the first BGPPeer that selects this node, so
+	// ARP-only clusters carry no BGP machinery; once started it stays up
+	// (with no peers and no routes when nothing is left to do).
+	if b.speaker == nil {
+		if self == nil || len(desired.Peers) == 0 {
+			b.reportErr(errors.Join(errs...))
+			return
+		}
+		sp, err := c.newSpeaker(self)
+		if err == nil {
+			err = sp.Start(ctx)
+		}
+		if err != nil {
+			b.reportErr(errors.Join(append(errs, err)...))
+			return
+		}
+		b.mu.Lock()
+		b.speaker = sp
+		b.mu.Unlock()
+		cfg := sp.Config()
+		klog.InfoS("BGP speaker started", "routerID", cfg.RouterID, "localASN", cfg.LocalASN, "listenPort", cfg.ListenPort,
+			"nextHopIPv4", cfg.NextHopIPv4, "nextHopIPv6", cfg.NextHopIPv6)
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -171,6 +172,11 @@ func New(cfg Config) (*Controller, error) {
 			cfg.Registerer.MustRegister(bgpCollector{c.bgp})
 		}
 	}
+	for _, inf := range append(slices.Clone(infs), c.bgpInformers()...) {
+		if err := inf.SetTransform(trimForCache); err != nil {
+			return nil, err
+		}
+	}
 	for _, inf := range infs {
 		if _, err := inf.AddEventHandler(handler); err != nil {
 			return nil, err
@@ -183,6 +189,26 @@ func New(cfg Config) (*Controller, error) {
 	c.broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cfg.Kube.CoreV1().Events("")})
 	c.recorder = c.broadcast.NewRecorder(scheme.Scheme, v1.EventSource{Component: "pvelb-announcer", Host: cfg.Node})
 	return c, nil
+}
+
+func (c *Controller) bgpInformers() []cache.SharedIndexInformer {
+	if c.bgp == nil {
+		return nil
+	}
+	return []cache.SharedIndexInformer{c.dfactory.ForResource(BGPPeerResource).Informer()}
+}
+
+// trimForCache drops what the announcer never reads before objects enter
+// the informer caches: managed fields (often the largest part of a small
+// object) and a Node's list of container images.
+func trimForCache(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	if n, ok := obj.(*v1.Node); ok {
+		n.Status.Images = nil
+	}
+	return obj, nil
 }
 
 func (c *Controller) trigger() {
