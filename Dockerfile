@@ -30,6 +30,8 @@ LABEL org.opencontainers.image.title="pvelb" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/pvelb-ccm /usr/local/bin/pvelb-ccm
 COPY --from=build /out/pvelb-announcer /usr/local/bin/pvelb-announcer
+# pvelbctl doctor/status run from the same image (kubectl run ... -- pvelbctl doctor).
+COPY --from=build /out/pvelbctl /usr/local/bin/pvelbctl
 # The CCM needs no privilege at all. The announcer's DaemonSet runs this image
 # as root with only NET_RAW, which raw ARP/NDP sockets need.
 USER 65532:65532
