@@ -12,19 +12,19 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
 	mdarp "github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
+
+	"github.com/pvelb/pvelb/announcer/l2state"
 )
 
 // GratuitousSchedule is when the takeover packets go out, after the VIP is
-// won: one at once for the fast path, two more to cover a lost frame or a
-// switch port that was still learning.
-var GratuitousSchedule = []time.Duration{0, 500 * time.Millisecond, time.Second}
+// won (see l2state.TakeoverSchedule for why three).
+var GratuitousSchedule = l2state.TakeoverSchedule
 
 var (
 	repliesSent = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -50,14 +50,9 @@ func MustRegister(reg prometheus.Registerer) {
 type Responder struct {
 	ifi    *net.Interface
 	client *mdarp.Client
-
-	mu  sync.Mutex
-	ips map[netip.Addr]context.CancelFunc // won VIPs -> cancels their gratuitous burst
-	// claims: when another MAC last claimed a VIP we serve (its gratuitous
-	// ARP on takeover), so a stopping node knows its successor is live.
-	claims map[netip.Addr]time.Time
-	ctx    context.Context
-	stopc  context.CancelFunc
+	// won: the VIPs answered, their gratuitous bursts, and when another MAC
+	// last claimed one (its gratuitous ARP on takeover).
+	won *l2state.Set
 }
 
 // New opens an ARP socket on the named interface. It must run in the network
@@ -74,8 +69,18 @@ func New(ifname string) (*Responder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("arp: opening socket on %q: %w", ifname, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Responder{ifi: ifi, client: c, ips: map[netip.Addr]context.CancelFunc{}, claims: map[netip.Addr]time.Time{}, ctx: ctx, stopc: cancel}, nil
+	r := &Responder{ifi: ifi, client: c}
+	r.won = l2state.New(GratuitousSchedule, l2state.Hooks{
+		Keep:     netip.Addr.Is4,
+		Announce: r.gratuitous,
+		Won: func(ip netip.Addr) {
+			klog.V(2).InfoS("Answering ARP", "ip", ip, "interface", ifi.Name, "mac", ifi.HardwareAddr)
+		},
+		Lost: func(ip netip.Addr) {
+			klog.V(2).InfoS("Stopped answering ARP", "ip", ip, "interface", ifi.Name)
+		},
+	})
+	return r, nil
 }
 
 // Interface is the served interface's name.
@@ -87,78 +92,42 @@ func (r *Responder) HardwareAddr() net.HardwareAddr { return r.ifi.HardwareAddr 
 // SetIPs replaces the set of won IPv4 VIPs (other families are ignored).
 // VIPs new to the set get a gratuitous burst; dropped ones stop being
 // answered at once.
-func (r *Responder) SetIPs(ips []netip.Addr) {
-	want := map[netip.Addr]bool{}
-	for _, ip := range ips {
-		if ip = ip.Unmap(); ip.Is4() {
-			want[ip] = true
-		}
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for ip, cancel := range r.ips {
-		if !want[ip] {
-			cancel()
-			delete(r.ips, ip)
-			klog.V(2).InfoS("Stopped answering ARP", "ip", ip, "interface", r.ifi.Name)
-		}
-	}
-	for ip := range want {
-		if _, ok := r.ips[ip]; ok {
-			continue
-		}
-		ctx, cancel := context.WithCancel(r.ctx)
-		r.ips[ip] = cancel
-		klog.V(2).InfoS("Answering ARP", "ip", ip, "interface", r.ifi.Name, "mac", r.ifi.HardwareAddr)
-		go r.gratuitous(ctx, ip)
-	}
-}
+func (r *Responder) SetIPs(ips []netip.Addr) { r.won.Replace(ips) }
 
 // Serving reports whether ip is currently answered.
-func (r *Responder) Serving(ip netip.Addr) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.ips[ip.Unmap()]
-	return ok
-}
+func (r *Responder) Serving(ip netip.Addr) bool { return r.won.Serving(ip) }
 
-func (r *Responder) gratuitous(ctx context.Context, ip netip.Addr) {
-	start := time.Now()
-	for _, at := range GratuitousSchedule {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Until(start.Add(at))):
-		}
-		// Request form (sender IP = target IP, broadcast): every Linux
-		// version treats it as gratuitous and overrides an existing
-		// neighbour entry even within its locktime.
-		p, err := mdarp.NewPacket(mdarp.OperationRequest, r.ifi.HardwareAddr, ip, ethernet.Broadcast, ip)
-		if err == nil {
-			err = r.client.WriteTo(p, ethernet.Broadcast)
-		}
-		if err != nil {
-			sendErrors.WithLabelValues(r.ifi.Name).Inc()
-			klog.V(2).InfoS("Gratuitous ARP failed", "ip", ip, "interface", r.ifi.Name, "err", err)
-			continue
-		}
-		gratuitousSent.WithLabelValues(r.ifi.Name).Inc()
+// gratuitous sends one takeover packet for ip.
+func (r *Responder) gratuitous(ip netip.Addr) {
+	// Request form (sender IP = target IP, broadcast): every Linux
+	// version treats it as gratuitous and overrides an existing
+	// neighbour entry even within its locktime.
+	p, err := mdarp.NewPacket(mdarp.OperationRequest, r.ifi.HardwareAddr, ip, ethernet.Broadcast, ip)
+	if err == nil {
+		err = r.client.WriteTo(p, ethernet.Broadcast)
 	}
+	if err != nil {
+		sendErrors.WithLabelValues(r.ifi.Name).Inc()
+		klog.V(2).InfoS("Gratuitous ARP failed", "ip", ip, "interface", r.ifi.Name, "err", err)
+		return
+	}
+	gratuitousSent.WithLabelValues(r.ifi.Name).Inc()
 }
 
 // Run answers requests until ctx ends or Close is called.
 func (r *Responder) Run(ctx context.Context) error {
+	closed := r.won.Context()
 	go func() {
 		select {
 		case <-ctx.Done():
-		case <-r.ctx.Done():
+		case <-closed.Done():
 		}
 		_ = r.client.SetReadDeadline(time.Now())
 	}()
 	for {
 		p, eth, err := r.client.Read()
 		if err != nil {
-			if ctx.Err() != nil || r.ctx.Err() != nil {
+			if ctx.Err() != nil || closed.Err() != nil {
 				return nil
 			}
 			var ne net.Error
@@ -170,11 +139,7 @@ func (r *Responder) Run(ctx context.Context) error {
 		if eth == nil || sameMAC(p.SenderHardwareAddr, r.ifi.HardwareAddr) {
 			continue // our own packets come back on some setups
 		}
-		if r.Serving(p.SenderIP) {
-			r.mu.Lock()
-			r.claims[p.SenderIP] = time.Now()
-			r.mu.Unlock()
-		}
+		r.won.NoteClaim(p.SenderIP)
 		if p.Operation != mdarp.OperationRequest {
 			continue
 		}
@@ -194,18 +159,12 @@ func (r *Responder) Run(ctx context.Context) error {
 // ClaimedSince reports whether another MAC claimed ip (sent ARP with it as
 // sender address, as a successor's gratuitous ARP does) after t.
 func (r *Responder) ClaimedSince(ip netip.Addr, t time.Time) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	c, ok := r.claims[ip.Unmap()]
-	return ok && c.After(t)
+	return r.won.ClaimedSince(ip, t)
 }
 
 // Close stops bursts and the read loop and closes the socket.
 func (r *Responder) Close() error {
-	r.stopc()
-	r.mu.Lock()
-	r.ips = map[netip.Addr]context.CancelFunc{}
-	r.mu.Unlock()
+	r.won.Close()
 	return r.client.Close()
 }
 

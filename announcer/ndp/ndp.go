@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
 	mdndp "github.com/mdlayher/ndp"
@@ -23,11 +22,13 @@ import (
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv6"
 	"k8s.io/klog/v2"
+
+	"github.com/pvelb/pvelb/announcer/l2state"
 )
 
 // UnsolicitedSchedule is when takeover advertisements go out after a VIP is
 // won: at once, then twice more in case one is lost.
-var UnsolicitedSchedule = []time.Duration{0, 500 * time.Millisecond, time.Second}
+var UnsolicitedSchedule = l2state.TakeoverSchedule
 
 var (
 	allNodes = netip.MustParseAddr("ff02::1")
@@ -54,14 +55,12 @@ type Responder struct {
 	// cm pins the interface by index and leaves the source to the kernel.
 	cm *ipv6.ControlMessage
 
-	mu     sync.Mutex
-	ips    map[netip.Addr]context.CancelFunc
-	groups map[netip.Addr]int // solicited-node group -> number of won VIPs in it
-	// claims: when another MAC last advertised a VIP we serve (a
-	// successor's unsolicited advertisement).
-	claims map[netip.Addr]time.Time
-	ctx    context.Context
-	stopc  context.CancelFunc
+	// won: the VIPs answered, their unsolicited bursts, and when another
+	// MAC last advertised one (a successor's unsolicited advertisement).
+	won *l2state.Set
+	// groups: solicited-node group -> number of won VIPs in it. Only
+	// touched from won's hooks, so guarded by won's lock.
+	groups map[netip.Addr]int
 }
 
 // New opens an ICMPv6 socket on the named interface. It must run in the
@@ -78,12 +77,24 @@ func New(ifname string) (*Responder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ndp: %s: %w", ifname, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Responder{
-		ifi: ifi, conn: conn, ctx: ctx, stopc: cancel,
-		cm:  &ipv6.ControlMessage{HopLimit: mdndp.HopLimit, IfIndex: ifi.Index},
-		ips: map[netip.Addr]context.CancelFunc{}, groups: map[netip.Addr]int{}, claims: map[netip.Addr]time.Time{},
-	}, nil
+	r := &Responder{
+		ifi: ifi, conn: conn, groups: map[netip.Addr]int{},
+		cm: &ipv6.ControlMessage{HopLimit: mdndp.HopLimit, IfIndex: ifi.Index},
+	}
+	r.won = l2state.New(UnsolicitedSchedule, l2state.Hooks{
+		Keep:     servable,
+		Announce: r.unsolicited,
+		Won:      r.joined,
+		Lost:     r.left,
+		Closed:   func() { r.groups = map[netip.Addr]int{} },
+	})
+	return r, nil
+}
+
+// servable: an IPv6 address with a solicited-node group (every IPv6 one).
+func servable(ip netip.Addr) bool {
+	_, err := mdndp.SolicitedNodeMulticast(ip)
+	return ip.Is6() && err == nil
 }
 
 // Interface is the served interface's name.
@@ -96,61 +107,37 @@ func (r *Responder) HardwareAddr() net.HardwareAddr { return r.ifi.HardwareAddr 
 // get their solicited-node group joined and a burst of unsolicited
 // advertisements; dropped ones are no longer answered and their group is left
 // when no other won VIP shares it.
-func (r *Responder) SetIPs(ips []netip.Addr) {
-	want := map[netip.Addr]bool{}
-	for _, ip := range ips {
-		if ip.Is6() && !ip.Is4In6() {
-			want[ip.WithZone("")] = true
+func (r *Responder) SetIPs(ips []netip.Addr) { r.won.Replace(ips) }
+
+// joined runs under won's lock when ip is won.
+func (r *Responder) joined(ip netip.Addr) {
+	g, _ := mdndp.SolicitedNodeMulticast(ip)
+	if r.groups[g] == 0 {
+		if err := r.conn.JoinGroup(r.ifi, &net.IPAddr{IP: g.AsSlice()}); err != nil {
+			// Unicast solicitations and our advertisements still work;
+			// multicast resolution will not. Say so loudly.
+			sendErrors.WithLabelValues(r.ifi.Name).Inc()
+			klog.ErrorS(err, "Joining solicited-node group failed", "group", g, "ip", ip, "interface", r.ifi.Name)
 		}
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for ip, cancel := range r.ips {
-		if want[ip] {
-			continue
+	r.groups[g]++
+	klog.V(2).InfoS("Answering NDP", "ip", ip, "interface", r.ifi.Name, "mac", r.ifi.HardwareAddr)
+}
+
+// left runs under won's lock when ip is lost.
+func (r *Responder) left(ip netip.Addr) {
+	g, _ := mdndp.SolicitedNodeMulticast(ip)
+	if r.groups[g]--; r.groups[g] <= 0 {
+		delete(r.groups, g)
+		if err := r.conn.LeaveGroup(r.ifi, &net.IPAddr{IP: g.AsSlice()}); err != nil {
+			klog.V(2).InfoS("Leaving solicited-node group failed", "group", g, "interface", r.ifi.Name, "err", err)
 		}
-		cancel()
-		delete(r.ips, ip)
-		g, _ := mdndp.SolicitedNodeMulticast(ip)
-		if r.groups[g]--; r.groups[g] <= 0 {
-			delete(r.groups, g)
-			if err := r.conn.LeaveGroup(r.ifi, &net.IPAddr{IP: g.AsSlice()}); err != nil {
-				klog.V(2).InfoS("Leaving solicited-node group failed", "group", g, "interface", r.ifi.Name, "err", err)
-			}
-		}
-		klog.V(2).InfoS("Stopped answering NDP", "ip", ip, "interface", r.ifi.Name)
 	}
-	for ip := range want {
-		if _, ok := r.ips[ip]; ok {
-			continue
-		}
-		g, err := mdndp.SolicitedNodeMulticast(ip)
-		if err != nil {
-			continue
-		}
-		if r.groups[g] == 0 {
-			if err := r.conn.JoinGroup(r.ifi, &net.IPAddr{IP: g.AsSlice()}); err != nil {
-				// Unicast solicitations and our advertisements still work;
-				// multicast resolution will not. Say so loudly.
-				sendErrors.WithLabelValues(r.ifi.Name).Inc()
-				klog.ErrorS(err, "Joining solicited-node group failed", "group", g, "ip", ip, "interface", r.ifi.Name)
-			}
-		}
-		r.groups[g]++
-		ctx, cancel := context.WithCancel(r.ctx)
-		r.ips[ip] = cancel
-		klog.V(2).InfoS("Answering NDP", "ip", ip, "interface", r.ifi.Name, "mac", r.ifi.HardwareAddr)
-		go r.unsolicited(ctx, ip)
-	}
+	klog.V(2).InfoS("Stopped answering NDP", "ip", ip, "interface", r.ifi.Name)
 }
 
 // Serving reports whether ip is currently answered.
-func (r *Responder) Serving(ip netip.Addr) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.ips[ip.WithZone("")]
-	return ok
-}
+func (r *Responder) Serving(ip netip.Addr) bool { return r.won.Serving(ip) }
 
 func (r *Responder) advertise(ip, dst netip.Addr, solicited bool) error {
 	na := &mdndp.NeighborAdvertisement{
@@ -183,26 +170,20 @@ func (r *Responder) advertise(ip, dst netip.Addr, solicited bool) error {
 	return nil
 }
 
-func (r *Responder) unsolicited(ctx context.Context, ip netip.Addr) {
-	start := time.Now()
-	for _, at := range UnsolicitedSchedule {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Until(start.Add(at))):
-		}
-		if err := r.advertise(ip, allNodes, false); err != nil {
-			klog.V(2).InfoS("Unsolicited neighbor advertisement failed", "ip", ip, "interface", r.ifi.Name, "err", err)
-		}
+// unsolicited sends one takeover advertisement for ip.
+func (r *Responder) unsolicited(ip netip.Addr) {
+	if err := r.advertise(ip, allNodes, false); err != nil {
+		klog.V(2).InfoS("Unsolicited neighbor advertisement failed", "ip", ip, "interface", r.ifi.Name, "err", err)
 	}
 }
 
 // Run answers solicitations until ctx ends or Close is called.
 func (r *Responder) Run(ctx context.Context) error {
+	closed := r.won.Context()
 	go func() {
 		select {
 		case <-ctx.Done():
-		case <-r.ctx.Done():
+		case <-closed.Done():
 		}
 		_ = r.conn.SetReadDeadline(time.Now())
 	}()
@@ -210,7 +191,7 @@ func (r *Responder) Run(ctx context.Context) error {
 	for {
 		n, cm, from, err := r.conn.ReadFrom(buf)
 		if err != nil {
-			if ctx.Err() != nil || r.ctx.Err() != nil {
+			if ctx.Err() != nil || closed.Err() != nil {
 				return nil
 			}
 			var ne net.Error
@@ -254,35 +235,23 @@ func (r *Responder) Run(ctx context.Context) error {
 }
 
 func (r *Responder) noteClaim(na *mdndp.NeighborAdvertisement) {
-	if !r.Serving(na.TargetAddress) {
-		return
-	}
 	for _, o := range na.Options {
 		if lla, ok := o.(*mdndp.LinkLayerAddress); ok && lla.Direction == mdndp.Target &&
 			lla.Addr.String() != r.ifi.HardwareAddr.String() {
-			r.mu.Lock()
-			r.claims[na.TargetAddress] = time.Now()
-			r.mu.Unlock()
+			r.won.NoteClaim(na.TargetAddress)
 		}
 	}
 }
 
 // ClaimedSince reports whether another MAC advertised ip after t.
 func (r *Responder) ClaimedSince(ip netip.Addr, t time.Time) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	c, ok := r.claims[ip.WithZone("")]
-	return ok && c.After(t)
+	return r.won.ClaimedSince(ip, t)
 }
 
 // Close stops bursts and the read loop and closes the socket (which also
 // leaves every joined group).
 func (r *Responder) Close() error {
-	r.stopc()
-	r.mu.Lock()
-	r.ips = map[netip.Addr]context.CancelFunc{}
-	r.groups = map[netip.Addr]int{}
-	r.mu.Unlock()
+	r.won.Close()
 	return r.conn.Close()
 }
 

@@ -1,0 +1,168 @@
+// Package l2state keeps the bookkeeping the ARP and NDP responders share:
+// which VIPs this node won on one interface, the takeover burst each newly
+// won VIP gets, and when another node last claimed one of them. It sends no
+// packets itself: arp and ndp pass in what differs (the family they serve,
+// the packet a burst sends, per-VIP state such as NDP's multicast groups).
+package l2state
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// TakeoverSchedule is when takeover packets go out after a VIP is won: one at
+// once for the fast path, two more to cover a lost frame or a switch port
+// that was still learning.
+var TakeoverSchedule = []time.Duration{0, 500 * time.Millisecond, time.Second}
+
+// Hooks are the protocol-specific parts of a Set. Won, Lost and Closed run
+// under the Set's lock so that state they keep per VIP changes in step with
+// the set; Announce runs outside it, from the burst's goroutine.
+type Hooks struct {
+	// Keep says which addresses (in Key form) the responder serves; the
+	// others passed to Replace are ignored.
+	Keep func(netip.Addr) bool
+	// Announce sends one takeover packet for ip.
+	Announce func(ip netip.Addr)
+	// Won and Lost, if set, run when ip enters or leaves the set.
+	Won, Lost func(ip netip.Addr)
+	// Closed, if set, runs when the set is closed.
+	Closed func()
+}
+
+// Set is the won VIPs of one responder. It is safe for concurrent use.
+type Set struct {
+	schedule []time.Duration
+	hooks    Hooks
+
+	mu  sync.Mutex
+	ips map[netip.Addr]context.CancelFunc // won VIPs -> cancels their takeover burst
+	// claims: when another node last claimed a VIP we serve (its takeover
+	// packet), so a stopping node knows its successor is live.
+	claims map[netip.Addr]time.Time
+	ctx    context.Context
+	stop   context.CancelFunc
+}
+
+// New returns an empty set whose newly won VIPs get a burst on schedule.
+func New(schedule []time.Duration, h Hooks) *Set {
+	ctx, stop := context.WithCancel(context.Background())
+	return &Set{
+		schedule: schedule, hooks: h,
+		ips: map[netip.Addr]context.CancelFunc{}, claims: map[netip.Addr]time.Time{},
+		ctx: ctx, stop: stop,
+	}
+}
+
+// Key is the form VIPs are stored and looked up in: packets and Services
+// may carry IPv4-mapped IPv6 or zoned forms of the same address.
+func Key(ip netip.Addr) netip.Addr { return ip.Unmap().WithZone("") }
+
+// Diff returns the addresses of want missing from have (won) and those of
+// have missing from want (lost), each sorted and without duplicates.
+func Diff(have, want []netip.Addr) (won, lost []netip.Addr) {
+	in := func(s []netip.Addr, ip netip.Addr) bool { return slices.Contains(s, ip) }
+	for _, ip := range want {
+		if !in(have, ip) && !in(won, ip) {
+			won = append(won, ip)
+		}
+	}
+	for _, ip := range have {
+		if !in(want, ip) && !in(lost, ip) {
+			lost = append(lost, ip)
+		}
+	}
+	slices.SortFunc(won, netip.Addr.Compare)
+	slices.SortFunc(lost, netip.Addr.Compare)
+	return won, lost
+}
+
+// Replace makes ips (those Keep accepts) the won set. Lost VIPs stop their
+// burst at once; won ones start one.
+func (s *Set) Replace(ips []netip.Addr) {
+	var want []netip.Addr
+	for _, ip := range ips {
+		if ip = Key(ip); s.hooks.Keep(ip) {
+			want = append(want, ip)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	have := make([]netip.Addr, 0, len(s.ips))
+	for ip := range s.ips {
+		have = append(have, ip)
+	}
+	won, lost := Diff(have, want)
+	for _, ip := range lost {
+		s.ips[ip]()
+		delete(s.ips, ip)
+		if s.hooks.Lost != nil {
+			s.hooks.Lost(ip)
+		}
+	}
+	for _, ip := range won {
+		if s.hooks.Won != nil {
+			s.hooks.Won(ip)
+		}
+		ctx, cancel := context.WithCancel(s.ctx)
+		s.ips[ip] = cancel
+		go s.burst(ctx, ip)
+	}
+}
+
+func (s *Set) burst(ctx context.Context, ip netip.Addr) {
+	start := time.Now()
+	for _, at := range s.schedule {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(start.Add(at))):
+		}
+		s.hooks.Announce(ip)
+	}
+}
+
+// Serving reports whether ip is in the set.
+func (s *Set) Serving(ip netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.ips[Key(ip)]
+	return ok
+}
+
+// NoteClaim records that another node claimed ip now, if ip is ours; the
+// caller has checked the claim came from another link-layer address.
+func (s *Set) NoteClaim(ip netip.Addr) {
+	ip = Key(ip)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.ips[ip]; ok {
+		s.claims[ip] = time.Now()
+	}
+}
+
+// ClaimedSince reports whether another node claimed ip after t.
+func (s *Set) ClaimedSince(ip netip.Addr, t time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.claims[Key(ip)]
+	return ok && c.After(t)
+}
+
+// Context ends when the set is closed, so a responder's read loop can stop
+// with it.
+func (s *Set) Context() context.Context { return s.ctx }
+
+// Close stops every burst and empties the set.
+func (s *Set) Close() {
+	s.stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ips = map[netip.Addr]context.CancelFunc{}
+	if s.hooks.Closed != nil {
+		s.hooks.Closed()
+	}
+}

@@ -1,0 +1,167 @@
+package l2state
+
+import (
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+func addrs(ss ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ss {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	return out
+}
+
+func TestKey(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"192.0.2.10", "192.0.2.10"},
+		{"::ffff:192.0.2.10", "192.0.2.10"},
+		{"2001:db8::10", "2001:db8::10"},
+		{"fe80::1%eth0", "fe80::1"},
+	} {
+		if got := Key(netip.MustParseAddr(tc.in)); got != netip.MustParseAddr(tc.want) {
+			t.Errorf("Key(%s) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestDiff(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		have, want        []netip.Addr
+		wantWon, wantLost []netip.Addr
+	}{
+		{name: "empty"},
+		{name: "first win", want: addrs("192.0.2.2", "192.0.2.1"), wantWon: addrs("192.0.2.1", "192.0.2.2")},
+		{name: "all lost", have: addrs("192.0.2.1", "2001:db8::1"), wantLost: addrs("192.0.2.1", "2001:db8::1")},
+		{name: "unchanged", have: addrs("192.0.2.1"), want: addrs("192.0.2.1")},
+		{
+			name: "swap one", have: addrs("192.0.2.1", "192.0.2.2"), want: addrs("192.0.2.2", "192.0.2.3"),
+			wantWon: addrs("192.0.2.3"), wantLost: addrs("192.0.2.1"),
+		},
+		{name: "duplicates in want", want: addrs("2001:db8::1", "2001:db8::1"), wantWon: addrs("2001:db8::1")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			won, lost := Diff(tc.have, tc.want)
+			if !slices.Equal(won, tc.wantWon) || !slices.Equal(lost, tc.wantLost) {
+				t.Errorf("Diff = won %v lost %v, want won %v lost %v", won, lost, tc.wantWon, tc.wantLost)
+			}
+		})
+	}
+}
+
+// recorder collects what a Set asked of its hooks.
+type recorder struct {
+	mu              sync.Mutex
+	won, lost, sent []netip.Addr
+	closed          bool
+}
+
+func (r *recorder) hooks(keep func(netip.Addr) bool) Hooks {
+	add := func(s *[]netip.Addr) func(netip.Addr) {
+		return func(ip netip.Addr) { r.mu.Lock(); *s = append(*s, ip); r.mu.Unlock() }
+	}
+	return Hooks{Keep: keep, Announce: add(&r.sent), Won: add(&r.won), Lost: add(&r.lost),
+		Closed: func() { r.closed = true }}
+}
+
+func (r *recorder) sentCount(ip netip.Addr) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, s := range r.sent {
+		if s == ip {
+			n++
+		}
+	}
+	return n
+}
+
+func TestReplaceKeepsOneFamilyAndRunsHooks(t *testing.T) {
+	var rec recorder
+	s := New([]time.Duration{0, 0, 0}, rec.hooks(netip.Addr.Is4))
+	defer s.Close()
+	v4, v6 := netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")
+	s.Replace([]netip.Addr{netip.MustParseAddr("::ffff:192.0.2.10"), v6})
+	if !s.Serving(v4) || s.Serving(v6) {
+		t.Fatalf("Serving(%s)=%v Serving(%s)=%v, want true false", v4, s.Serving(v4), v6, s.Serving(v6))
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for rec.sentCount(v4) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("burst sent %d packets for %s, want 3", rec.sentCount(v4), v4)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.Replace(nil)
+	if s.Serving(v4) {
+		t.Fatal("still serving after Replace(nil)")
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if !slices.Equal(rec.won, []netip.Addr{v4}) || !slices.Equal(rec.lost, []netip.Addr{v4}) {
+		t.Errorf("hooks saw won %v lost %v, want [%s] each", rec.won, rec.lost, v4)
+	}
+	if slices.Contains(rec.sent, v6) {
+		t.Errorf("announced %s, which Keep rejects", v6)
+	}
+}
+
+func TestLosingAVIPStopsItsBurst(t *testing.T) {
+	var rec recorder
+	s := New([]time.Duration{0, 150 * time.Millisecond}, rec.hooks(netip.Addr.Is6))
+	ip := netip.MustParseAddr("2001:db8::20")
+	s.Replace([]netip.Addr{ip})
+	deadline := time.Now().Add(time.Second)
+	for rec.sentCount(ip) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("first takeover packet never sent")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	s.Replace(nil)
+	time.Sleep(300 * time.Millisecond)
+	if n := rec.sentCount(ip); n != 1 {
+		t.Errorf("sent %d packets, want the burst cut after 1", n)
+	}
+	s.Close()
+	if !rec.closed {
+		t.Error("Closed hook did not run")
+	}
+	if s.Context().Err() == nil {
+		t.Error("Context still live after Close")
+	}
+}
+
+func TestClaimedSince(t *testing.T) {
+	ours, notOurs := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
+	for _, tc := range []struct {
+		name  string
+		claim netip.Addr
+		ask   netip.Addr
+		since time.Duration // ask about claims after now+since
+		want  bool
+	}{
+		{name: "claim after t", claim: ours, ask: ours, since: -time.Second, want: true},
+		{name: "mapped form of the same VIP", claim: netip.MustParseAddr("::ffff:198.51.100.1"), ask: ours, since: -time.Second, want: true},
+		{name: "claim before t", claim: ours, ask: ours, since: time.Second, want: false},
+		{name: "claim of a VIP we do not serve is ignored", claim: notOurs, ask: notOurs, since: -time.Second, want: false},
+		{name: "no claim", ask: ours, since: -time.Second, want: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New(nil, Hooks{Keep: netip.Addr.Is4, Announce: func(netip.Addr) {}})
+			defer s.Close()
+			s.Replace([]netip.Addr{ours})
+			if tc.claim.IsValid() {
+				s.NoteClaim(tc.claim)
+			}
+			if got := s.ClaimedSince(tc.ask, time.Now().Add(tc.since)); got != tc.want {
+				t.Errorf("ClaimedSince = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
