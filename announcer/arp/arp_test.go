@@ -8,46 +8,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/pvelb/pvelb/announcer/internal/l2lab"
 	"github.com/pvelb/pvelb/test/netlab"
 )
 
-// startResponder opens a responder inside the node's namespace and runs it
-// until the test ends.
-func startResponder(t *testing.T, h *netlab.Host) *Responder {
-	t.Helper()
-	var r *Responder
-	if err := netlab.InNetns(h.Netns, func() (err error) { r, err = New(h.Link); return err }); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		_ = r.Close()
-	})
-	return r
-}
-
 func TestOnlyTheWinnerAnswersAndTakeoverMovesClients(t *testing.T) {
-	netlab.RequireTools(t, "ping")
-	lab := netlab.New(t, netlab.Options{Nodes: 2, StrictARP: true})
+	vip, other := netlab.VIP4(0), netlab.VIP4(1)
+	lab := l2lab.New(t, vip, other)
 	ctx := context.Background()
 	n1, n2 := lab.Nodes[0], lab.Nodes[1]
-	vip, other := netlab.VIP4(0), netlab.VIP4(1)
-	for _, n := range lab.Nodes {
-		// kube-proxy binds every LoadBalancer IP on every node.
-		if err := n.AddVIP(vip); err != nil {
-			t.Fatal(err)
-		}
-		if err := n.AddVIP(other); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r1, r2 := startResponder(t, n1), startResponder(t, n2)
+	r1, r2 := l2lab.Start(t, n1, New), l2lab.Start(t, n2, New)
 	if r1.HardwareAddr().String() != n1.MAC.String() {
 		t.Fatalf("responder MAC %s, node MAC %s", r1.HardwareAddr(), n1.MAC)
 	}
@@ -84,32 +54,7 @@ func TestOnlyTheWinnerAnswersAndTakeoverMovesClients(t *testing.T) {
 	// Takeover: node2 wins. Its first gratuitous ARP must rewrite the
 	// client's cached entry without the client asking.
 	garp0 := testutil.ToFloat64(gratuitousSent.WithLabelValues("eth0"))
-	// Handover as on SIGTERM: the successor starts while the old owner
-	// still answers, and the old owner sees the successor's claim.
-	t0 := time.Now()
-	r2.SetIPs([]netip.Addr{vip})
-	start := time.Now()
-	for !r1.ClaimedSince(vip, t0) {
-		if time.Since(t0) > 300*time.Millisecond {
-			t.Fatal("node1 did not see node2's takeover packet within 300ms")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	r1.SetIPs(nil)
-	for {
-		nb, err = lab.Client.Neigh(ctx, vip)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if nb.MAC.String() == n2.MAC.String() {
-			break
-		}
-		if time.Since(start) > 400*time.Millisecond {
-			t.Fatalf("client still has %+v for %s 400ms after takeover, want node2 %s", nb, vip, n2.MAC)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Logf("client moved to node2 %s after takeover", time.Since(start).Round(time.Millisecond))
+	l2lab.Handover(t, lab.Client, vip, r1, r2, n2)
 	if err := lab.Client.Ping(ctx, vip, time.Second); err != nil {
 		t.Fatalf("ping %s after takeover: %v", vip, err)
 	}
@@ -121,13 +66,7 @@ func TestOnlyTheWinnerAnswersAndTakeoverMovesClients(t *testing.T) {
 		t.Fatalf("after takeover replies from %v, want exactly node2 %s", macs, n2.MAC)
 	}
 	// The whole burst goes out.
-	deadline := time.Now().Add(2 * time.Second)
-	for testutil.ToFloat64(gratuitousSent.WithLabelValues("eth0"))-garp0 < float64(len(GratuitousSchedule)) {
-		if time.Now().After(deadline) {
-			t.Fatalf("gratuitous ARP sent %v, want %d", testutil.ToFloat64(gratuitousSent.WithLabelValues("eth0"))-garp0, len(GratuitousSchedule))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	l2lab.WaitCount(t, gratuitousSent.WithLabelValues("eth0"), garp0, len(GratuitousSchedule), "gratuitous ARP sent")
 }
 
 func TestNewErrors(t *testing.T) {
