@@ -492,20 +492,7 @@ func (l *Lab) startCCM(ctx context.Context) error {
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // own process, self-signed
 	}}
 	url := fmt.Sprintf("https://%s/healthz", net.JoinHostPort(bind, strconv.Itoa(ccmPort)))
-	if err := poll(ctx, 60*time.Second, "pvelb-ccm healthz", func(ctx context.Context) error {
-		if p.exited() {
-			return &fatal{p.exitError()}
-		}
-		resp, err := hc.Get(url)
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("healthz %d", resp.StatusCode)
-		}
-		return nil
-	}); err != nil {
+	if err := p.waitOK(ctx, hc, url, 60*time.Second, "pvelb-ccm healthz"); err != nil {
 		return err
 	}
 	l.p.say("pvelb-ccm healthy (log: %s)", p.log)
@@ -644,20 +631,7 @@ func (l *Lab) startAnnouncers(ctx context.Context) error {
 	for _, v := range l.vms {
 		p := l.ann[v.host.Name]
 		url := "http://" + net.JoinHostPort(v.host.IPv4.Addr().String(), strconv.Itoa(annPort)) + "/readyz"
-		if err := poll(ctx, 30*time.Second, "announcer on "+v.host.Name+" ready", func(ctx context.Context) error {
-			if p.exited() {
-				return &fatal{p.exitError()}
-			}
-			resp, err := hc.Get(url)
-			if err != nil {
-				return err
-			}
-			_ = resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("readyz %d", resp.StatusCode)
-			}
-			return nil
-		}); err != nil {
+		if err := p.waitOK(ctx, hc, url, 30*time.Second, "announcer on "+v.host.Name+" ready"); err != nil {
 			return err
 		}
 	}

@@ -1,9 +1,12 @@
 package lab
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -57,6 +60,26 @@ func (p *proc) exitError() error {
 		b = b[len(b)-3000:]
 	}
 	return fmt.Errorf("%s exited (%v); end of %s:\n%s", p.name, p.err, p.log, strings.TrimSpace(string(b)))
+}
+
+// waitOK polls url (a health endpoint of p) with hc until it answers 200,
+// for at most within; it gives up at once if p exits, since then no retry
+// can help and the end of p's log says why.
+func (p *proc) waitOK(ctx context.Context, hc *http.Client, url string, within time.Duration, what string) error {
+	return poll(ctx, within, what, func(ctx context.Context) error {
+		if p.exited() {
+			return &fatal{p.exitError()}
+		}
+		resp, err := hc.Get(url)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s %d", path.Base(url), resp.StatusCode)
+		}
+		return nil
+	})
 }
 
 // kill sends SIGKILL to the whole group and waits for the exit.
