@@ -1,10 +1,12 @@
 package lab
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"strings"
 	"sync"
+	"text/tabwriter"
 	"time"
 )
 
@@ -62,4 +64,24 @@ func since(t time.Time) time.Duration {
 		return d.Round(time.Millisecond)
 	}
 	return d.Round(100 * time.Millisecond)
+}
+
+// table collects tab-separated rows and prints them aligned, inside a step.
+type table struct {
+	p   *printer
+	buf bytes.Buffer
+	tw  *tabwriter.Writer
+}
+
+func (l *Lab) table() *table {
+	t := &table{p: l.p}
+	t.tw = tabwriter.NewWriter(&t.buf, 0, 0, 2, ' ', 0)
+	return t
+}
+
+func (t *table) row(format string, args ...any) { fmt.Fprintf(t.tw, format+"\n", args...) }
+
+func (t *table) print() {
+	_ = t.tw.Flush()
+	t.p.say("%s", strings.TrimRight(t.buf.String(), "\n"))
 }

@@ -1,0 +1,100 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// failover pulls the answering node's cable while the client pings every
+// 10 ms, and reports the outage as the client measured it.
+func (l *Lab) failover(ctx context.Context) error {
+	old, _, err := l.answering(ctx)
+	if err != nil {
+		return err
+	}
+	conn, err := l.net.Client.ListenPacket("ip4:icmp", "0.0.0.0")
+	if err != nil {
+		return fmt.Errorf("opening an ICMP socket in the client namespace: %w", err)
+	}
+	defer conn.Close()
+	pg := newPinger(conn, l.vip)
+	pctx, stopPing := context.WithCancel(ctx)
+	defer stopPing()
+	type result struct {
+		rec pingRecord
+		err error
+	}
+	done := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		rec, err := pg.run(pctx, 10*time.Millisecond)
+		done <- result{rec, err}
+	}()
+	if err := poll(ctx, 5*time.Second, "pings answered before the fault", func(context.Context) error {
+		if !pg.receivedAfter(start) {
+			return errors.New("no reply yet")
+		}
+		return nil
+	}); err != nil {
+		stopPing()
+		<-done
+		return err
+	}
+	time.Sleep(300 * time.Millisecond)
+	l.p.say("%s answers for %s; pulling its cable (its bridge port leaves vmbr0)", old.host.Name, l.vip)
+	fault := time.Now()
+	if err := old.host.CutLink(); err != nil {
+		stopPing()
+		<-done
+		return err
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			_ = old.host.RestoreLink()
+		}
+	}
+	defer restore()
+	werr := poll(ctx, 15*time.Second, "the VIP answers again", func(context.Context) error {
+		if !pg.receivedAfter(fault) {
+			return errors.New("no reply since the cut")
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond)
+	stopPing()
+	r := <-done
+	if werr != nil {
+		return fmt.Errorf("%w (the client sent %d pings)", werr, len(r.rec.Sent))
+	}
+	if r.err != nil {
+		return r.err
+	}
+	o, err := analyzeOutage(r.rec, fault)
+	if err != nil {
+		return err
+	}
+	nb, err := l.net.Client.Neigh(ctx, l.vip)
+	if err != nil {
+		return err
+	}
+	now := l.nodeByMAC(nb.MAC)
+	if now == nil || now == old {
+		return fmt.Errorf("after the cut the client resolves %s to %s, not to another node", l.vip, nb.MAC)
+	}
+	l.p.say("%s took over: the client's neighbour entry for %s is now %s (%s, VM %d on %s)",
+		now.host.Name, l.vip, nb.MAC, now.host.Name, now.vmid, now.pveHost)
+	l.p.say("failover measured by the client: %s without a reply (%d of %d pings lost); first reply %s after the cut",
+		o.Gap.Round(time.Millisecond), o.Lost, o.Sent, o.Recovered.Round(time.Millisecond))
+	if ev, err := l.announcingEvent(ctx, now.host.Name, fault); err == nil {
+		l.p.say("kubectl describe service %s: Normal  Announcing  %s", serviceName, ev)
+	} else {
+		l.p.say("(no Announcing event from %s yet: %v)", now.host.Name, err)
+	}
+	restore()
+	l.p.say("%s's cable is back; the announcers agree again on one node per VIP", old.host.Name)
+	return nil
+}

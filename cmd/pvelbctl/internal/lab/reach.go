@@ -1,0 +1,86 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/pvelb/pvelb/test/netlab"
+)
+
+// answering pings the VIP once from the client and reads which MAC the
+// client's kernel resolved it to.
+func (l *Lab) answering(ctx context.Context) (*vm, netlab.Neighbor, error) {
+	c := l.net.Client
+	if err := c.Ping(ctx, l.vip, 2*time.Second); err != nil {
+		return nil, netlab.Neighbor{}, err
+	}
+	nb, err := c.Neigh(ctx, l.vip)
+	if err != nil {
+		return nil, nb, err
+	}
+	if nb.MAC == nil {
+		return nil, nb, fmt.Errorf("client has no neighbour entry for %s (state %q)", l.vip, nb.State)
+	}
+	v := l.nodeByMAC(nb.MAC)
+	if v == nil {
+		return nil, nb, fmt.Errorf("%s resolved to %s, which is no node's MAC", l.vip, nb.MAC)
+	}
+	return v, nb, nil
+}
+
+// reachVIP shows the client pinging the VIP and which node answered.
+func (l *Lab) reachVIP(ctx context.Context) error {
+	c := l.net.Client
+	var out string
+	if err := poll(ctx, 30*time.Second, "client pings "+l.vip.String(), func(ctx context.Context) error {
+		var err error
+		out, err = c.Run(ctx, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", l.vip.String())
+		return err
+	}); err != nil {
+		return err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		l.p.say("client$ %s", line)
+	}
+	v, nb, err := l.answering(ctx)
+	if err != nil {
+		return err
+	}
+	l.p.say("client$ ip neigh show %s -> %s %s", l.vip, nb.MAC, nb.State)
+	l.p.say("%s answered: MAC %s is %s, Proxmox VM %d on %s", l.vip, nb.MAC, v.host.Name, v.vmid, v.pveHost)
+	ev, err := l.announcingEvent(ctx, v.host.Name, time.Time{})
+	if err != nil {
+		return err
+	}
+	l.p.say("kubectl describe service %s: Normal  Announcing  %s", serviceName, ev)
+	return nil
+}
+
+// announcingEvent waits for the announcer's Event on the Service that names
+// node as the one answering for the VIP (newer than after, when set).
+func (l *Lab) announcingEvent(ctx context.Context, node string, after time.Time) (string, error) {
+	var msg string
+	err := poll(ctx, 20*time.Second, "Announcing event for "+node, func(ctx context.Context) error {
+		evs, err := l.kube.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + serviceName})
+		if err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			last := e.LastTimestamp.Time
+			if last.IsZero() {
+				last = e.EventTime.Time
+			}
+			if e.Reason == "Announcing" && strings.Contains(e.Message, "Node "+node+" ") &&
+				strings.Contains(e.Message, l.vip.String()) && !last.Before(after.Truncate(time.Second)) {
+				msg = e.Message
+				return nil
+			}
+		}
+		return fmt.Errorf("%d events, none from %s", len(evs.Items), node)
+	})
+	return msg, err
+}
