@@ -14,12 +14,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
 	"github.com/pvelb/pvelb/provider/config"
-	"github.com/pvelb/pvelb/test/apiserver"
 	"github.com/pvelb/pvelb/test/kubeapply"
 )
 
@@ -78,19 +76,6 @@ func exampleFiles(t *testing.T) []string {
 	return files
 }
 
-func typed[T any](t *testing.T, objs []*unstructured.Unstructured, kind, name string) *T {
-	t.Helper()
-	u := kubeapply.Find(objs, kind, name)
-	if u == nil {
-		t.Fatalf("no %s %s in the install manifests", kind, name)
-	}
-	out := new(T)
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, out, true); err != nil {
-		t.Fatalf("%s %s: %v", kind, name, err)
-	}
-	return out
-}
-
 // TestKustomizationListsEveryManifest catches a manifest added to the
 // directory but forgotten in the install (or listed but missing).
 func TestKustomizationListsEveryManifest(t *testing.T) {
@@ -132,7 +117,7 @@ func argValue(args []string, flag string) (string, bool) {
 }
 
 func TestCCMDeploymentShape(t *testing.T) {
-	d := typed[appsv1.Deployment](t, installObjects(t), "Deployment", "pvelb-ccm")
+	d := kubeapply.Typed[appsv1.Deployment](t, installObjects(t), "Deployment", "pvelb-ccm")
 	spec := d.Spec.Template.Spec
 	if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
 		t.Errorf("replicas = %v, want 2", d.Spec.Replicas)
@@ -190,7 +175,7 @@ func TestCCMDeploymentShape(t *testing.T) {
 }
 
 func TestAnnouncerDaemonSetShape(t *testing.T) {
-	ds := typed[appsv1.DaemonSet](t, installObjects(t), "DaemonSet", "pvelb-announcer")
+	ds := kubeapply.Typed[appsv1.DaemonSet](t, installObjects(t), "DaemonSet", "pvelb-announcer")
 	spec := ds.Spec.Template.Spec
 	if !spec.HostNetwork {
 		t.Error("the announcer must run on the host network to answer ARP for the node")
@@ -242,17 +227,9 @@ func TestAnnouncerDaemonSetShape(t *testing.T) {
 // then for real, then checks Pod Security admission and RBAC with the
 // apiserver's own authorizer.
 func TestApplyToAPIServer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts kube-apiserver and etcd")
-	}
+	a, client := kubeapply.StartT(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cp := apiserver.StartT(t, apiserver.Options{})
-	client := cp.Client()
-	a, err := kubeapply.New(cp.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
 	objs, err := a.ApplyCRDs(ctx, installObjects(t), time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -292,8 +269,8 @@ func TestApplyToAPIServer(t *testing.T) {
 // pvelb-system, the announcer is refused under baseline (so the privileged
 // level is needed, and enforced), and the CCM passes restricted.
 func checkPodSecurity(ctx context.Context, t *testing.T, client kubernetes.Interface, objs []*unstructured.Unstructured) {
-	ccm := typed[appsv1.Deployment](t, objs, "Deployment", "pvelb-ccm")
-	ann := typed[appsv1.DaemonSet](t, objs, "DaemonSet", "pvelb-announcer")
+	ccm := kubeapply.Typed[appsv1.Deployment](t, objs, "Deployment", "pvelb-ccm")
+	ann := kubeapply.Typed[appsv1.DaemonSet](t, objs, "DaemonSet", "pvelb-announcer")
 	for _, level := range []string{"baseline", "restricted"} {
 		nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "psa-" + level, Labels: map[string]string{
 			"pod-security.kubernetes.io/enforce": level,
@@ -354,7 +331,7 @@ func checkAccess(ctx context.Context, t *testing.T, client kubernetes.Interface,
 // checkCCMAccess lists what the cloud-provider controllers and pvelb's
 // LoadBalancer code call, and what the CCM must not be able to do.
 func checkCCMAccess(ctx context.Context, t *testing.T, client kubernetes.Interface, objs []*unstructured.Unstructured) {
-	d := typed[appsv1.Deployment](t, objs, "Deployment", "pvelb-ccm")
+	d := kubeapply.Typed[appsv1.Deployment](t, objs, "Deployment", "pvelb-ccm")
 	args := d.Spec.Template.Spec.Containers[0].Args
 	leaseNS, _ := argValue(args, "--leader-elect-resource-namespace")
 	leaseName, _ := argValue(args, "--leader-elect-resource-name")
@@ -427,14 +404,14 @@ func checkAnnouncerAccess(ctx context.Context, t *testing.T, client kubernetes.I
 // TestExampleCloudConfigLoads: the example Secret, mounted as the Deployment
 // mounts it, is a cloud config pvelb-ccm's strict parser accepts.
 func TestExampleCloudConfigLoads(t *testing.T) {
-	sec := typed[corev1.Secret](t, loadFiles(t, "examples/cloud-config-secret.yaml"), "Secret", "pvelb-cloud-config")
+	sec := kubeapply.Typed[corev1.Secret](t, loadFiles(t, "examples/cloud-config-secret.yaml"), "Secret", "pvelb-cloud-config")
 	dir := t.TempDir()
 	for k, v := range sec.StringData {
 		if err := os.WriteFile(filepath.Join(dir, k), []byte(v), 0o400); err != nil {
 			t.Fatal(err)
 		}
 	}
-	d := typed[appsv1.Deployment](t, installObjects(t), "Deployment", "pvelb-ccm")
+	d := kubeapply.Typed[appsv1.Deployment](t, installObjects(t), "Deployment", "pvelb-ccm")
 	flag, _ := argValue(d.Spec.Template.Spec.Containers[0].Args, "--cloud-config")
 	cfg, err := config.Load(filepath.Join(dir, filepath.Base(flag)))
 	if err != nil {

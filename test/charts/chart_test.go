@@ -26,11 +26,9 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
 	"github.com/pvelb/pvelb/provider/config"
-	"github.com/pvelb/pvelb/test/apiserver"
 	"github.com/pvelb/pvelb/test/kubeapply"
 )
 
@@ -121,19 +119,6 @@ func TestLint(t *testing.T) {
 	}
 }
 
-func typed[T any](t *testing.T, objs []*unstructured.Unstructured, kind, name string) *T {
-	t.Helper()
-	u := kubeapply.Find(objs, kind, name)
-	if u == nil {
-		t.Fatalf("no %s %s rendered; have %v", kind, name, kubeapply.Kinds(objs))
-	}
-	out := new(T)
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, out, true); err != nil {
-		t.Fatalf("%s %s: %v", kind, name, err)
-	}
-	return out
-}
-
 func count(objs []*unstructured.Unstructured, kind string) int {
 	n := 0
 	for _, u := range objs {
@@ -149,14 +134,14 @@ func TestRenderDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := typed[appsv1.Deployment](t, objs, "Deployment", "pvelb-ccm")
+	d := kubeapply.Typed[appsv1.Deployment](t, objs, "Deployment", "pvelb-ccm")
 	if *d.Spec.Replicas != 2 {
 		t.Errorf("replicas = %d, want 2", *d.Spec.Replicas)
 	}
 	if kubeapply.Find(objs, "Secret", "pvelb-cloud-config") != nil {
 		t.Error("without proxmox.clusters the cloud config Secret is the user's, not the chart's")
 	}
-	ds := typed[appsv1.DaemonSet](t, objs, "DaemonSet", "pvelb-announcer")
+	ds := kubeapply.Typed[appsv1.DaemonSet](t, objs, "DaemonSet", "pvelb-announcer")
 	env := map[string]string{}
 	for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
 		env[e.Name] = e.Value
@@ -164,7 +149,7 @@ func TestRenderDefaults(t *testing.T) {
 	if env["KUBERNETES_SERVICE_HOST"] != "localhost" || env["KUBERNETES_SERVICE_PORT"] != "7445" {
 		t.Errorf("KubePrism is on by default: env = %v", env)
 	}
-	sec := typed[corev1.Secret](t, objs, "Secret", "pvelb-announcer-membership")
+	sec := kubeapply.Typed[corev1.Secret](t, objs, "Secret", "pvelb-announcer-membership")
 	if len(sec.Data["secret"]) < 32 {
 		t.Errorf("membership key too short: %d bytes", len(sec.Data["secret"]))
 	}
@@ -179,7 +164,7 @@ func TestRenderDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.Equal(typed[corev1.Secret](t, again, "Secret", "pvelb-announcer-membership").Data["secret"], sec.Data["secret"]) {
+	if slices.Equal(kubeapply.Typed[corev1.Secret](t, again, "Secret", "pvelb-announcer-membership").Data["secret"], sec.Data["secret"]) {
 		t.Error("the generated membership key is not random")
 	}
 }
@@ -191,7 +176,7 @@ func TestRenderFullValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sec := typed[corev1.Secret](t, objs, "Secret", "pvelb-cloud-config")
+	sec := kubeapply.Typed[corev1.Secret](t, objs, "Secret", "pvelb-cloud-config")
 	dir := t.TempDir()
 	for k, v := range sec.StringData {
 		if err := os.WriteFile(filepath.Join(dir, k), []byte(v), 0o600); err != nil {
@@ -227,11 +212,11 @@ func TestRenderFullValues(t *testing.T) {
 	if got := count(objs, "BGPPeer"); got != 1 {
 		t.Errorf("BGPPeers = %d, want 1", got)
 	}
-	role := typed[rbacv1.Role](t, objs, "Role", "pvelb-announcer:bgp-passwords")
+	role := kubeapply.Typed[rbacv1.Role](t, objs, "Role", "pvelb-announcer:bgp-passwords")
 	if len(role.Rules) != 1 || !slices.Equal(role.Rules[0].ResourceNames, []string{"pvelb-bgp-passwords"}) || !slices.Equal(role.Rules[0].Verbs, []string{"get"}) {
 		t.Errorf("BGP password access must be get by name only: %+v", role.Rules)
 	}
-	ds := typed[appsv1.DaemonSet](t, objs, "DaemonSet", "pvelb-announcer")
+	ds := kubeapply.Typed[appsv1.DaemonSet](t, objs, "DaemonSet", "pvelb-announcer")
 	c := ds.Spec.Template.Spec.Containers[0]
 	if !strings.HasPrefix(c.Image, "registry.example.com/pvelb/pvelb:v0.1.0-test") {
 		t.Errorf("image = %s", c.Image)
@@ -247,7 +232,7 @@ func TestRenderFullValues(t *testing.T) {
 	if kubeapply.Find(objs, "Secret", "pvelb-announcer-membership") != nil {
 		t.Error("no membership Secret is generated when one is named")
 	}
-	d := typed[appsv1.Deployment](t, objs, "Deployment", "pvelb-ccm")
+	d := kubeapply.Typed[appsv1.Deployment](t, objs, "Deployment", "pvelb-ccm")
 	if !slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--concurrent-service-syncs=2") {
 		t.Error("ccm.extraArgs lost")
 	}
@@ -258,7 +243,7 @@ func TestRenderExistingSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := typed[appsv1.Deployment](t, objs, "Deployment", "pvelb-ccm")
+	d := kubeapply.Typed[appsv1.Deployment](t, objs, "Deployment", "pvelb-ccm")
 	if got := d.Spec.Template.Spec.Volumes[0].Secret.SecretName; got != "my-pvelb-config" {
 		t.Errorf("cloud config Secret = %s, want my-pvelb-config", got)
 	}
@@ -351,17 +336,9 @@ func TestMatchesPlainManifests(t *testing.T) {
 // labelled as the docs say, and finally one case for real with its Pods
 // checked by Pod Security admission.
 func TestApplyToAPIServer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts kube-apiserver and etcd")
-	}
+	a, client := kubeapply.StartT(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cp := apiserver.StartT(t, apiserver.Options{})
-	client := cp.Client()
-	a, err := kubeapply.New(cp.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := loadChart(t)
 	var crds []*unstructured.Unstructured
 	for _, f := range c.CRDObjects() {
@@ -400,8 +377,8 @@ func TestApplyToAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	pods := map[string]corev1.PodSpec{
-		"ccm":       typed[appsv1.Deployment](t, objs, "Deployment", "pvelb-ccm").Spec.Template.Spec,
-		"announcer": typed[appsv1.DaemonSet](t, objs, "DaemonSet", "pvelb-announcer").Spec.Template.Spec,
+		"ccm":       kubeapply.Typed[appsv1.Deployment](t, objs, "Deployment", "pvelb-ccm").Spec.Template.Spec,
+		"announcer": kubeapply.Typed[appsv1.DaemonSet](t, objs, "DaemonSet", "pvelb-announcer").Spec.Template.Spec,
 	}
 	for _, name := range slices.Sorted(maps.Keys(pods)) {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: name + "-", Namespace: namespace}, Spec: pods[name]}
