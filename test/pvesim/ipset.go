@@ -268,14 +268,25 @@ func (s *Server) getEntry(r *request) (any, error) {
 	return nil, fail(http.StatusInternalServerError, "no such IP/Network")
 }
 
+// ipsetToChange is the IPSet an entry update or delete changes: it must
+// exist, and a given digest must still match it, as Proxmox checks both
+// before touching an entry (assert_if_modified).
+func (fw *firewall) ipsetToChange(name, digest string) (*ipset, error) {
+	set := fw.ipsets[name]
+	if set == nil {
+		return nil, noSuchIPSet(name)
+	}
+	if err := checkDigest(set.digest(), digest); err != nil {
+		return nil, err
+	}
+	return set, nil
+}
+
 func (s *Server) updateEntry(r *request) (any, error) {
 	name, cidr := r.params["name"], r.params["cidr"]
 	return nil, s.withLock(r, scopeKey(r), func(fw *firewall) error {
-		set := fw.ipsets[name]
-		if set == nil {
-			return noSuchIPSet(name)
-		}
-		if err := checkDigest(set.digest(), r.params["digest"]); err != nil {
+		set, err := fw.ipsetToChange(name, r.params["digest"])
+		if err != nil {
 			return err
 		}
 		for i := range set.entries {
@@ -293,11 +304,8 @@ func (s *Server) updateEntry(r *request) (any, error) {
 func (s *Server) deleteEntry(r *request) (any, error) {
 	name, cidr := r.params["name"], r.params["cidr"]
 	return nil, s.withLock(r, scopeKey(r), func(fw *firewall) error {
-		set := fw.ipsets[name]
-		if set == nil {
-			return noSuchIPSet(name)
-		}
-		if err := checkDigest(set.digest(), r.params["digest"]); err != nil {
+		set, err := fw.ipsetToChange(name, r.params["digest"])
+		if err != nil {
 			return err
 		}
 		// The path's cidr is compared to the stored string exactly; a miss
