@@ -7,7 +7,7 @@ LDFLAGS := -s -w
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build kube-bins test test-unit lint bench generate clean demo demo-deps
+.PHONY: all build kube-bins kubectl demo demo-deps test test-unit lint bench generate clean
 
 all: build
 
@@ -24,6 +24,12 @@ kube-bins:
 	cd test/tools && $(GO) build -o $(BIN)/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 	cd test/tools && $(GO) build -o $(BIN)/etcd go.etcd.io/etcd/server/v3
 
+# kubectl for exploring the lab, from the same Kubernetes sources as the
+# apiserver (Debian 12 does not package it).
+kubectl:
+	@mkdir -p $(BIN)
+	cd test/tools && $(GO) build -o $(BIN)/kubectl k8s.io/kubernetes/cmd/kubectl
+
 # The lab on one machine: real apiserver and etcd, the Proxmox simulator,
 # pvelb-ccm and three announcer nodes in network namespaces, a Service with a
 # VIP, its Proxmox IPSet entries and a measured failover; then it waits for
@@ -35,7 +41,7 @@ demo: demo-deps
 	@echo "==> building kube-apiserver, etcd and pvelb's commands"
 	@echo "    the first build compiles Kubernetes: about 10 minutes on 2 cores (later runs: seconds)."
 	@echo "    progress: a line per 100 compiled packages"
-	@set -o pipefail; GOFLAGS="$(GOFLAGS) -v" $(MAKE) --no-print-directory kube-bins build 2>&1 | \
+	@set -o pipefail; GOFLAGS="$(GOFLAGS) -v" $(MAKE) --no-print-directory kube-bins kubectl build 2>&1 | \
 		awk '/^[A-Za-z0-9._~\/-]+$$/ { n++; if (n % 100 == 0) { printf "    ... %d packages compiled (now %s)\n", n, $$0; fflush() } next } { print; fflush() }'
 	@echo "==> starting the lab (bin/pvelbctl lab $(DEMO_FLAGS))"
 	$(BIN)/pvelbctl lab $(DEMO_FLAGS)
@@ -57,7 +63,7 @@ demo-deps:
 	@$(GO) version | awk '{ v = $$3; sub(/^go/, "", v); split(v, a, "."); if (a[1] < 1 || (a[1] == 1 && a[2] < 26)) { print "make demo: " $$3 " is too old: pvelb needs Go 1.26 (https://go.dev/dl/)"; exit 1 } }'
 	@[ -f ../shared/pve-api/apidata-pve9.1.3.js ] || [ -n "$$PVELB_PVE_API_DIR" ] || { echo "make demo: the Proxmox API schema ../shared/pve-api/apidata-pve9.1.3.js is missing beside the checkout (or set PVELB_PVE_API_DIR)"; exit 1; }
 	@echo "==> prerequisites present (root, iproute2, iputils, curl, Go, Proxmox API schema)."
-	@echo "    kubectl is not installed (Debian 12 does not package it); the lab prints a kubeconfig for any kubectl."
+	@echo "    kubectl: Debian 12 does not package it; the demo builds bin/kubectl from the same Kubernetes sources."
 
 # Every test: unit, simulator, real-apiserver integration. Tests that need root
 # or network namespaces fail (never skip) when PVELB_REQUIRE_PRIVILEGED=1, as in CI.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 
@@ -70,20 +71,32 @@ func firstKey[V any](m map[string]V) string {
 
 func (l *Lab) printAccess() {
 	p := l.p
-	p.plain("\nThe lab is running. Explore it with kubectl (any recent kubectl; Debian 12 does not package it:")
-	p.plain("https://kubernetes.io/docs/tasks/tools/ or `go install k8s.io/kubernetes/cmd/kubectl`):")
+	// Debian 12 packages no kubectl: `make demo` builds one from the same
+	// Kubernetes sources as the lab's apiserver.
+	kubectl := "kubectl"
+	if k := filepath.Join(l.opts.BinDir, "kubectl"); fileExists(k) {
+		kubectl = k
+		p.plain("\nThe lab is running. Explore it with kubectl (%s, built by `make kubectl`; any recent kubectl works):", k)
+	} else {
+		p.plain("\nThe lab is running. Explore it with kubectl (`make kubectl` builds one into bin/; any recent kubectl works):")
+	}
 	p.plain("")
 	if l.hostKC == "" {
 		p.plain("  (the loopback forwarder did not start: use kubectl inside the lab network, below)")
 	}
 	p.plain("  export KUBECONFIG=%s", l.hostKC)
-	p.plain("  kubectl get nodes -L topology.kubernetes.io/zone")
-	p.plain("  kubectl get service %s; kubectl describe service %s", serviceName, serviceName)
-	p.plain("  kubectl get ippools.pvelb.io %s -o yaml", poolName)
+	p.plain("  %s get nodes -L topology.kubernetes.io/zone", kubectl)
+	p.plain("  %s get service %s; %s describe service %s", kubectl, serviceName, kubectl, serviceName)
+	p.plain("  %s get ippools.pvelb.io %s -o yaml", kubectl, poolName)
 	p.plain("")
 	p.plain("Inside the lab network (the apiserver listens on %s in namespace %s):", l.ctl.IPv4.Addr(), l.ctl.Netns)
-	p.plain("  ip netns exec %s kubectl --kubeconfig %s get nodes", l.ctl.Netns, l.cp.Kubeconfig)
+	p.plain("  ip netns exec %s %s --kubeconfig %s get nodes", l.ctl.Netns, kubectl, l.cp.Kubeconfig)
 	p.plain("  ip netns exec %s ping %s          # the client", l.net.Client.Netns, l.vip)
 	p.plain("  ip netns exec %s ip neigh          # which MAC answers", l.net.Client.Netns)
 	p.plain("Logs: %s/*.log", l.dir)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
