@@ -30,6 +30,8 @@ LABEL org.opencontainers.image.title="pvelb" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/pvelb-ccm /usr/local/bin/pvelb-ccm
 COPY --from=build /out/pvelb-announcer /usr/local/bin/pvelb-announcer
+# The announcer runs its BGP speaker from beside its own executable.
+COPY --from=build /out/pvelb-bgp-speaker /usr/local/bin/pvelb-bgp-speaker
 # pvelbctl doctor/status run from the same image (kubectl run ... -- pvelbctl doctor).
 COPY --from=build /out/pvelbctl /usr/local/bin/pvelbctl
 # The CCM needs no privilege at all. The announcer's DaemonSet runs this image

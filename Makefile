@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 GO ?= go
 BIN := $(CURDIR)/bin
-COMMANDS := pvelb-ccm pvelb-announcer pvelbctl
+COMMANDS := pvelb-ccm pvelb-announcer pvelb-bgp-speaker pvelbctl
 LDFLAGS := -s -w
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT ?= 30m

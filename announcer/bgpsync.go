@@ -21,7 +21,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
-	"github.com/pvelb/pvelb/announcer/bgp"
+	"github.com/pvelb/pvelb/announcer/bgp/desired"
+	"github.com/pvelb/pvelb/announcer/bgp/speakerproc"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 )
 
@@ -32,11 +33,15 @@ var BGPPeerResource = schema.GroupVersionResource{Group: v1alpha1.GroupName, Ver
 // eligible node writes it when it starts advertising.
 const EventAdvertising = "Advertising"
 
-// BGPConfig configures the embedded speaker. The speaker starts once this
-// node's Node object is known (its addresses give the router ID and next
-// hops) and lives until Handover or the end of Run.
+// BGPConfig configures the BGP speaker, a pvelb-bgp-speaker child process.
+// It starts once a BGPPeer selects this node (the Node's addresses give the
+// router ID and next hops) and lives until Handover or the end of Run.
 type BGPConfig struct {
-	// ListenPort accepts sessions on this TCP port; bgp.NoListen (-1) opens
+	// SpeakerBinary is the pvelb-bgp-speaker executable.
+	SpeakerBinary string
+	// SpeakerArgs are passed to it (klog flags).
+	SpeakerArgs []string
+	// ListenPort accepts sessions on this TCP port; desired.NoListen (-1) opens
 	// them outbound only, so the announcer never competes with Cilium's or
 	// Talos's BGP for port 179.
 	ListenPort int32
@@ -46,7 +51,7 @@ type BGPConfig struct {
 	// LocalASN is the speaker's global AS; each BGPPeer's myASN is used for
 	// its own session.
 	LocalASN uint32
-	// ConnectRetry between connection attempts (default bgp.DefaultConnectRetry).
+	// ConnectRetry between connection attempts (default desired.DefaultConnectRetry).
 	ConnectRetry time.Duration
 	// PasswordTTL is how long a password read from a Secret is reused
 	// before it is read again (default 30s). The announcer may only get
@@ -59,7 +64,7 @@ type bgpState struct {
 	cfg     BGPConfig
 	peers   cacheLister
 	synced  cache.InformerSynced
-	speaker *bgp.Speaker // nil until this node's Node object is seen
+	speaker *speakerproc.Client // nil until a BGPPeer selects this node
 
 	mu        sync.Mutex
 	passwords map[string]cachedPassword // "namespace/name/key"
@@ -78,8 +83,8 @@ type cachedPassword struct {
 	ok    bool
 }
 
-// bgpCollector exposes the speaker's metrics once it exists (it is created
-// lazily, after registration).
+// bgpCollector exposes the speaker's metrics from the states it last
+// reported (it starts lazily, after registration).
 type bgpCollector struct{ s *bgpState }
 
 // Describe sends nothing: the collector is unchecked because its metrics
@@ -90,9 +95,17 @@ func (c bgpCollector) Collect(ch chan<- prometheus.Metric) {
 	c.s.mu.Lock()
 	sp := c.s.speaker
 	c.s.mu.Unlock()
-	if sp != nil {
-		bgp.NewCollector(sp).Collect(ch)
+	if sp == nil {
+		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := sp.States(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(speakerproc.SessionUpDesc, err)
+		return
+	}
+	speakerproc.CollectStates(ch, st)
 }
 
 // reconcileBGP makes the speaker advertise exactly the BGP-mode addresses
@@ -109,7 +122,7 @@ func (c *Controller) reconcileBGP(ctx context.Context, nodes []*v1.Node, plan []
 			self = n
 		}
 	}
-	var desired bgp.Desired
+	var want desired.Desired
 	var errs []error
 	if self != nil {
 		objs, _ := b.peers.List(labels.Everything())
@@ -127,7 +140,7 @@ func (c *Controller) reconcileBGP(ctx context.Context, nodes []*v1.Node, plan []
 			all = append(all, &p)
 		}
 		slices.SortFunc(all, func(a, b *v1alpha1.BGPPeer) int { return strings.Compare(a.Name, b.Name) })
-		selected, err := bgp.SelectPeers(all, self.Labels)
+		selected, err := desired.SelectPeers(all, self.Labels)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -137,11 +150,11 @@ func (c *Controller) reconcileBGP(ctx context.Context, nodes []*v1.Node, plan []
 				errs = append(errs, err)
 				continue // without its password the session cannot come up
 			}
-			desired.Peers = append(desired.Peers, bgp.PeerInput{Name: p.Name, Spec: p.Spec, Password: pw})
+			want.Peers = append(want.Peers, desired.PeerInput{Name: p.Name, Spec: p.Spec, Password: pw})
 		}
 		for _, a := range plan {
 			if a.Mode == v1alpha1.AnnounceBGP && a.Announces(c.cfg.Node) {
-				desired.VIPs = append(desired.VIPs, bgp.VIPFromPool(a.IP, pools[a.Pool]))
+				want.VIPs = append(want.VIPs, desired.VIPFromPool(a.IP, pools[a.Pool]))
 			}
 		}
 	}
@@ -149,14 +162,12 @@ func (c *Controller) reconcileBGP(ctx context.Context, nodes []*v1.Node, plan []
 	// ARP-only clusters carry no BGP machinery; once started it stays up
 	// (with no peers and no routes when nothing is left to do).
 	if b.speaker == nil {
-		if self == nil || len(desired.Peers) == 0 {
+		if self == nil || len(want.Peers) == 0 {
 			b.reportErr(errors.Join(errs...))
 			return
 		}
-		sp, err := c.newSpeaker(self)
-		if err == nil {
-			err = sp.Start(ctx)
-		}
+		cfg := c.speakerConfig(self)
+		sp, err := speakerproc.Start(ctx, speakerproc.Options{Binary: b.cfg.SpeakerBinary, Args: b.cfg.SpeakerArgs, Config: cfg})
 		if err != nil {
 			b.reportErr(errors.Join(append(errs, err)...))
 			return
@@ -164,27 +175,26 @@ func (c *Controller) reconcileBGP(ctx context.Context, nodes []*v1.Node, plan []
 		b.mu.Lock()
 		b.speaker = sp
 		b.mu.Unlock()
-		cfg := sp.Config()
 		klog.InfoS("BGP speaker started", "routerID", cfg.RouterID, "localASN", cfg.LocalASN, "listenPort", cfg.ListenPort,
 			"nextHopIPv4", cfg.NextHopIPv4, "nextHopIPv6", cfg.NextHopIPv6)
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := b.speaker.Reconcile(rctx, desired); err != nil {
+	if err := b.speaker.Reconcile(rctx, want); err != nil {
 		errs = append(errs, err)
 	}
 	b.reportErr(errors.Join(errs...))
-	c.metrics.bgpAdvertised.Set(float64(len(desired.VIPs)))
+	c.metrics.bgpAdvertised.Set(float64(len(want.VIPs)))
 
-	now := make(map[netip.Addr]bool, len(desired.VIPs))
-	for _, v := range desired.VIPs {
+	now := make(map[netip.Addr]bool, len(want.VIPs))
+	for _, v := range want.VIPs {
 		now[v.IP] = true
 	}
 	for _, a := range plan {
 		if !now[a.IP] || b.advertised[a.IP] {
 			continue
 		}
-		klog.InfoS("Advertising over BGP", "ip", a.IP, "services", a.Services, "peers", len(desired.Peers))
+		klog.InfoS("Advertising over BGP", "ip", a.IP, "services", a.Services, "peers", len(want.Peers))
 		for _, key := range a.Services {
 			ns, name, _ := strings.Cut(key, "/")
 			if svc, err := c.services.Services(ns).Get(name); err == nil {
@@ -201,7 +211,8 @@ func (c *Controller) reconcileBGP(ctx context.Context, nodes []*v1.Node, plan []
 	b.advertised = now
 }
 
-func (c *Controller) newSpeaker(self *v1.Node) (*bgp.Speaker, error) {
+// speakerConfig is the speaker's global configuration for this node.
+func (c *Controller) speakerConfig(self *v1.Node) speakerproc.Config {
 	var addrs []netip.Addr
 	var nh4, nh6 netip.Addr
 	for _, a := range self.Status.Addresses {
@@ -224,16 +235,16 @@ func (c *Controller) newSpeaker(self *v1.Node) (*bgp.Speaker, error) {
 	cfg := c.bgp.cfg
 	rid := cfg.RouterID
 	if !rid.IsValid() {
-		rid = bgp.RouterIDFor(self.Name, addrs)
+		rid = desired.RouterIDFor(self.Name, addrs)
 	}
-	return bgp.New(bgp.Config{
+	return speakerproc.Config{
 		RouterID:     rid,
 		LocalASN:     cfg.LocalASN,
 		ListenPort:   cfg.ListenPort,
 		NextHopIPv4:  nh4,
 		NextHopIPv6:  nh6,
 		ConnectRetry: cfg.ConnectRetry,
-	})
+	}
 }
 
 // bgpPassword reads the password a BGPPeer's passwordSecretRef names, from a
@@ -241,7 +252,7 @@ func (c *Controller) newSpeaker(self *v1.Node) (*bgp.Speaker, error) {
 // value is kept, so an apiserver hiccup never resets a working session.
 // Neither the value nor anything derived from it is ever logged.
 func (c *Controller) bgpPassword(ctx context.Context, p *v1alpha1.BGPPeer) (string, error) {
-	ns, name, key, ok := bgp.PasswordKey(p.Spec)
+	ns, name, key, ok := desired.PasswordKey(p.Spec)
 	if !ok {
 		return "", nil
 	}

@@ -31,7 +31,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pvelb/pvelb/announcer/arp"
-	"github.com/pvelb/pvelb/announcer/bgp"
+	"github.com/pvelb/pvelb/announcer/bgp/desired"
 	"github.com/pvelb/pvelb/announcer/membership"
 	"github.com/pvelb/pvelb/announcer/ndp"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
@@ -147,10 +147,13 @@ func New(cfg Config) (*Controller, error) {
 	poolInf := c.dfactory.ForResource(IPPoolResource)
 	infs := []cache.SharedIndexInformer{svcInf.Informer(), nodeInf.Informer(), esInf.Informer(), poolInf.Informer()}
 	if b := cfg.BGP; b != nil {
+		if b.SpeakerBinary == "" {
+			return nil, errors.New("announcer: BGP speaker binary (pvelb-bgp-speaker) must be set")
+		}
 		if b.LocalASN == 0 {
 			return nil, errors.New("announcer: BGP local ASN must be 1-4294967295")
 		}
-		if b.ListenPort < bgp.NoListen || b.ListenPort == 0 || b.ListenPort > 65535 {
+		if b.ListenPort < desired.NoListen || b.ListenPort == 0 || b.ListenPort > 65535 {
 			return nil, fmt.Errorf("announcer: BGP listen port %d: must be -1 (no listener) or 1-65535", b.ListenPort)
 		}
 		if b.RouterID.IsValid() && (!b.RouterID.Is4() || b.RouterID.IsUnspecified()) {

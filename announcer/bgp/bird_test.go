@@ -16,6 +16,8 @@ import (
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/test/bird"
 	"github.com/pvelb/pvelb/test/netlab"
+
+	"github.com/pvelb/pvelb/announcer/bgp/desired"
 )
 
 const (
@@ -338,7 +340,7 @@ func TestBIRDReconcileEBGP(t *testing.T) {
 		c := nodeConfig(n)
 		c.LocalASN = globalASN
 		sp := startSpeaker(t, n, c)
-		if err := sp.reconcile(Desired{Peers: []PeerInput{peer}, VIPs: []VIP{VIPFromPool(vip, pool)}}); err != nil {
+		if err := sp.reconcile(Desired{Peers: []PeerInput{peer}, VIPs: []VIP{desired.VIPFromPool(vip, pool)}}); err != nil {
 			t.Fatal(err)
 		}
 		speakers = append(speakers, sp)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/pvelb/pvelb/announcer/bgp/desired"
 )
 
 // Defaults the speaker applies to fields left zero.
@@ -12,13 +14,13 @@ const (
 	DefaultPort          = 179
 	DefaultHoldTime      = 90 * time.Second
 	DefaultRestartTime   = 120 * time.Second
-	DefaultConnectRetry  = 5 * time.Second
+	DefaultConnectRetry  = desired.DefaultConnectRetry
 	maxRestartTime       = 4095 * time.Second // 12-bit field of the capability
 	maxHoldTime          = 65535 * time.Second
 	minHoldTime          = 3 * time.Second // RFC 4271 4.2
 	maxMD5PasswordLength = 80              // TCP_MD5SIG_MAXKEYLEN
 	// NoListen as Config.ListenPort opens sessions outbound only.
-	NoListen = -1
+	NoListen = desired.NoListen
 )
 
 // Secret is a password. It prints and marshals as "[redacted]" so that
@@ -33,7 +35,7 @@ func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 // Config is the speaker's global configuration, fixed for its lifetime.
 type Config struct {
 	// RouterID is the BGP identifier, an IPv4 address (also on IPv6-only
-	// nodes; see RouterIDFor).
+	// nodes; see desired.RouterIDFor).
 	RouterID netip.Addr
 	// LocalASN is the speaker's AS; a Peer may override it (BGPPeer.myASN).
 	LocalASN uint32
@@ -274,25 +276,4 @@ func prefixString(p netip.Prefix) string {
 		return "(invalid)"
 	}
 	return p.String()
-}
-
-// RouterIDFor picks a BGP router ID for a node: its first IPv4 address, or
-// for IPv6-only nodes a stable IPv4-shaped ID derived from the node name
-// (router IDs need only be unique among a router's peers, not routable).
-func RouterIDFor(nodeName string, addrs []netip.Addr) netip.Addr {
-	for _, a := range addrs {
-		if a = a.Unmap(); a.Is4() && !a.IsUnspecified() {
-			return a
-		}
-	}
-	// FNV-1a; avoid 0.0.0.0 which is not a valid router ID.
-	h := uint32(2166136261)
-	for i := 0; i < len(nodeName); i++ {
-		h ^= uint32(nodeName[i])
-		h *= 16777619
-	}
-	if h == 0 {
-		h = 1
-	}
-	return netip.AddrFrom4([4]byte{byte(h >> 24), byte(h >> 16), byte(h >> 8), byte(h)})
 }

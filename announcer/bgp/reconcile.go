@@ -6,33 +6,16 @@ import (
 	"fmt"
 	"net/netip"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-
-	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+	"github.com/pvelb/pvelb/announcer/bgp/desired"
 )
 
-// PeerInput is a BGPPeer selected for this node, with the password its
-// passwordSecretRef points at already read by the caller ("" when none).
-type PeerInput struct {
-	Name     string
-	Spec     v1alpha1.BGPPeerSpec
-	Password string
-}
-
-// VIP is an address this node is eligible to advertise, with the BGP
-// settings of its IPPool (spec.announce.communities and localPreference).
-type VIP struct {
-	IP              netip.Addr
-	Communities     []string
-	LocalPreference *uint32
-}
-
-// Desired is the whole BGP state this node should have.
-type Desired struct {
-	Peers []PeerInput
-	VIPs  []VIP
-}
+// The desired state is computed by the announcer without this package (so
+// ARP-only nodes never map gobgp); these aliases keep the speaker's API.
+type (
+	PeerInput = desired.PeerInput
+	VIP       = desired.VIP
+	Desired   = desired.Desired
+)
 
 // Reconcile makes the speaker's sessions and routes match d. It never stops
 // at the first problem: every valid peer and route is applied and the
@@ -57,7 +40,7 @@ func (s *Speaker) Reconcile(ctx context.Context, d Desired) error {
 	}
 	routes := make([]Route, 0, len(d.VIPs))
 	for _, v := range d.VIPs {
-		routes = append(routes, v.Route())
+		routes = append(routes, vipRoute(v))
 	}
 	if err := s.SetRoutes(ctx, routes); err != nil {
 		errs = append(errs, err)
@@ -74,22 +57,6 @@ func (s *Speaker) runningPeerNamed(name string) (Peer, bool) {
 		}
 	}
 	return Peer{}, false
-}
-
-// Route is the host route advertising v.
-func (v VIP) Route() Route {
-	ip := v.IP.Unmap()
-	return Route{Prefix: netip.PrefixFrom(ip, ip.BitLen()), Communities: v.Communities, LocalPreference: v.LocalPreference}
-}
-
-// VIPFromPool pairs an address with its pool's BGP settings.
-func VIPFromPool(ip netip.Addr, pool *v1alpha1.IPPool) VIP {
-	v := VIP{IP: ip}
-	if pool != nil {
-		v.Communities = pool.Spec.Announce.Communities
-		v.LocalPreference = pool.Spec.Announce.LocalPreference
-	}
-	return v
 }
 
 // PeerFromSpec converts a BGPPeer into a Peer. The apiserver has validated
@@ -159,39 +126,8 @@ func PeerFromSpec(in PeerInput) (Peer, error) {
 	return p, nil
 }
 
-// PasswordKey names the Secret key a BGPPeer's password is in (the CRD
-// defaults the key to "password"); ok is false when the peer has none.
-func PasswordKey(spec v1alpha1.BGPPeerSpec) (namespace, name, key string, ok bool) {
-	ref := spec.PasswordSecretRef
-	if ref == nil {
-		return "", "", "", false
-	}
-	key = ref.Key
-	if key == "" {
-		key = "password"
-	}
-	return ref.Namespace, ref.Name, key, true
-}
-
-// SelectPeers returns the BGPPeers whose nodeSelector matches a node with
-// these labels (an empty selector matches every node). A peer with an
-// invalid selector is left out and reported.
-func SelectPeers(peers []*v1alpha1.BGPPeer, nodeLabels map[string]string) ([]*v1alpha1.BGPPeer, error) {
-	var out []*v1alpha1.BGPPeer
-	var errs []error
-	for _, p := range peers {
-		if p.Spec.NodeSelector == nil {
-			out = append(out, p)
-			continue
-		}
-		sel, err := metav1.LabelSelectorAsSelector(p.Spec.NodeSelector)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("BGPPeer %s: spec.nodeSelector: %w", p.Name, err))
-			continue
-		}
-		if sel.Matches(labels.Set(nodeLabels)) {
-			out = append(out, p)
-		}
-	}
-	return out, errors.Join(errs...)
+// Route is the host route advertising v.
+func vipRoute(v VIP) Route {
+	ip := v.IP.Unmap()
+	return Route{Prefix: netip.PrefixFrom(ip, ip.BitLen()), Communities: v.Communities, LocalPreference: v.LocalPreference}
 }

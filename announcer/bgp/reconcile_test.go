@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+
+	"github.com/pvelb/pvelb/announcer/bgp/desired"
 )
 
 func dur(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
@@ -72,46 +74,14 @@ func TestPeerFromSpec(t *testing.T) {
 	}
 }
 
-func TestSelectPeers(t *testing.T) {
-	mk := func(name string, sel *metav1.LabelSelector) *v1alpha1.BGPPeer {
-		return &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.BGPPeerSpec{NodeSelector: sel}}
-	}
-	peers := []*v1alpha1.BGPPeer{
-		mk("all", nil),
-		mk("rack-a", &metav1.LabelSelector{MatchLabels: map[string]string{"rack": "a"}}),
-		mk("not-edge", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "edge", Operator: metav1.LabelSelectorOpDoesNotExist}}}),
-		mk("broken", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "x", Operator: "Near"}}}),
-	}
-	got, err := SelectPeers(peers, map[string]string{"rack": "a", "edge": "true"})
-	checkErr(t, err, "BGPPeer broken: spec.nodeSelector")
-	var names []string
-	for _, p := range got {
-		names = append(names, p.Name)
-	}
-	if strings.Join(names, ",") != "all,rack-a" {
-		t.Fatalf("selected %v, want all,rack-a", names)
-	}
-}
-
-func TestPasswordKey(t *testing.T) {
-	if _, _, _, ok := PasswordKey(validSpec()); ok {
-		t.Fatal("no ref but ok")
-	}
-	s := validSpec()
-	s.PasswordSecretRef = &v1alpha1.SecretKeyRef{Namespace: "ns", Name: "n"}
-	if ns, n, k, ok := PasswordKey(s); !ok || ns != "ns" || n != "n" || k != "password" {
-		t.Fatalf("got %s %s %s %v", ns, n, k, ok)
-	}
-}
-
 func TestVIPRoute(t *testing.T) {
 	lp := uint32(10)
 	pool := &v1alpha1.IPPool{Spec: v1alpha1.IPPoolSpec{Announce: v1alpha1.Announce{Mode: v1alpha1.AnnounceBGP, Communities: []string{"no-export"}, LocalPreference: &lp}}}
-	r := VIPFromPool(netip.MustParseAddr("::ffff:198.51.100.5"), pool).Route()
+	r := vipRoute(desired.VIPFromPool(netip.MustParseAddr("::ffff:198.51.100.5"), pool))
 	if r.Prefix != netip.MustParsePrefix("198.51.100.5/32") || r.Communities[0] != "no-export" || *r.LocalPreference != 10 {
 		t.Fatalf("route %+v", r)
 	}
-	if r := (VIP{IP: netip.MustParseAddr("2001:db8::5")}).Route(); r.Prefix.Bits() != 128 {
+	if r := vipRoute(VIP{IP: netip.MustParseAddr("2001:db8::5")}); r.Prefix.Bits() != 128 {
 		t.Fatalf("route %+v", r)
 	}
 }

@@ -407,3 +407,10 @@ func (s *Speaker) peerState(ctx context.Context, addr netip.Addr) (PeerState, er
 	}
 	return st, nil
 }
+
+// RouteCount is the number of routes the speaker originates.
+func (s *Speaker) RouteCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.routes)
+}

@@ -4,8 +4,10 @@
 // ARP (IPv4) and NDP (IPv6) for it. Announcers see each other over the node
 // network with authenticated UDP heartbeats, so failover does not wait for,
 // or depend on, the API server. For BGP-mode pools every eligible node
-// advertises the VIPs with itself as next hop through an embedded speaker
-// that opens sessions outbound only unless --bgp-listen-port is set.
+// advertises the VIPs with itself as next hop through a speaker that opens
+// sessions outbound only unless --bgp-listen-port is set. The speaker is
+// gobgp in a child process, pvelb-bgp-speaker, started only once a BGPPeer
+// selects the node, so ARP-only nodes never map it.
 package main
 
 import (
@@ -18,6 +20,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -35,7 +38,7 @@ import (
 
 	"github.com/pvelb/pvelb/announcer"
 	"github.com/pvelb/pvelb/announcer/arp"
-	"github.com/pvelb/pvelb/announcer/bgp"
+	"github.com/pvelb/pvelb/announcer/bgp/desired"
 	"github.com/pvelb/pvelb/announcer/membership"
 	"github.com/pvelb/pvelb/announcer/ndp"
 )
@@ -56,6 +59,8 @@ type options struct {
 	bgpRouterID        string
 	bgpLocalASN        uint32
 	bgpConnectRetry    time.Duration
+	bgpSpeakerBinary   string
+	klogFlags          *flag.FlagSet
 }
 
 func (o *options) flags() *cliflag.NamedFlagSets {
@@ -74,12 +79,14 @@ func (o *options) flags() *cliflag.NamedFlagSets {
 	ms.DurationVar(&o.deadAfter, "membership-dead-after", membership.DefaultDeadAfter, "Silence after which a peer is dead.")
 	ms.DurationVar(&o.maxSkew, "membership-max-clock-skew", membership.DefaultMaxSkew, "Largest accepted difference between a heartbeat's timestamp and the local clock (replay window).")
 	bs := fss.FlagSet("bgp")
-	bs.Int32Var(&o.bgpListenPort, "bgp-listen-port", bgp.NoListen, "TCP port to accept BGP sessions on; -1 opens sessions outbound only and listens nowhere, so the announcer never competes with Cilium's or Talos's BGP for port 179. A port below 1024 needs the NET_BIND_SERVICE capability.")
+	bs.Int32Var(&o.bgpListenPort, "bgp-listen-port", desired.NoListen, "TCP port to accept BGP sessions on; -1 opens sessions outbound only and listens nowhere, so the announcer never competes with Cilium's or Talos's BGP for port 179. A port below 1024 needs the NET_BIND_SERVICE capability.")
 	bs.StringVar(&o.bgpRouterID, "bgp-router-id", "", "BGP router ID, an IPv4 address (default: the node's InternalIP; derived from the node name on IPv6-only nodes).")
 	bs.Uint32Var(&o.bgpLocalASN, "bgp-local-asn", 64512, "The speaker's global AS number; every BGPPeer's spec.myASN is used for its own session.")
-	bs.DurationVar(&o.bgpConnectRetry, "bgp-connect-retry", bgp.DefaultConnectRetry, "Pause between BGP connection attempts and after a session drops.")
+	bs.DurationVar(&o.bgpConnectRetry, "bgp-connect-retry", desired.DefaultConnectRetry, "Pause between BGP connection attempts and after a session drops.")
+	bs.StringVar(&o.bgpSpeakerBinary, "bgp-speaker-binary", "", "The pvelb-bgp-speaker executable the announcer runs as a child process once a BGPPeer selects this node (default: pvelb-bgp-speaker in the directory of this executable).")
 	gfs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(gfs)
+	o.klogFlags = gfs
 	fss.FlagSet("logging").AddGoFlagSet(gfs)
 	return &fss
 }
@@ -123,7 +130,7 @@ func (o *options) validate() error {
 	if o.deadAfter <= o.interval {
 		return fmt.Errorf("--membership-dead-after (%s) must exceed --membership-interval (%s)", o.deadAfter, o.interval)
 	}
-	if o.bgpListenPort != bgp.NoListen && (o.bgpListenPort < 1 || o.bgpListenPort > 65535) {
+	if o.bgpListenPort != desired.NoListen && (o.bgpListenPort < 1 || o.bgpListenPort > 65535) {
 		return fmt.Errorf("--bgp-listen-port: %d: must be -1 (no listener) or 1-65535", o.bgpListenPort)
 	}
 	if o.bgpLocalASN == 0 {
@@ -149,14 +156,38 @@ func (o *options) routerID() (netip.Addr, error) {
 	return ip, nil
 }
 
-func (o *options) bgpConfig() *announcer.BGPConfig {
+func (o *options) bgpConfig() (*announcer.BGPConfig, error) {
 	rid, _ := o.routerID() // checked by validate
-	return &announcer.BGPConfig{
-		ListenPort:   o.bgpListenPort,
-		RouterID:     rid,
-		LocalASN:     o.bgpLocalASN,
-		ConnectRetry: o.bgpConnectRetry,
+	bin := o.bgpSpeakerBinary
+	if bin == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("--bgp-speaker-binary: locating this executable to find pvelb-bgp-speaker beside it: %w", err)
+		}
+		bin = filepath.Join(filepath.Dir(self), "pvelb-bgp-speaker")
 	}
+	// Checked now, not when a BGPPeer first appears, so a broken image
+	// fails at start where it is noticed.
+	if st, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("--bgp-speaker-binary: %w", err)
+	} else if st.IsDir() || st.Mode()&0o111 == 0 {
+		return nil, fmt.Errorf("--bgp-speaker-binary: %s is not an executable file", bin)
+	}
+	var args []string
+	if o.klogFlags != nil {
+		// The child logs to the same stderr at the same verbosity.
+		if v := o.klogFlags.Lookup("v"); v != nil {
+			args = append(args, "-v="+v.Value.String())
+		}
+	}
+	return &announcer.BGPConfig{
+		SpeakerBinary: bin,
+		SpeakerArgs:   args,
+		ListenPort:    o.bgpListenPort,
+		RouterID:      rid,
+		LocalASN:      o.bgpLocalASN,
+		ConnectRetry:  o.bgpConnectRetry,
+	}, nil
 }
 
 func run(o *options) error {
@@ -203,6 +234,10 @@ func run(o *options) error {
 	if err != nil {
 		return err
 	}
+	bgpCfg, err := o.bgpConfig()
+	if err != nil {
+		return err
+	}
 	ctrl, err := announcer.New(announcer.Config{
 		Node:            o.nodeName,
 		Kube:            kube,
@@ -212,7 +247,7 @@ func run(o *options) error {
 		Interface:       o.iface,
 		HandoverTimeout: o.handoverTimeout,
 		Registerer:      reg,
-		BGP:             o.bgpConfig(),
+		BGP:             bgpCfg,
 	})
 	if err != nil {
 		return err

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/pvelb/pvelb/announcer/bgp"
+	"github.com/pvelb/pvelb/announcer/bgp/desired"
 )
 
 func parse(t *testing.T, args ...string) (*options, error) {
@@ -25,30 +25,75 @@ func parse(t *testing.T, args ...string) (*options, error) {
 	return o, nil
 }
 
+// fakeSpeaker is an executable file standing in for pvelb-bgp-speaker
+// (bgpConfig only checks that it is there).
+func fakeSpeaker(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "pvelb-bgp-speaker")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func TestBGPFlagDefaults(t *testing.T) {
-	o, err := parse(t, "--node-name=n1", "--membership-secret-file=/x")
+	speaker := fakeSpeaker(t)
+	o, err := parse(t, "--node-name=n1", "--membership-secret-file=/x", "--bgp-speaker-binary="+speaker, "--v=3")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := o.validate(); err != nil {
 		t.Fatal(err)
 	}
-	c := o.bgpConfig()
-	if c.ListenPort != bgp.NoListen {
+	c, err := o.bgpConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SpeakerBinary != speaker || strings.Join(c.SpeakerArgs, " ") != "-v=3" {
+		t.Errorf("speaker %s %v, want %s -v=3", c.SpeakerBinary, c.SpeakerArgs, speaker)
+	}
+	if c.ListenPort != desired.NoListen {
 		t.Errorf("default listen port %d: the announcer must not listen for BGP unless asked", c.ListenPort)
 	}
 	if c.RouterID.IsValid() {
 		t.Errorf("default router ID %s: must be unset so the node's InternalIP is used", c.RouterID)
 	}
-	if c.LocalASN != 64512 || c.ConnectRetry != bgp.DefaultConnectRetry {
+	if c.LocalASN != 64512 || c.ConnectRetry != desired.DefaultConnectRetry {
 		t.Errorf("defaults %+v", c)
 	}
-	o, _ = parse(t, "--node-name=n1", "--membership-secret-file=/x", "--bgp-router-id=192.0.2.9", "--bgp-listen-port=1790")
+	o, _ = parse(t, "--node-name=n1", "--membership-secret-file=/x", "--bgp-router-id=192.0.2.9", "--bgp-listen-port=1790", "--bgp-speaker-binary="+speaker)
 	if err := o.validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c := o.bgpConfig(); c.RouterID.String() != "192.0.2.9" || c.ListenPort != 1790 {
-		t.Errorf("flags not applied: %+v", c)
+	if c, err := o.bgpConfig(); err != nil || c.RouterID.String() != "192.0.2.9" || c.ListenPort != 1790 {
+		t.Errorf("flags not applied: %+v %v", c, err)
+	}
+}
+
+// TestSpeakerBinaryMissing: an image without pvelb-bgp-speaker fails at
+// start with an error naming the flag and the path, not when the first
+// BGPPeer appears.
+func TestSpeakerBinaryMissing(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ arg, want string }{
+		{"", filepath.Join(filepath.Dir(self), "pvelb-bgp-speaker")},
+		{"--bgp-speaker-binary=" + filepath.Join(t.TempDir(), "nope"), "nope"},
+		{"--bgp-speaker-binary=" + t.TempDir(), "not an executable file"},
+	} {
+		args := []string{"--node-name=n1", "--membership-secret-file=/x"}
+		if tt.arg != "" {
+			args = append(args, tt.arg)
+		}
+		o, err := parse(t, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = o.bgpConfig()
+		if err == nil || !strings.Contains(err.Error(), "--bgp-speaker-binary") || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: error %v, want one naming --bgp-speaker-binary and %s", tt.arg, err, tt.want)
+		}
 	}
 }
 

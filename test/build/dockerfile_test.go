@@ -246,6 +246,11 @@ func TestDockerfileCopiesWhatMakeBuilds(t *testing.T) {
 		}
 	}
 	checkManifestCommands(t, shipped)
+	// pvelb-announcer runs pvelb-bgp-speaker from its own directory.
+	ann := slices.IndexFunc(shipped, func(p string) bool { return path.Base(p) == "pvelb-announcer" })
+	if ann >= 0 && !slices.Contains(shipped, path.Join(path.Dir(shipped[ann]), "pvelb-bgp-speaker")) {
+		t.Errorf("the image ships %s but no pvelb-bgp-speaker beside it, where the announcer looks for its BGP speaker", shipped[ann])
+	}
 }
 
 var manifestCommand = regexp.MustCompile(`command:\s*\[\s*(/usr/local/bin/[a-z0-9-]+)`)

@@ -59,7 +59,7 @@ func newAnnLab(t testing.TB) *annLab {
 	ApplyCRDs(t, cp)
 	l := &annLab{
 		net: lab, cp: cp, kube: cp.Client(), dyn: dynamic.NewForConfigOrDie(cp.Config),
-		bin: Binary(t, "pvelb-announcer"), procs: map[string]*Process{}, top: t,
+		bin: announcerBinary(t), procs: map[string]*Process{}, top: t,
 	}
 	l.secret = filepath.Join(t.TempDir(), "secret")
 	if err := os.WriteFile(l.secret, []byte(annSecret+"\n"), 0o600); err != nil {
@@ -453,4 +453,15 @@ func (l *annLab) endpointSlice(t testing.TB, svc, nodeName string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// announcerBinary is pvelb-announcer with pvelb-bgp-speaker, which it
+// starts for BGP, beside it.
+func announcerBinary(t testing.TB) string {
+	t.Helper()
+	bin, speaker := Binary(t, "pvelb-announcer"), Binary(t, "pvelb-bgp-speaker")
+	if filepath.Dir(bin) != filepath.Dir(speaker) {
+		t.Fatalf("%s and %s must be in the same directory (PVELB_BIN_DIR holds only one of them?)", bin, speaker)
+	}
+	return bin
 }

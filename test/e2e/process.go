@@ -40,11 +40,16 @@ func Binary(t testing.TB, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "pvelb-bin-")
-	if err != nil {
-		t.Fatal(err)
+	// One directory for all, as `make build` lays them out: pvelb-announcer
+	// finds pvelb-bgp-speaker next to itself.
+	if builtDir == "" {
+		dir, err := os.MkdirTemp("", "pvelb-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		builtDir = dir
 	}
-	out := filepath.Join(dir, name)
+	out := filepath.Join(builtDir, name)
 	cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -55,8 +60,9 @@ func Binary(t testing.TB, name string) string {
 }
 
 var (
-	buildMu sync.Mutex
-	built   = map[string]string{}
+	buildMu  sync.Mutex
+	built    = map[string]string{}
+	builtDir string
 )
 
 // Process is a pvelb command running for a test; its output is kept and shown
