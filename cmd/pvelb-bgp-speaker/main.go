@@ -31,10 +31,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "pvelb-bgp-speaker takes no arguments: pvelb-announcer starts it and talks to it over stdin/stdout")
 		os.Exit(2)
 	}
-	// Normally the announcer stops it through the protocol; a signal to
-	// the whole process group withdraws the routes just the same.
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
+	// The announcer is in charge: it stops the speaker through the
+	// protocol when it gets SIGTERM or SIGINT, and if it dies, stdin closes.
+	// A signal to the whole process group must not make the speaker race
+	// the announcer's orderly stop.
+	signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
+	ctx := context.Background()
 	err := speakerproc.Serve(ctx, os.Stdin, os.Stdout, newSpeaker, speakerproc.ServeOptions{})
 	if err != nil {
 		klog.ErrorS(err, "pvelb-bgp-speaker failed")

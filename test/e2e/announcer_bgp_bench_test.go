@@ -234,7 +234,7 @@ func BenchmarkAnnouncerRSS1000(b *testing.B) {
 }
 
 // children lists the pids of pid's child processes.
-func children(b *testing.B, pid int) []string {
+func children(b testing.TB, pid int) []string {
 	b.Helper()
 	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
 	if err != nil || len(tasks) == 0 {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -250,13 +252,48 @@ func TestAnnouncerBGP(t *testing.T) {
 		l.waitVias(t, lp, 10*time.Second, n2.IPv4.Addr().String())
 	})
 
-	t.Run("SIGTERM withdraws the node's route before the session closes", func(t *testing.T) {
-		start := time.Now()
-		if err := syscall.Kill(-l.procs[n1.Name].cmd.Process.Pid, syscall.SIGTERM); err != nil {
+	t.Run("a killed BGP speaker process is restarted and advertises again", func(t *testing.T) {
+		kids := children(t, l.procs[n1.Name].cmd.Process.Pid)
+		if len(kids) != 1 {
+			t.Fatalf("announcer on %s has child processes %v, want its one BGP speaker", n1.Name, kids)
+		}
+		if comm, _ := os.ReadFile("/proc/" + kids[0] + "/comm"); strings.TrimSpace(string(comm)) != "pvelb-bgp-speak" { // comm is cut at 15 bytes
+			t.Fatalf("child %s is %q, not pvelb-bgp-speaker", kids[0], comm)
+		}
+		pid, _ := strconv.Atoi(kids[0])
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		l.waitVias(t, prefix, bgpHold, n2.IPv4.Addr().String(), n3.IPv4.Addr().String())
+		l.waitVias(t, prefix, 20*time.Second, n1.IPv4.Addr().String(), n2.IPv4.Addr().String(), n3.IPv4.Addr().String())
+		if kids := children(t, l.procs[n1.Name].cmd.Process.Pid); len(kids) != 1 || kids[0] == strconv.Itoa(pid) {
+			t.Fatalf("children after the restart %v, want one new speaker", kids)
+		}
+	})
+
+	t.Run("SIGTERM withdraws the node's route before the session closes", func(t *testing.T) {
+		// Only the announcer, as the kubelet signals a container's PID 1:
+		// the announcer must stop its speaker child itself.
+		speaker := children(t, l.procs[n1.Name].cmd.Process.Pid)
+		conn, err := l.bird.Dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		start := time.Now()
+		if err := syscall.Kill(l.procs[n1.Name].cmd.Process.Pid, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		// Poll BIRD every 0.5 ms, bounded by the hold time, for the time
+		// the withdrawal takes; then check which paths are left.
+		for time.Since(start) < bgpHold {
+			if n, err := conn.PathCount(prefix); err != nil || n <= 2 {
+				break
+			}
+			time.Sleep(500 * time.Microsecond)
+		}
 		took := time.Since(start)
+		l.waitVias(t, prefix, bgpHold, n2.IPv4.Addr().String(), n3.IPv4.Addr().String())
 		select {
 		case <-l.procs[n1.Name].done:
 		case <-time.After(5 * time.Second):
@@ -265,6 +302,11 @@ func TestAnnouncerBGP(t *testing.T) {
 		t.Logf("route of %s withdrawn %s after SIGTERM", n1.Name, took.Round(time.Millisecond))
 		if !strings.Contains(l.procs[n1.Name].Output(), "BGP routes withdrawn and sessions closed") {
 			t.Errorf("announcer did not stop its speaker gracefully:\n%s", l.procs[n1.Name].Output())
+		}
+		for _, pid := range speaker {
+			if _, err := os.Stat("/proc/" + pid); err == nil {
+				t.Errorf("BGP speaker %s outlived the announcer", pid)
+			}
 		}
 	})
 
