@@ -68,15 +68,3 @@ func (s speaker) Reconcile(ctx context.Context, d desired.Desired) error {
 	return s.Speaker.Reconcile(ctx, d)
 }
 
-func (s speaker) States(ctx context.Context) (speakerproc.States, error) {
-	peers, err := s.PeerStates(ctx)
-	if err != nil {
-		return speakerproc.States{}, err
-	}
-	out := speakerproc.States{Peers: make([]speakerproc.PeerState, 0, len(peers)), Routes: s.RouteCount()}
-	for _, p := range peers {
-		out.Peers = append(out.Peers, speakerproc.PeerState{Name: p.Name, Address: p.Address, ASN: p.ASN,
-			State: string(p.State), Since: p.Since, Advertised: p.Advertised})
-	}
-	return out, nil
-}

@@ -32,3 +32,11 @@ func CollectStates(ch chan<- prometheus.Metric, s States) {
 	}
 	ch <- prometheus.MustNewConstMetric(originatedDesc, prometheus.GaugeValue, float64(s.Routes))
 }
+
+// DescribeStates sends the descriptions of the series CollectStates sends.
+func DescribeStates(ch chan<- *prometheus.Desc) {
+	ch <- SessionUpDesc
+	ch <- sessionStateDesc
+	ch <- advertisedDesc
+	ch <- originatedDesc
+}
