@@ -67,4 +67,3 @@ type speaker struct{ *bgp.Speaker }
 func (s speaker) Reconcile(ctx context.Context, d desired.Desired) error {
 	return s.Speaker.Reconcile(ctx, d)
 }
-
