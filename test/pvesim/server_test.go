@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -138,6 +139,9 @@ func TestCustomReasonWithoutHijack(t *testing.T) {
 	// status code and the message in the body.
 	dir, err := schema.FindDir()
 	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal(err) // CI has ../shared: a missing schema is a broken checkout
+		}
 		t.Skip(err)
 	}
 	s, err := New(Options{SchemaFile: filepath.Join(dir, schema.PVE9File), Tokens: []Token{{ID: "a@pve!bb", Secret: "s"}}})
@@ -156,6 +160,9 @@ func TestCustomReasonWithoutHijack(t *testing.T) {
 func TestNewRefusesBadOptions(t *testing.T) {
 	dir, err := schema.FindDir()
 	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal(err) // CI has ../shared: a missing schema is a broken checkout
+		}
 		t.Skip(err)
 	}
 	file := filepath.Join(dir, schema.PVE9File)

@@ -3,6 +3,7 @@ package pvesim
 import (
 	"encoding/base64"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -183,6 +184,9 @@ func TestPrivileges(t *testing.T) {
 func TestPVE8Schema(t *testing.T) {
 	dir, err := schema.FindDir()
 	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal(err) // CI has ../shared: a missing schema is a broken checkout
+		}
 		t.Skip(err)
 	}
 	tokens := []Token{{ID: "ccm@pve!agent", Secret: "s", Privileges: []string{"VM.GuestAgent.Audit", "VM.Audit"}},
