@@ -57,6 +57,23 @@ type vmKey struct {
 	ref    pve.VMRef
 }
 
+// hasVMID reports whether the desired state holds k's VM id in k's region,
+// on any host. Proxmox keeps a VM's firewall in one file per VM id (the host
+// in the path does not matter), so a VM that was live-migrated is the same
+// firewall under a new host: its old place is not a retired VM to clean, or
+// the cleanup would strip the VIPs the VM still announces.
+func (n *normalized) hasVMID(k vmKey) bool {
+	if _, ok := n.vms[k]; ok {
+		return true
+	}
+	for d := range n.vms {
+		if d.region == k.region && d.ref.VMID == k.ref.VMID {
+			return true
+		}
+	}
+	return false
+}
+
 // normalized is a validated Desired with lookups built.
 type normalized struct {
 	vips   []netip.Addr            // sorted

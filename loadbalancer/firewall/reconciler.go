@@ -147,13 +147,15 @@ func (r *Reconciler) SetDesired(d Desired) error {
 	r.mu.Lock()
 	if r.desired != nil {
 		for k, vm := range r.desired.vms {
-			if _, still := n.vms[k]; !still {
+			if !n.hasVMID(k) {
 				r.retired[k] = vm
 			}
 		}
 	}
-	for k := range n.vms {
-		delete(r.retired, k)
+	for k := range r.retired {
+		if n.hasVMID(k) {
+			delete(r.retired, k)
+		}
 	}
 	r.desired = n
 	r.mu.Unlock()
@@ -328,7 +330,7 @@ func (r *Reconciler) runJob(ctx context.Context, d *normalized, j job) ScopeResu
 		r.mu.Lock()
 		k := vmKey{j.region, vm.Ref}
 		// SetDesired may have brought the VM back meanwhile; then it is not retired.
-		if _, back := r.desired.vms[k]; !back {
+		if !r.desired.hasVMID(k) {
 			delete(r.retired, k)
 		}
 		r.mu.Unlock()

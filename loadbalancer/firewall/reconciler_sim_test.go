@@ -696,3 +696,23 @@ func TestSimLockTimeouts(t *testing.T) {
 	e.expect(vmScope(threeVMs[0]), "ipfilter-net0", "198.51.100.11["+SeedComment+"]",
 		"192.0.2.10[pvelb: default/web]", "192.0.2.11[pvelb: default/api]")
 }
+
+// A live-migrated VM shows up under a new host with the same VM id. Proxmox
+// keeps one firewall file per VM id, whatever host the path names, so the old
+// (host, id) must not be cleaned as a retired VM: that would strip the VIPs
+// the VM still announces until the next resync.
+func TestSimMigratedVMKeepsItsVIPs(t *testing.T) {
+	e := newEnv(t, pvesim.Options{}, pve.Options{}, Options{Concurrency: 1}, threeVMs[:1])
+	d := e.desired(service{"default/web", []string{"192.0.2.10"}})
+	e.mustPass(d)
+	e.sim.MoveVM(101, "pve2")
+	d.VMs[0].Ref.Node = "pve2"
+	res := e.mustPass(d)
+	moved := pve.VMScope(pve.VMRef{Node: "pve2", VMID: 101})
+	e.expect(moved, "ipfilter-net0", "198.51.100.11["+SeedComment+"]", "192.0.2.10["+ServicesComment([]string{"default/web"})+"]")
+	for _, s := range res.Scopes {
+		if s.VM != nil && s.VM.Retired {
+			t.Errorf("the migrated VM's old place was reconciled as retired: %+v", s.VM)
+		}
+	}
+}
