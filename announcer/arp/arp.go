@@ -116,44 +116,41 @@ func (r *Responder) gratuitous(ip netip.Addr) {
 
 // Run answers requests until ctx ends or Close is called.
 func (r *Responder) Run(ctx context.Context) error {
-	closed := r.won.Context()
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-closed.Done():
-		}
-		_ = r.client.SetReadDeadline(time.Now())
-	}()
-	for {
-		p, eth, err := r.client.Read()
-		if err != nil {
-			if ctx.Err() != nil || closed.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("arp: reading on %s: %w", r.ifi.Name, err)
-		}
-		if eth == nil || sameMAC(p.SenderHardwareAddr, r.ifi.HardwareAddr) {
-			continue // our own packets come back on some setups
-		}
-		r.won.NoteClaim(p.SenderIP)
-		if p.Operation != mdarp.OperationRequest {
-			continue
-		}
-		if !r.Serving(p.TargetIP) {
-			continue
-		}
-		if err := r.client.Reply(p, r.ifi.HardwareAddr, p.TargetIP); err != nil {
-			sendErrors.WithLabelValues(r.ifi.Name).Inc()
-			klog.V(2).InfoS("ARP reply failed", "ip", p.TargetIP, "to", p.SenderIP, "err", err)
-			continue
-		}
-		repliesSent.WithLabelValues(r.ifi.Name).Inc()
-		klog.V(5).InfoS("Answered ARP", "ip", p.TargetIP, "to", p.SenderIP, "interface", r.ifi.Name)
+	err := r.won.ReadLoop(ctx, r.client.SetReadDeadline, r.readOne)
+	if err != nil {
+		return fmt.Errorf("arp: reading on %s: %w", r.ifi.Name, err)
 	}
+	return nil
+}
+
+// readOne handles one received frame and returns only socket errors.
+func (r *Responder) readOne() error {
+	p, eth, err := r.client.Read()
+	if err != nil {
+		// The socket's errors are *net.OpError; anything else is a frame
+		// the parser rejected, which any host on the segment can send and
+		// must not stop the responder.
+		if _, ok := errors.AsType[*net.OpError](err); ok {
+			return err
+		}
+		klog.V(5).InfoS("Ignored malformed ARP frame", "interface", r.ifi.Name, "err", err)
+		return nil
+	}
+	if eth == nil || sameMAC(p.SenderHardwareAddr, r.ifi.HardwareAddr) {
+		return nil // our own packets come back on some setups
+	}
+	r.won.NoteClaim(p.SenderIP)
+	if p.Operation != mdarp.OperationRequest || !r.Serving(p.TargetIP) {
+		return nil
+	}
+	if err := r.client.Reply(p, r.ifi.HardwareAddr, p.TargetIP); err != nil {
+		sendErrors.WithLabelValues(r.ifi.Name).Inc()
+		klog.V(2).InfoS("ARP reply failed", "ip", p.TargetIP, "to", p.SenderIP, "err", err)
+		return nil
+	}
+	repliesSent.WithLabelValues(r.ifi.Name).Inc()
+	klog.V(5).InfoS("Answered ARP", "ip", p.TargetIP, "to", p.SenderIP, "interface", r.ifi.Name)
+	return nil
 }
 
 // ClaimedSince reports whether another MAC claimed ip (sent ARP with it as

@@ -2,10 +2,13 @@ package arp
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/packet"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pvelb/pvelb/announcer/internal/l2lab"
@@ -72,5 +75,71 @@ func TestOnlyTheWinnerAnswersAndTakeoverMovesClients(t *testing.T) {
 func TestNewErrors(t *testing.T) {
 	if _, err := New("pvelb-nope0"); err == nil {
 		t.Fatal("New on a missing interface succeeded")
+	}
+}
+
+// A local link-down (ifdown, a NIC reset, a VM's link toggled in Proxmox)
+// makes the kernel report ENETDOWN once on the packet socket; the responder
+// must ride it out and answer again when the link is back, not die while its
+// node stays elected.
+func TestSurvivesLocalLinkDown(t *testing.T) {
+	vip := netlab.VIP4(0)
+	lab := l2lab.New(t, vip)
+	ctx := context.Background()
+	n1 := lab.Nodes[0]
+	r1 := l2lab.Start(t, n1, New)
+	r1.SetIPs([]netip.Addr{vip})
+	for _, state := range []string{"down", "up"} {
+		if out, err := n1.Run(ctx, "ip", "link", "set", n1.Link, state); err != nil {
+			t.Fatalf("link %s: %v: %s", state, err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var macs []net.HardwareAddr
+	deadline := time.Now().Add(3 * time.Second)
+	for len(macs) == 0 && time.Now().Before(deadline) {
+		macs, _ = lab.Client.Arping(ctx, vip, 1, 150*time.Millisecond)
+	}
+	if len(macs) != 1 || macs[0].String() != n1.MAC.String() {
+		t.Fatalf("after link down/up, ARP replies for %s from %v, want node1 %s", vip, macs, n1.MAC)
+	}
+}
+
+// A frame the ARP parser rejects (here an IP address length of 5) can come
+// from any host on the segment; it must be dropped, not stop the responder.
+func TestSurvivesMalformedFrame(t *testing.T) {
+	vip := netlab.VIP4(0)
+	lab := l2lab.New(t, vip)
+	ctx := context.Background()
+	n1 := lab.Nodes[0]
+	r1 := l2lab.Start(t, n1, New)
+	r1.SetIPs([]netip.Addr{vip})
+
+	frame := append(append(append([]byte{}, ethernet.Broadcast...), lab.Client.MAC...), 0x08, 0x06)
+	frame = append(frame, 0, 1, 8, 0, 6, 5, 0, 1) // htype 1, ptype IPv4, hlen 6, plen 5, request
+	frame = append(frame, make([]byte, 6+5+6+5)...)
+	err := netlab.InNetns(lab.Client.Netns, func() error {
+		ifi, err := net.InterfaceByName(lab.Client.Link)
+		if err != nil {
+			return err
+		}
+		c, err := packet.Listen(ifi, packet.Raw, int(ethernet.EtherTypeARP), nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.WriteTo(frame, &packet.Addr{HardwareAddr: ethernet.Broadcast})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	macs, err := lab.Client.Arping(ctx, vip, 2, 150*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(macs) != 1 || macs[0].String() != n1.MAC.String() {
+		t.Fatalf("after a malformed frame, ARP replies for %s from %v, want node1 %s", vip, macs, n1.MAC)
 	}
 }

@@ -7,9 +7,12 @@ package l2state
 
 import (
 	"context"
+	"errors"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -155,6 +158,51 @@ func (s *Set) ClaimedSince(ip netip.Addr, t time.Time) bool {
 // Context ends when the set is closed, so a responder's read loop can stop
 // with it.
 func (s *Set) Context() context.Context { return s.ctx }
+
+// linkDownPause bounds how fast ReadLoop retries after ENETDOWN.
+const linkDownPause = 50 * time.Millisecond
+
+// ReadLoop calls readOne until ctx ends or the set is closed, either of
+// which unblocks a pending read through setReadDeadline; then it returns nil.
+// readOne returns only socket errors. Read timeouts, and the ENETDOWN a
+// packet socket reports once when its interface goes down, are retried:
+// the link may come back and this node is still the elected one, so the
+// responder must not die with it. Any other error ends the loop.
+func (s *Set) ReadLoop(ctx context.Context, setReadDeadline func(time.Time) error, readOne func() error) error {
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-s.ctx.Done():
+		case <-done:
+			return
+		}
+		_ = setReadDeadline(time.Now())
+	}()
+	for {
+		err := readOne()
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil || s.ctx.Err() != nil {
+			return nil
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			continue
+		}
+		if errors.Is(err, syscall.ENETDOWN) {
+			select {
+			case <-ctx.Done():
+			case <-s.ctx.Done():
+			case <-time.After(linkDownPause):
+			}
+			continue
+		}
+		return err
+	}
+}
 
 // Close stops every burst and empties the set.
 func (s *Set) Close() {

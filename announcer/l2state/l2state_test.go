@@ -1,9 +1,14 @@
 package l2state
 
 import (
+	"context"
+	"errors"
+	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -163,5 +168,68 @@ func TestClaimedSince(t *testing.T) {
 				t.Errorf("ClaimedSince = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+func TestReadLoopRetriesTransientErrorsOnly(t *testing.T) {
+	fatal := errors.New("socket gone")
+	for _, tc := range []struct {
+		name string
+		errs []error // returned by successive reads; then fatal
+	}{
+		{"timeout", []error{timeoutErr{}}},
+		{"link down", []error{&net.OpError{Op: "read", Err: os.NewSyscallError("recvfrom", syscall.ENETDOWN)}}},
+		{"nil", []error{nil, nil}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New(nil, Hooks{Keep: netip.Addr.Is4, Announce: func(netip.Addr) {}})
+			defer s.Close()
+			reads := 0
+			err := s.ReadLoop(context.Background(), func(time.Time) error { return nil }, func() error {
+				reads++
+				if reads <= len(tc.errs) {
+					return tc.errs[reads-1]
+				}
+				return fatal
+			})
+			if !errors.Is(err, fatal) || reads != len(tc.errs)+1 {
+				t.Fatalf("ReadLoop = %v after %d reads, want %v after %d", err, reads, fatal, len(tc.errs)+1)
+			}
+		})
+	}
+}
+
+func TestReadLoopStopsOnCloseAndCancel(t *testing.T) {
+	for _, viaClose := range []bool{false, true} {
+		s := New(nil, Hooks{Keep: netip.Addr.Is4, Announce: func(netip.Addr) {}})
+		ctx, cancel := context.WithCancel(context.Background())
+		unblock := make(chan struct{})
+		var once sync.Once
+		setDeadline := func(time.Time) error { once.Do(func() { close(unblock) }); return nil }
+		done := make(chan error, 1)
+		go func() {
+			done <- s.ReadLoop(ctx, setDeadline, func() error { <-unblock; return timeoutErr{} })
+		}()
+		if viaClose {
+			s.Close()
+		} else {
+			cancel()
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("viaClose=%v: ReadLoop = %v, want nil", viaClose, err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("viaClose=%v: ReadLoop did not stop", viaClose)
+		}
+		cancel()
+		s.Close()
 	}
 }

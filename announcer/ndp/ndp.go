@@ -11,7 +11,6 @@ package ndp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -179,59 +178,52 @@ func (r *Responder) unsolicited(ip netip.Addr) {
 
 // Run answers solicitations until ctx ends or Close is called.
 func (r *Responder) Run(ctx context.Context) error {
-	closed := r.won.Context()
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-closed.Done():
-		}
-		_ = r.conn.SetReadDeadline(time.Now())
-	}()
 	buf := make([]byte, max(r.ifi.MTU, 1280))
-	for {
-		n, cm, from, err := r.conn.ReadFrom(buf)
-		if err != nil {
-			if ctx.Err() != nil || closed.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("ndp: reading on %s: %w", r.ifi.Name, err)
-		}
-		if cm != nil && cm.IfIndex != 0 && cm.IfIndex != r.ifi.Index {
-			continue
-		}
-		msg, err := mdndp.ParseMessage(buf[:n])
-		if err != nil {
-			continue
-		}
-		ipa, _ := from.(*net.IPAddr)
-		if ipa == nil {
-			continue
-		}
-		src, _ := netip.AddrFromSlice(ipa.IP)
-		if na, ok := msg.(*mdndp.NeighborAdvertisement); ok {
-			r.noteClaim(na)
-			continue
-		}
-		ns, ok := msg.(*mdndp.NeighborSolicitation)
-		if !ok || !r.Serving(ns.TargetAddress) {
-			continue
-		}
-		// RFC 4861 7.2.4: answer a duplicate-address probe (source "::")
-		// to all-nodes with Solicited clear; anything else to its sender.
-		dst, solicited := src, true
-		if src.IsUnspecified() {
-			dst, solicited = allNodes, false
-		}
-		if err := r.advertise(ns.TargetAddress, dst, solicited); err != nil {
-			klog.V(2).InfoS("Neighbor advertisement failed", "ip", ns.TargetAddress, "to", src, "err", err)
-			continue
-		}
-		klog.V(5).InfoS("Answered NDP", "ip", ns.TargetAddress, "to", src, "interface", r.ifi.Name)
+	err := r.won.ReadLoop(ctx, r.conn.SetReadDeadline, func() error { return r.readOne(buf) })
+	if err != nil {
+		return fmt.Errorf("ndp: reading on %s: %w", r.ifi.Name, err)
 	}
+	return nil
+}
+
+// readOne handles one received message and returns only socket errors.
+func (r *Responder) readOne(buf []byte) error {
+	n, cm, from, err := r.conn.ReadFrom(buf)
+	if err != nil {
+		return err
+	}
+	if cm != nil && cm.IfIndex != 0 && cm.IfIndex != r.ifi.Index {
+		return nil
+	}
+	msg, err := mdndp.ParseMessage(buf[:n])
+	if err != nil {
+		return nil
+	}
+	ipa, _ := from.(*net.IPAddr)
+	if ipa == nil {
+		return nil
+	}
+	src, _ := netip.AddrFromSlice(ipa.IP)
+	if na, ok := msg.(*mdndp.NeighborAdvertisement); ok {
+		r.noteClaim(na)
+		return nil
+	}
+	ns, ok := msg.(*mdndp.NeighborSolicitation)
+	if !ok || !r.Serving(ns.TargetAddress) {
+		return nil
+	}
+	// RFC 4861 7.2.4: answer a duplicate-address probe (source "::")
+	// to all-nodes with Solicited clear; anything else to its sender.
+	dst, solicited := src, true
+	if src.IsUnspecified() {
+		dst, solicited = allNodes, false
+	}
+	if err := r.advertise(ns.TargetAddress, dst, solicited); err != nil {
+		klog.V(2).InfoS("Neighbor advertisement failed", "ip", ns.TargetAddress, "to", src, "err", err)
+		return nil
+	}
+	klog.V(5).InfoS("Answered NDP", "ip", ns.TargetAddress, "to", src, "interface", r.ifi.Name)
+	return nil
 }
 
 func (r *Responder) noteClaim(na *mdndp.NeighborAdvertisement) {
