@@ -348,7 +348,6 @@ func checkCCMAccess(ctx context.Context, t *testing.T, client kubernetes.Interfa
 	add("", "services", "status", "default", "", "patch", "update")
 	add("", "namespaces", "", "", "", "list", "watch")
 	add("", "events", "", "default", "", "create", "patch", "update")
-	add("events.k8s.io", "events", "", "default", "", "create", "patch")
 	add("pvelb.io", "ippools", "", "", "", "get", "list", "watch")
 	add("pvelb.io", "ippools", "status", "", "", "update", "patch")
 	add("coordination.k8s.io", "leases", "", leaseNS, "", "create")
@@ -367,6 +366,7 @@ func checkCCMAccess(ctx context.Context, t *testing.T, client kubernetes.Interfa
 		{Verb: "delete", Resource: "services", Namespace: "default"},
 		{Verb: "create", Group: "pvelb.io", Resource: "ippools"},
 		{Verb: "update", Group: "pvelb.io", Resource: "ippools"},
+		{Verb: "create", Group: "events.k8s.io", Resource: "events", Namespace: "default"},
 	}
 	checkAccess(ctx, t, client, "pvelb-ccm", allowed, denied)
 }
@@ -384,7 +384,6 @@ func checkAnnouncerAccess(ctx context.Context, t *testing.T, client kubernetes.I
 	allowed = append(allowed,
 		kubeapply.Access{Verb: "create", Resource: "events", Namespace: "default"},
 		kubeapply.Access{Verb: "patch", Resource: "events", Namespace: "default"},
-		kubeapply.Access{Verb: "create", Group: "events.k8s.io", Resource: "events", Namespace: "default"},
 		kubeapply.Access{Verb: "get", Resource: "secrets", Namespace: namespace, Name: "pvelb-bgp-passwords"},
 	)
 	denied := []kubeapply.Access{
@@ -397,6 +396,7 @@ func checkAnnouncerAccess(ctx context.Context, t *testing.T, client kubernetes.I
 		{Verb: "patch", Resource: "nodes"},
 		{Verb: "update", Group: "pvelb.io", Resource: "ippools", Subresource: "status"},
 		{Verb: "create", Resource: "pods", Namespace: namespace},
+		{Verb: "create", Group: "events.k8s.io", Resource: "events", Namespace: "default"},
 	}
 	checkAccess(ctx, t, client, "pvelb-announcer", allowed, denied)
 }
