@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -108,9 +109,10 @@ type Controller struct {
 	class      *classController
 	started    bool
 
-	ready      chan struct{}
-	desiredCh  chan struct{}
-	poolStatCh chan struct{}
+	ready        chan struct{}
+	desiredCh    chan struct{}
+	desiredRetry atomic.Bool // a retryDesiredLater is pending
+	poolStatCh   chan struct{}
 
 	mu       sync.Mutex // guards everything below
 	alloc    *allocator.Allocator

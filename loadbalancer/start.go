@@ -268,16 +268,24 @@ func (c *Controller) syncDesired(ctx context.Context) {
 		return
 	}
 	vms := map[string]vmLocation{}
+	unreachable := false
 	for _, n := range nodes {
 		if n.Spec.ProviderID == "" {
 			continue
 		}
 		loc, err := c.locator.Locate(ctx, n.Spec.ProviderID)
 		if err != nil {
+			unreachable = unreachable || errors.Is(err, errListFailed)
 			klog.V(2).InfoS("Node's VM not found; its firewall is left alone", "node", n.Name, "err", err)
 			continue
 		}
 		vms[n.Name] = loc
+	}
+	if unreachable {
+		// Nothing else recomputes the desired state once Proxmox answers
+		// again (no informer resync), so such a VM would stay out of it
+		// until some Service or Node changed.
+		c.retryDesiredLater(ctx)
 	}
 	c.mu.Lock()
 	in := desiredInput{Nodes: nodes, VMs: vms, Pools: map[string]poolView{}}
@@ -323,6 +331,24 @@ func (c *Controller) syncDesired(ctx context.Context) {
 		return
 	}
 	c.metrics.firewallDesiredAt.SetToCurrentTime()
+}
+
+// retryDesiredLater kicks the desired-state loop after vmRefreshPeriod; at
+// most one such retry is pending.
+func (c *Controller) retryDesiredLater(ctx context.Context) {
+	if !c.desiredRetry.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer c.desiredRetry.Store(false)
+		t := time.NewTimer(vmRefreshPeriod)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+			c.kickDesired()
+		}
+	}()
 }
 
 // onFirewallResult turns a reconcile pass into Events: a Warning naming the

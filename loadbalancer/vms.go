@@ -2,6 +2,7 @@ package loadbalancer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -30,12 +31,29 @@ type vmLocator struct {
 	mu     sync.Mutex
 	known  map[string]vmLocation // providerID -> VM
 	listed map[string]time.Time  // region -> last successful list
+	// failed remembers a region's last failed list for listRetryAfter, so
+	// that one pass over many Nodes of an unreachable cluster costs one
+	// (retried, up to the client's 30s budget) call, not one per Node.
+	failed map[string]listFailure
 }
+
+type listFailure struct {
+	at  time.Time
+	err error
+}
+
+// listRetryAfter is how long a failed VM list is answered from memory.
+const listRetryAfter = 5 * time.Second
+
+// errListFailed marks a Locate error caused by Proxmox not answering the VM
+// list (as opposed to a VM known to be absent): worth trying again soon.
+var errListFailed = errors.New("the VM list could not be read")
 
 func newVMLocator(clients map[string]pve.Client, refresh time.Duration) *vmLocator {
 	return &vmLocator{
 		clients: clients, refresh: refresh, now: time.Now,
 		known: map[string]vmLocation{}, listed: map[string]time.Time{},
+		failed: map[string]listFailure{},
 	}
 }
 
@@ -61,7 +79,7 @@ func (l *vmLocator) Locate(ctx context.Context, providerID string) (vmLocation, 
 		if ok {
 			return loc, nil // keep the last known place
 		}
-		return vmLocation{}, fmt.Errorf("providerID %q: listing the VMs of Proxmox cluster %q: %w", providerID, region, err)
+		return vmLocation{}, fmt.Errorf("providerID %q: listing the VMs of Proxmox cluster %q: %w: %w", providerID, region, errListFailed, err)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -74,16 +92,25 @@ func (l *vmLocator) Locate(ctx context.Context, providerID string) (vmLocation, 
 func (l *vmLocator) list(ctx context.Context, region string, c pve.Client) error {
 	l.mu.Lock()
 	fresh := l.now().Sub(l.listed[region]) < l.refresh
+	f, failedRecently := l.failed[region]
+	failedRecently = failedRecently && l.now().Sub(f.at) < listRetryAfter
 	l.mu.Unlock()
 	if fresh {
 		return nil
+	}
+	if failedRecently {
+		return f.err
 	}
 	vms, err := c.ClusterVMs(ctx)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
+		if ctx.Err() == nil {
+			l.failed[region] = listFailure{at: l.now(), err: err}
+		}
 		return err
 	}
+	delete(l.failed, region)
 	l.listed[region] = l.now()
 	seen := map[string]bool{}
 	for _, vm := range vms {
