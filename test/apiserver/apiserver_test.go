@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -76,5 +78,30 @@ func TestControlPlaneLifecycle(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("temporary directory %s left behind", dir)
+	}
+}
+
+// TestStartFailureStopsEverything: when kube-apiserver cannot start (a bad
+// flag here), Start returns its log and leaves no etcd behind.
+func TestStartFailureStopsEverything(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	dir := t.TempDir()
+	cp, err := Start(context.Background(), Options{Dir: dir, ExtraArgs: []string{"--pvelb-no-such-flag"}})
+	if err == nil {
+		cp.Stop()
+		t.Fatal("Start with a bad kube-apiserver flag succeeded")
+	}
+	if !strings.Contains(err.Error(), "kube-apiserver exited") {
+		t.Errorf("error does not say the apiserver exited: %v", err)
+	}
+	// Every process the harness started has dir on its command line.
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err == nil && strings.Contains(string(b), dir) {
+			t.Errorf("%s still running after a failed Start: %q", filepath.Dir(p), strings.ReplaceAll(string(b), "\x00", " "))
+		}
 	}
 }
