@@ -153,8 +153,11 @@ func TestRenderDefaults(t *testing.T) {
 	if len(sec.Data["secret"]) < 32 {
 		t.Errorf("membership key too short: %d bytes", len(sec.Data["secret"]))
 	}
-	if kubeapply.Find(objs, "Role", "pvelb-announcer:bgp-passwords") != nil {
-		t.Error("no Secret access for the announcer unless bgpPasswordSecrets names some")
+	// Like the plain manifests: get on the one default password Secret, by name.
+	role := kubeapply.Typed[rbacv1.Role](t, objs, "Role", "pvelb-announcer:bgp-passwords")
+	if len(role.Rules) != 1 || !slices.Equal(role.Rules[0].ResourceNames, []string{"pvelb-bgp-passwords"}) ||
+		!slices.Equal(role.Rules[0].Verbs, []string{"get"}) {
+		t.Errorf("announcer Secret access = %+v, want get on pvelb-bgp-passwords only", role.Rules)
 	}
 	if n := count(objs, "IPPool") + count(objs, "BGPPeer"); n != 0 {
 		t.Errorf("default values create %d pools/peers", n)
