@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -107,7 +108,48 @@ type l2 struct {
 	arp    *arp.Responder
 	ndp    *ndp.Responder
 	cancel context.CancelFunc
-	done   chan struct{}
+	done   chan struct{} // closed once both responders have stopped
+	asked  atomic.Bool   // close was called: a stop is not a failure
+}
+
+// stopped reports whether the pair has stopped (a socket failed for good).
+func (r *l2) stopped() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// close stops both responders and releases their sockets.
+func (r *l2) close() {
+	r.asked.Store(true)
+	r.cancel()
+	<-r.done
+	if r.arp != nil {
+		_ = r.arp.Close()
+	}
+	if r.ndp != nil {
+		_ = r.ndp.Close()
+	}
+}
+
+// reopenDelay spaces out reopening a responder whose socket failed, so an
+// interface that keeps failing costs one attempt a second, not a busy loop.
+const reopenDelay = time.Second
+
+// reapStopped drops responders whose sockets failed, so this reconcile
+// reopens them. Without it a node that keeps winning the election would
+// answer nothing for its VIPs and no other node would take over.
+func (c *Controller) reapStopped() {
+	for ifname, r := range c.responders {
+		if r.stopped() {
+			klog.InfoS("Reopening ARP/NDP responder after its socket failed", "interface", ifname)
+			r.close()
+			delete(c.responders, ifname)
+		}
+	}
 }
 
 // New wires informers; nothing runs before Run.
@@ -332,9 +374,10 @@ func (c *Controller) reconcile(ctx context.Context) {
 			delete(c.winners, ip)
 		}
 	}
+	c.reapStopped()
 	for ifname := range byIface {
 		if _, ok := c.responders[ifname]; !ok {
-			r, err := openL2(ifname)
+			r, err := openL2(ifname, func() { time.AfterFunc(reopenDelay, c.trigger) })
 			if err != nil {
 				klog.ErrorS(err, "Cannot open ARP/NDP responder", "interface", ifname)
 				for _, ip := range byIface[ifname] {
@@ -446,7 +489,10 @@ func (c *Controller) defaultInterface(nodes []*v1.Node) (string, error) {
 	return "", fmt.Errorf("no interface holds node %s's InternalIP %s", c.cfg.Node, ip)
 }
 
-func openL2(ifname string) (*l2, error) {
+// openL2 starts the ARP and NDP responders of one interface. If either stops
+// on its own (its socket failed), both are stopped and onStop is called, so
+// the controller reopens them.
+func openL2(ifname string, onStop func()) (*l2, error) {
 	a, err := arp.New(ifname)
 	if err != nil {
 		return nil, err
@@ -459,22 +505,27 @@ func openL2(ifname string) (*l2, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &l2{arp: a, ndp: n, cancel: cancel, done: make(chan struct{})}
 	go func() {
-		defer close(r.done)
 		var wg sync.WaitGroup
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
+			defer cancel()
 			if err := a.Run(ctx); err != nil {
 				klog.ErrorS(err, "ARP responder stopped", "interface", ifname)
 			}
 		}()
 		go func() {
 			defer wg.Done()
+			defer cancel()
 			if err := n.Run(ctx); err != nil {
 				klog.ErrorS(err, "NDP responder stopped", "interface", ifname)
 			}
 		}()
 		wg.Wait()
+		close(r.done)
+		if !r.asked.Load() && onStop != nil {
+			onStop()
+		}
 	}()
 	klog.InfoS("Opened ARP/NDP responder", "interface", ifname, "mac", a.HardwareAddr())
 	return r, nil
@@ -484,10 +535,7 @@ func (c *Controller) closeResponders() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for name, r := range c.responders {
-		r.cancel()
-		<-r.done
-		_ = r.arp.Close()
-		_ = r.ndp.Close()
+		r.close()
 		delete(c.responders, name)
 	}
 	c.won = map[netip.Addr]string{}
