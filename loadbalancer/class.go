@@ -83,6 +83,16 @@ func isClass(svc *v1.Service) bool {
 	return svc.Spec.LoadBalancerClass != nil && *svc.Spec.LoadBalancerClass == ClassName
 }
 
+// leftBehind reports a Service that stopped being a LoadBalancer while no
+// pvelb-ccm ran: the apiserver then clears its class, so only pvelb's
+// annotation and the finalizer say it was ours. Without this its finalizer
+// and addresses would stay until someone removed them by hand.
+func leftBehind(svc *v1.Service) bool {
+	_, annotated := svc.Annotations[AnnotationAllocatedPool]
+	return annotated && svc.Spec.Type != v1.ServiceTypeLoadBalancer &&
+		svc.Spec.LoadBalancerClass == nil && servicehelper.HasLBFinalizer(svc)
+}
+
 func (cc *classController) maybeEnqueue(o any) {
 	svc, ok := o.(*v1.Service)
 	if !ok {
@@ -92,7 +102,7 @@ func (cc *classController) maybeEnqueue(o any) {
 	cc.mu.Lock()
 	owned := cc.owned[k]
 	cc.mu.Unlock()
-	if isClass(svc) || owned {
+	if isClass(svc) || owned || leftBehind(svc) {
 		cc.queue.Add(k)
 	}
 }
@@ -167,7 +177,7 @@ func (cc *classController) sync(ctx context.Context, key string) error {
 	}
 	svc = svc.DeepCopy()
 	cc.mu.Lock()
-	owned := cc.owned[key]
+	owned := cc.owned[key] || leftBehind(svc)
 	cc.mu.Unlock()
 	mine := isClass(svc)
 	if !mine && !owned {

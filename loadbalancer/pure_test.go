@@ -217,3 +217,34 @@ func TestBuildPoolsRefusesOverlapsAndBadSpecs(t *testing.T) {
 		t.Errorf("c firewall ranges %d, want 2", got)
 	}
 }
+
+func TestLeftBehind(t *testing.T) {
+	class := ClassName
+	other := "example.com/other"
+	svc := func(typ v1.ServiceType, cls *string, annotated, finalizer bool) *v1.Service {
+		s := &v1.Service{Spec: v1.ServiceSpec{Type: typ, LoadBalancerClass: cls}}
+		if annotated {
+			s.Annotations = map[string]string{AnnotationAllocatedPool: "default"}
+		}
+		if finalizer {
+			s.Finalizers = []string{FinalizerName}
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name string
+		svc  *v1.Service
+		want bool
+	}{
+		{"became ClusterIP while pvelb-ccm was down", svc(v1.ServiceTypeClusterIP, nil, true, true), true},
+		{"still a LoadBalancer (the service controller's)", svc(v1.ServiceTypeLoadBalancer, nil, true, true), false},
+		{"pvelb class: handled as a class Service", svc(v1.ServiceTypeLoadBalancer, &class, true, true), false},
+		{"another class", svc(v1.ServiceTypeLoadBalancer, &other, false, true), false},
+		{"no pvelb annotation", svc(v1.ServiceTypeClusterIP, nil, false, true), false},
+		{"finalizer already gone", svc(v1.ServiceTypeClusterIP, nil, true, false), false},
+	} {
+		if got := leftBehind(tc.svc); got != tc.want {
+			t.Errorf("%s: leftBehind = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -476,7 +476,7 @@ firewall:
   resyncPeriod: 3s
 `)
 	l.createPool(t, "main", map[string]any{"addresses": []any{"203.0.113.0/28"}})
-	l.startCCM(t)
+	ccm, _ := l.startCCM(t)
 	l.waitNodesInitialised(t)
 	l.createService(t, "default", "classless")
 	l.createService(t, "default", "mine", withClass(lbClass))
@@ -523,6 +523,29 @@ firewall:
 	}
 	Eventually(t, 30*time.Second, "mine released", func(ctx context.Context) error {
 		s, err := svcs.Get(ctx, "mine", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if len(s.Finalizers) > 0 || len(s.Status.LoadBalancer.Ingress) > 0 || s.Annotations["pvelb.io/allocated-pool"] != "" {
+			return errorf("finalizers %v ingress %v annotations %v", s.Finalizers, s.Status.LoadBalancer.Ingress, s.Annotations)
+		}
+		return nil
+	})
+	l.waitIPSets(t, nil, nil)
+
+	// The same change while pvelb-ccm is down: the apiserver clears the class,
+	// so after the restart only pvelb's annotation and the finalizer say the
+	// Service was ours. It must still be released, not left with a finalizer.
+	l.createService(t, "default", "mine2", withClass(lbClass))
+	ip2 := l.waitIPs(t, "default", "mine2", 1)[0]
+	l.waitIPSets(t, []string{ip2}, []string{ip2})
+	ccm.Stop()
+	if _, err := svcs.Patch(ctx, "mine2", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	l.startCCM(t)
+	Eventually(t, 30*time.Second, "mine2 released after a restart", func(ctx context.Context) error {
+		s, err := svcs.Get(ctx, "mine2", metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
