@@ -113,6 +113,12 @@ type Plan struct {
 	Notes []string
 	// Refusal says why State is SetRefused.
 	Refusal string
+	// Admits are the wanted prefixes the set lets through once Actions are
+	// made: all of them, except one a user's nomatch entry for exactly that
+	// prefix keeps out. Empty for a set that is missing (FilterInactive:
+	// nothing is filtered; Refused: everything but the VM's link-local and
+	// configured addresses is).
+	Admits []netip.Prefix
 }
 
 type observedEntry struct {
@@ -168,12 +174,16 @@ func PlanSet(in SetInput) Plan {
 			case e.seed:
 				// One of the VM's own addresses: admitted already; seeds keep their comment.
 			case e.ours && (e.Comment != w.Comment || e.NoMatch):
+				// The update writes nomatch off: admitted afterwards.
 				updates = append(updates, Action{Kind: ActionUpdateComment, CIDR: e.CIDR, Comment: w.Comment, Digest: digest})
 			case !e.ours && e.NoMatch:
 				p.Notes = append(p.Notes, fmt.Sprintf("%s: user entry %q excludes it (nomatch); left as is", cidr, e.CIDR))
+				continue // not admitted: the announcer must not elect this VM's node
 			}
+			p.Admits = append(p.Admits, w.Prefix)
 			continue
 		}
+		p.Admits = append(p.Admits, w.Prefix)
 		if u := coveredByUser(entries, w.Prefix); u != nil {
 			p.Notes = append(p.Notes, fmt.Sprintf("%s: already admitted by user entry %q", cidr, u.CIDR))
 			continue
@@ -215,6 +225,7 @@ func planMissingSet(in SetInput, want []Want, own []netip.Addr) Plan {
 		p := Plan{State: SetChanged, Actions: []Action{{Kind: ActionCreateSet, Comment: ClusterSetComment}}}
 		for _, w := range want {
 			p.Actions = append(p.Actions, Action{Kind: ActionAdd, CIDR: FormatCIDR(w.Prefix), Comment: w.Comment})
+			p.Admits = append(p.Admits, w.Prefix)
 		}
 		return p
 	}
@@ -238,6 +249,7 @@ func planMissingSet(in SetInput, want []Want, own []netip.Addr) Plan {
 		p.Actions = append(p.Actions, Action{Kind: ActionAdd, CIDR: FormatCIDR(hp), Comment: SeedComment, Seed: true})
 	}
 	for _, w := range want {
+		p.Admits = append(p.Admits, w.Prefix)
 		if seeded[w.Prefix] {
 			continue
 		}

@@ -73,6 +73,11 @@ type Reconciler struct {
 	// inSync holds, per set, a fingerprint of what was wanted when the set was
 	// last seen in sync: writes needed for the same wants are drift repairs.
 	inSync map[setKey]string
+	// admitted holds, per VM set, what it admitted after its last good
+	// pass: a failed pass reports that (narrowed to what is still wanted)
+	// rather than nothing, so one Proxmox hiccup does not make every node
+	// look unable to announce.
+	admitted map[setKey]*Admission
 }
 
 type setKey struct {
@@ -126,8 +131,9 @@ func New(clients map[string]pve.Client, opts Options) (*Reconciler, error) {
 		opts:    opts,
 		vmSets:  vmSets,
 		changed: make(chan struct{}, 1),
-		retired: map[vmKey]VM{},
-		inSync:  map[setKey]string{},
+		retired:  map[vmKey]VM{},
+		inSync:   map[setKey]string{},
+		admitted: map[setKey]*Admission{},
 	}, nil
 }
 
@@ -155,6 +161,11 @@ func (r *Reconciler) SetDesired(d Desired) error {
 	for k := range r.retired {
 		if n.hasVMID(k) {
 			delete(r.retired, k)
+		}
+	}
+	for k := range r.admitted {
+		if _, ok := n.vms[vmKey{k.region, k.vm}]; !ok {
+			delete(r.admitted, k)
 		}
 	}
 	r.desired = n
@@ -307,6 +318,9 @@ func (r *Reconciler) runJob(ctx context.Context, d *normalized, j job) ScopeResu
 
 	var errs []error
 	gone := false
+	if !j.retired {
+		sr.Admission = &Admission{Unfiltered: true} // narrowed by each set below
+	}
 	for _, name := range r.vmSets {
 		set := r.syncSet(ctx, c, j.region, info, SetInput{
 			Name:     name,
@@ -323,6 +337,9 @@ func (r *Reconciler) runJob(ctx context.Context, d *normalized, j job) ScopeResu
 		sr.Sets = append(sr.Sets, set)
 		if set.Err != nil {
 			errs = append(errs, set.Err)
+		}
+		if !j.retired {
+			sr.Admission = intersect(sr.Admission, set.Admission)
 		}
 	}
 	sr.Err = errors.Join(errs...)
@@ -358,6 +375,9 @@ func (r *Reconciler) syncSet(ctx context.Context, c pve.Client, region string, v
 		r.opts.Metrics.failed(reason)
 		r.mu.Lock()
 		delete(r.inSync, key)
+		if vm != nil {
+			res.Admission = r.admitted[key].narrowTo(in.Want)
+		}
 		r.mu.Unlock()
 		klog.ErrorS(err, "Reconciling Proxmox IPSet failed", logKV(region, vm, in.Name, "op", op)...)
 		return res
@@ -384,11 +404,17 @@ func (r *Reconciler) syncSet(ctx context.Context, c pve.Client, region string, v
 		}
 		switch plan.State {
 		case SetRefused:
-			return fail("create set", "unsafe", errors.New(plan.Refusal))
+			// Known, unlike other failures: the set is missing and the
+			// VM's ipfilter is on, so none of the VIPs passes.
+			r.setAdmitted(key, vm, &plan)
+			res := fail("create set", "unsafe", errors.New(plan.Refusal))
+			res.Admission = admissionOf(&plan)
+			return res
 		case SetChanged:
 		default:
 			res.State = plan.State
 			r.markInSync(key, fp, &res)
+			res.Admission = r.setAdmitted(key, vm, &plan)
 			return res
 		}
 		op, err := r.apply(ctx, c, scope, in.Name, plan, &res)
@@ -399,6 +425,7 @@ func (r *Reconciler) syncSet(ctx context.Context, c pve.Client, region string, v
 				res.State = SetInSync
 			}
 			r.markInSync(key, fp, &res)
+			res.Admission = r.setAdmitted(key, vm, &plan)
 			klog.InfoS("Reconciled Proxmox IPSet", logKV(region, vm, in.Name,
 				"adds", res.Writes[ActionAdd], "deletes", res.Writes[ActionDelete],
 				"updates", res.Writes[ActionUpdateComment], "created", res.Writes[ActionCreateSet] > 0)...)
@@ -410,6 +437,25 @@ func (r *Reconciler) syncSet(ctx context.Context, c pve.Client, region string, v
 		}
 		return fail(op, "", err)
 	}
+}
+
+// setAdmitted records what a VM's set admits now that plan is carried out,
+// and returns it.
+func (r *Reconciler) setAdmitted(key setKey, vm *VMInfo, plan *Plan) *Admission {
+	a := admissionOf(plan)
+	if vm != nil {
+		r.mu.Lock()
+		r.admitted[key] = a
+		r.mu.Unlock()
+	}
+	return a
+}
+
+func admissionOf(plan *Plan) *Admission {
+	if plan.State == SetFilterInactive {
+		return &Admission{Unfiltered: true}
+	}
+	return &Admission{Prefixes: slices.Clone(plan.Admits)}
 }
 
 // markInSync records that the set now holds what fp describes, and counts a

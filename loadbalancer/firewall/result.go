@@ -3,6 +3,8 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/pvelb/pvelb/provider/pve"
@@ -30,6 +32,58 @@ type ScopeResult struct {
 	Services []string
 	// Err joins the sets' errors (each an *Error); nil on success.
 	Err error
+	// Admission is, for a VM scope, what every one of the VM's managed
+	// ipfilter sets lets through; nil when that is not known (a set failed
+	// and none of its passes since start succeeded). Always nil for the
+	// cluster scope and for retired VMs.
+	Admission *Admission
+}
+
+// Admission is what a VM's ipfilter sets let through, of what pvelb wants
+// in them. pvelb-ccm publishes it on the VM's Node (pvelb.io/admitted) so
+// that the announcer elects a node only where its VM admits the VIP.
+type Admission struct {
+	// Unfiltered is true when no set filters: each is missing and the VM's
+	// ipfilter option is off, so every source address passes.
+	Unfiltered bool
+	// Prefixes are the wanted entries (single VIPs, or pool CIDRs in
+	// admit-ranges mode) that the sets admit, sorted.
+	Prefixes []netip.Prefix
+}
+
+// intersect is what both a and b admit; nil (unknown) if either is.
+func intersect(a, b *Admission) *Admission {
+	switch {
+	case a == nil || b == nil:
+		return nil
+	case a.Unfiltered:
+		return b
+	case b.Unfiltered:
+		return a
+	}
+	out := &Admission{Prefixes: []netip.Prefix{}}
+	for _, p := range a.Prefixes {
+		if slices.Contains(b.Prefixes, p) {
+			out.Prefixes = append(out.Prefixes, p)
+		}
+	}
+	return out
+}
+
+// narrowTo keeps of a only the prefixes still wanted: what a failed pass
+// reports for a set, from what the set admitted after its last good pass.
+// A prefix no longer wanted may already be deleted.
+func (a *Admission) narrowTo(want []Want) *Admission {
+	if a == nil || a.Unfiltered {
+		return a
+	}
+	out := &Admission{Prefixes: []netip.Prefix{}}
+	for _, p := range a.Prefixes {
+		if slices.ContainsFunc(want, func(w Want) bool { return unmapPrefix(w.Prefix).Masked() == p }) {
+			out.Prefixes = append(out.Prefixes, p)
+		}
+	}
+	return out
 }
 
 // VMInfo names a VM in results and errors.
@@ -50,6 +104,9 @@ type SetResult struct {
 	Writes map[ActionKind]int
 	Notes  []string
 	Err    error
+	// Admission is what the set lets through of what was wanted in it after
+	// the pass; nil when unknown (see ScopeResult.Admission).
+	Admission *Admission
 }
 
 // Err joins the errors of all failed scopes.
