@@ -127,10 +127,10 @@ func New(clients map[string]pve.Client, opts Options) (*Reconciler, error) {
 		opts.ResyncPeriod = DefaultResyncPeriod
 	}
 	return &Reconciler{
-		clients: maps.Clone(clients),
-		opts:    opts,
-		vmSets:  vmSets,
-		changed: make(chan struct{}, 1),
+		clients:  maps.Clone(clients),
+		opts:     opts,
+		vmSets:   vmSets,
+		changed:  make(chan struct{}, 1),
 		retired:  map[vmKey]VM{},
 		inSync:   map[setKey]string{},
 		admitted: map[setKey]*Admission{},
