@@ -88,9 +88,10 @@ type Lab struct {
 	Nodes  []*Host
 	Client *Host
 
-	mu    sync.Mutex
-	hosts []*Host
-	log   func(format string, args ...any)
+	mu      sync.Mutex
+	hosts   []*Host
+	closers []func() // monitors and probers, stopped before the namespaces go
+	log     func(format string, args ...any)
 }
 
 // Host is one namespace on the lab bridge.
@@ -390,9 +391,14 @@ func (h *Host) FlushNeigh(ctx context.Context) error {
 // deleted. It is safe to call more than once.
 func (l *Lab) Close() {
 	l.mu.Lock()
-	hosts := l.hosts
-	l.hosts = nil
+	hosts, closers := l.hosts, l.closers
+	l.hosts, l.closers = nil, nil
 	l.mu.Unlock()
+	// An open socket would keep its namespace, and the lab's links, alive
+	// after `ip netns del`.
+	for _, c := range closers {
+		c()
+	}
 	for _, h := range hosts {
 		if err := deleteNetns(h.Netns); err != nil && l.log != nil {
 			l.log("netlab: %v", err)
@@ -403,6 +409,13 @@ func (l *Lab) Close() {
 			l.log("netlab: %v", err)
 		}
 	}
+}
+
+// onClose registers fn for Close to call before it deletes the namespaces.
+func (l *Lab) onClose(fn func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closers = append(l.closers, fn)
 }
 
 // Host returns the host with that name, or nil.

@@ -56,12 +56,12 @@ func RequirePrivileged(t testing.TB) {
 }
 
 // RequireTools is like RequirePrivileged for external programs a test uses
-// (ping, arping): missing ones skip, or fail under EnvRequirePrivileged=1.
+// (ping, arping, nft): missing ones skip, or fail under EnvRequirePrivileged=1.
 func RequireTools(t testing.TB, names ...string) {
 	t.Helper()
 	for _, n := range names {
 		if _, err := exec.LookPath(n); err != nil {
-			msg := fmt.Sprintf("this test needs %q (Debian: iputils-ping, iputils-arping): %v", n, err)
+			msg := fmt.Sprintf("this test needs %q (.ci/run names the Debian packages the tests use): %v", n, err)
 			if os.Getenv(EnvRequirePrivileged) == "1" {
 				t.Fatal(msg)
 			}
