@@ -34,15 +34,23 @@ type desiredInput struct {
 	// VMs maps Node names to their VMs; Nodes without a known VM are left out
 	// (their providerID is not set yet or names no VM pvelb can see).
 	VMs map[string]vmLocation
+	// FirewallOff: pvelb does not manage the Proxmox firewall, so a Node may
+	// announce whether or not its VM was located.
+	FirewallOff bool
 }
 
 // buildDesired computes the firewall's desired state: every VIP in the
 // cluster-level set, and on every known VM the VIPs its Node may announce
-// (pool node selector and the service controller's node predicates). It also
-// returns, per Service, why no node may announce one of its addresses.
+// (eligibility.ForPool: the pool's node selector and the service controller's
+// node predicates, the rule the announcer applies too). It also returns, per
+// Service, why no node may announce one of its addresses.
 func buildDesired(in desiredInput) (firewall.Desired, map[string]string) {
 	var d firewall.Desired
 	selections := map[string]NodeSelection{}
+	var located func(*v1.Node) bool
+	if !in.FirewallOff {
+		located = func(n *v1.Node) bool { _, ok := in.VMs[n.Name]; return ok }
+	}
 	selection := func(pool string) NodeSelection {
 		if s, ok := selections[pool]; ok {
 			return s
@@ -51,7 +59,7 @@ func buildDesired(in desiredInput) (firewall.Desired, map[string]string) {
 		if p, ok := in.Pools[pool]; ok {
 			sel = p.Selector
 		}
-		s := SelectNodes(in.Nodes, sel)
+		s := SelectNodes(in.Nodes, sel, located)
 		selections[pool] = s
 		return s
 	}

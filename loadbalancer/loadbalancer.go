@@ -25,7 +25,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +35,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
@@ -109,10 +109,17 @@ type Controller struct {
 	class      *classController
 	started    bool
 
-	ready        chan struct{}
-	desiredCh    chan struct{}
-	desiredRetry atomic.Bool // a retryDesiredLater is pending
+	ready chan struct{}
+	// desiredQueue holds one item, desiredKey, whenever the firewall's
+	// desired state must be recomputed: a workqueue coalesces bursts of
+	// changes and backs off retries (a VM Proxmox did not list yet).
+	desiredQueue workqueue.TypedRateLimitingInterface[string]
 	poolStatCh   chan struct{}
+	// admitted publishes what each Node's VM admits (set by Start).
+	admitted *admittedWriter
+	// lastDesired is the desired state last handed to the reconciler: an
+	// unchanged one is not handed again (each hand-over costs a pass).
+	lastDesired *firewall.Desired
 
 	mu       sync.Mutex // guards everything below
 	alloc    *allocator.Allocator
@@ -122,6 +129,10 @@ type Controller struct {
 	noNode      map[string]string
 	fwFailing   map[string]string
 	outsideSeen map[string]string
+	// nodeVMs maps Node names to their VMs as of the last desired state:
+	// a reconcile pass's admission is published only on the Node whose VM
+	// it is now (a pass may have started before the Node's VM changed).
+	nodeVMs map[string]vmLocation
 }
 
 var _ cloudprovider.LoadBalancer = (*Controller)(nil)
@@ -138,11 +149,13 @@ func New(opts Options) (*Controller, error) {
 		opts.Registerer = legacyregistry.Registerer()
 	}
 	c := &Controller{
-		opts:        opts,
-		metrics:     newMetrics(opts.Registerer),
-		locator:     newVMLocator(opts.Clients, vmRefreshPeriod),
-		ready:       make(chan struct{}),
-		desiredCh:   make(chan struct{}, 1),
+		opts:    opts,
+		metrics: newMetrics(opts.Registerer),
+		locator: newVMLocator(opts.Clients, vmRefreshPeriod),
+		ready:   make(chan struct{}),
+		desiredQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, vmRefreshPeriod),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "pvelb-desired"}),
 		poolStatCh:  make(chan struct{}, 1),
 		alloc:       allocator.New(),
 		pools:       map[string]*poolState{},
@@ -150,6 +163,7 @@ func New(opts Options) (*Controller, error) {
 		noNode:      map[string]string{},
 		fwFailing:   map[string]string{},
 		outsideSeen: map[string]string{},
+		nodeVMs:     map[string]vmLocation{},
 	}
 	if opts.Firewall.Enabled {
 		fw, err := firewall.New(opts.Clients, firewall.Options{
@@ -438,11 +452,10 @@ func (c *Controller) event(svc *v1.Service, kind, reason, format string, args ..
 	}
 }
 
+// kickDesired recomputes the firewall's desired state shortly: changes
+// within desiredDebounce are coalesced into one recomputation.
 func (c *Controller) kickDesired() {
-	select {
-	case c.desiredCh <- struct{}{}:
-	default:
-	}
+	c.desiredQueue.AddAfter(desiredKey, desiredDebounce)
 }
 
 func (c *Controller) kickPoolStatus() {

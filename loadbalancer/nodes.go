@@ -3,76 +3,58 @@ package loadbalancer
 import (
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 )
 
-// toBeDeletedTaint is the cluster autoscaler's taint on a Node it is about to
-// remove; the service controller leaves such Nodes out, and so does pvelb.
-const toBeDeletedTaint = "ToBeDeletedByClusterAutoscaler"
-
-// excludedFromLB reports whether a Node carries
-// node.kubernetes.io/exclude-from-external-load-balancers with a value other
-// than "false", exactly as the service controller reads it (an unparsable
-// value excludes).
-func excludedFromLB(n *v1.Node) bool {
-	v, ok := n.Labels[v1.LabelNodeExcludeBalancers]
-	if !ok {
-		return false
-	}
-	b, err := strconv.ParseBool(v)
-	return err != nil || b
-}
-
-func toBeDeleted(n *v1.Node) bool {
-	for _, t := range n.Spec.Taints {
-		if t.Key == toBeDeletedTaint {
-			return true
-		}
-	}
-	return false
-}
-
-// NodeSelection is the outcome of picking the Nodes that may announce a
-// Service's addresses.
+// NodeSelection is the outcome of picking the Nodes whose VMs admit a pool's
+// addresses: the Nodes that may announce them once admitted.
 type NodeSelection struct {
 	// Eligible Nodes, sorted by name.
 	Eligible []*v1.Node
-	// Excluded are the Nodes labelled exclude-from-external-load-balancers,
-	// NotSelected those the pool's announce.nodeSelector leaves out, Deleting
-	// those being deleted or drained by the cluster autoscaler (names, sorted).
-	Excluded, NotSelected, Deleting []string
+	// The others by the first rule they fail (names, sorted): NotSelected by
+	// the pool's announce.nodeSelector, Leaving (being deleted or drained by
+	// the cluster autoscaler), Excluded (labelled
+	// exclude-from-external-load-balancers), and NoVM: eligible otherwise,
+	// but pvelb has not located their VM, so no VM admits the address and the
+	// announcer will not elect them.
+	NotSelected, Leaving, Excluded, NoVM []string
 }
 
-// SelectNodes picks the Nodes that may announce addresses of a pool with the
-// given announce.nodeSelector (nil: every Node). It applies the same node
-// predicates as the cloud-provider service controller (not being deleted, not
-// labelled exclude-from-external-load-balancers, not tainted by the cluster
-// autoscaler) so that class-less Services and pvelb-class Services are treated
-// alike. Readiness is deliberately not required, as in the service controller:
-// the announcer elects among live nodes itself, and admitting a VIP on a
-// NotReady node's VM in advance avoids Proxmox writes on every readiness flap.
-func SelectNodes(nodes []*v1.Node, selector labels.Selector) NodeSelection {
+// SelectNodes picks the Nodes whose VMs admit the addresses of a pool with
+// the given announce.nodeSelector (nil: every Node), by eligibility.ForPool,
+// the rule the announcer applies too, plus, when located is not nil, that
+// pvelb located the Node's VM (located is nil when pvelb does not manage the
+// firewall, so VMs do not matter). Readiness is deliberately not required,
+// as in the service controller: the announcer elects among live nodes itself,
+// and admitting a VIP on a NotReady node's VM in advance avoids Proxmox
+// writes on every readiness flap.
+func SelectNodes(nodes []*v1.Node, selector labels.Selector, located func(*v1.Node) bool) NodeSelection {
 	var s NodeSelection
 	for _, n := range nodes {
-		switch {
-		case n.DeletionTimestamp != nil || toBeDeleted(n):
-			s.Deleting = append(s.Deleting, n.Name)
-		case excludedFromLB(n):
-			s.Excluded = append(s.Excluded, n.Name)
-		case selector != nil && !selector.Matches(labels.Set(n.Labels)):
+		switch eligibility.ForPool(n, selector) {
+		case eligibility.NotSelected:
 			s.NotSelected = append(s.NotSelected, n.Name)
+		case eligibility.Leaving:
+			s.Leaving = append(s.Leaving, n.Name)
+		case eligibility.Excluded:
+			s.Excluded = append(s.Excluded, n.Name)
 		default:
+			if located != nil && !located(n) {
+				s.NoVM = append(s.NoVM, n.Name)
+				continue
+			}
 			s.Eligible = append(s.Eligible, n)
 		}
 	}
 	slices.SortFunc(s.Eligible, func(a, b *v1.Node) int { return strings.Compare(a.Name, b.Name) })
-	slices.Sort(s.Excluded)
-	slices.Sort(s.NotSelected)
-	slices.Sort(s.Deleting)
+	for _, names := range [][]string{s.NotSelected, s.Leaving, s.Excluded, s.NoVM} {
+		slices.Sort(names)
+	}
 	return s
 }
 
@@ -93,8 +75,13 @@ func (s NodeSelection) NoEligibleNodeMessage(pool string) string {
 		parts = append(parts, fmt.Sprintf("%d node(s) do not match IPPool %s's spec.announce.nodeSelector (%s)",
 			len(s.NotSelected), pool, listNames(s.NotSelected)))
 	}
-	if len(s.Deleting) > 0 {
-		parts = append(parts, fmt.Sprintf("%d node(s) are being deleted (%s)", len(s.Deleting), listNames(s.Deleting)))
+	if len(s.Leaving) > 0 {
+		parts = append(parts, fmt.Sprintf("%d node(s) are being deleted or drained by the cluster autoscaler (%s)", len(s.Leaving), listNames(s.Leaving)))
+	}
+	if len(s.NoVM) > 0 {
+		parts = append(parts, fmt.Sprintf("%d node(s) have no Proxmox VM pvelb could locate, so no VM admits the address in its IP filter "+
+			"and the announcer does not elect them (%s): a Node needs spec.providerID proxmox://<region>/<vmid> naming a QEMU VM "+
+			"of a Proxmox cluster in the cloud config, set by pvelb-ccm when it initialises the Node", len(s.NoVM), listNames(s.NoVM)))
 	}
 	if len(parts) == 0 {
 		parts = append(parts, "the cluster has no nodes")

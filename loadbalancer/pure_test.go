@@ -13,6 +13,7 @@ import (
 
 	"github.com/pvelb/pvelb/loadbalancer/allocator"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 	"github.com/pvelb/pvelb/provider/pve"
 )
 
@@ -41,24 +42,33 @@ func TestSelectNodes(t *testing.T) {
 		node("cp", exclude),
 		node("false-label", map[string]string{v1.LabelNodeExcludeBalancers: "false"}),
 		node("garbage-label", map[string]string{v1.LabelNodeExcludeBalancers: "maybe"}),
-		node("draining", nil, func(n *v1.Node) { n.Spec.Taints = []v1.Taint{{Key: toBeDeletedTaint}} }),
+		node("draining", nil, func(n *v1.Node) { n.Spec.Taints = []v1.Taint{{Key: eligibility.ToBeDeletedTaint}} }),
 		node("deleting", nil, func(n *v1.Node) { n.DeletionTimestamp = &now }),
+		node("lb-draining", map[string]string{"role": "lb"}, func(n *v1.Node) { n.Spec.Taints = []v1.Taint{{Key: eligibility.ToBeDeletedTaint}} }),
 	}
+	locatedW1 := func(n *v1.Node) bool { return n.Name == "w1" }
 	for _, tc := range []struct {
-		name                                    string
-		sel                                     labels.Selector
-		eligible, excluded, notSelected, delete []string
+		name                                   string
+		sel                                    labels.Selector
+		located                                func(*v1.Node) bool
+		eligible, excluded, notSelected, leave []string
+		noVM                                   []string
 	}{
-		{"no selector", nil, []string{"false-label", "w1", "w2"}, []string{"cp", "garbage-label"}, nil, []string{"deleting", "draining"}},
-		{"role=lb", labels.SelectorFromSet(labels.Set{"role": "lb"}), []string{"w1", "w2"}, []string{"cp", "garbage-label"}, []string{"false-label"}, []string{"deleting", "draining"}},
+		{"no selector", nil, nil, []string{"false-label", "w1", "w2"}, []string{"cp", "garbage-label"}, nil, []string{"deleting", "draining", "lb-draining"}, nil},
+		// The selector comes first: a node the pool never selects is not
+		// reported as excluded or leaving, which would suggest a useless fix.
+		{"role=lb", labels.SelectorFromSet(labels.Set{"role": "lb"}), nil, []string{"w1", "w2"}, nil,
+			[]string{"cp", "deleting", "draining", "false-label", "garbage-label"}, []string{"lb-draining"}, nil},
+		{"only w1's VM located", labels.SelectorFromSet(labels.Set{"role": "lb"}), locatedW1, []string{"w1"}, nil,
+			[]string{"cp", "deleting", "draining", "false-label", "garbage-label"}, []string{"lb-draining"}, []string{"w2"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := SelectNodes(nodes, tc.sel)
+			s := SelectNodes(nodes, tc.sel, tc.located)
 			if got := names(s.Eligible); !slices.Equal(got, tc.eligible) {
 				t.Errorf("eligible %v, want %v", got, tc.eligible)
 			}
-			if !slices.Equal(s.Excluded, tc.excluded) || !slices.Equal(s.NotSelected, tc.notSelected) || !slices.Equal(s.Deleting, tc.delete) {
-				t.Errorf("excluded %v notSelected %v deleting %v", s.Excluded, s.NotSelected, s.Deleting)
+			if !slices.Equal(s.Excluded, tc.excluded) || !slices.Equal(s.NotSelected, tc.notSelected) || !slices.Equal(s.Leaving, tc.leave) || !slices.Equal(s.NoVM, tc.noVM) {
+				t.Errorf("excluded %v notSelected %v leaving %v noVM %v", s.Excluded, s.NotSelected, s.Leaving, s.NoVM)
 			}
 			if msg := s.NoEligibleNodeMessage("p"); msg != "" {
 				t.Errorf("message %q with eligible nodes", msg)
@@ -80,15 +90,26 @@ func TestNoEligibleNodeMessage(t *testing.T) {
 		{"selector matches nothing", []*v1.Node{node("w1", nil)}, labels.SelectorFromSet(labels.Set{"a": "b"}),
 			[]string{"do not match IPPool pool-a's spec.announce.nodeSelector (w1)"}},
 		{"no nodes", nil, nil, []string{"the cluster has no nodes"}},
+		{"draining", []*v1.Node{node("w1", nil, func(n *v1.Node) { n.Spec.Taints = []v1.Taint{{Key: eligibility.ToBeDeletedTaint}} })}, nil,
+			[]string{"being deleted or drained by the cluster autoscaler (w1)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			msg := SelectNodes(tc.nodes, tc.sel).NoEligibleNodeMessage("pool-a")
+			msg := SelectNodes(tc.nodes, tc.sel, nil).NoEligibleNodeMessage("pool-a")
 			for _, w := range tc.want {
 				if !strings.Contains(msg, w) {
 					t.Errorf("message %q lacks %q", msg, w)
 				}
 			}
 		})
+	}
+}
+
+func TestNoEligibleNodeMessageNoVM(t *testing.T) {
+	msg := SelectNodes([]*v1.Node{node("w1", nil)}, nil, func(*v1.Node) bool { return false }).NoEligibleNodeMessage("pool-a")
+	for _, w := range []string{"no Proxmox VM pvelb could locate", "(w1)", "spec.providerID proxmox://<region>/<vmid>"} {
+		if !strings.Contains(msg, w) {
+			t.Errorf("message %q lacks %q", msg, w)
+		}
 	}
 }
 

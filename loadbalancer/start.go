@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/pvelb/pvelb/loadbalancer/allocator"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 	"github.com/pvelb/pvelb/loadbalancer/firewall"
 )
 
@@ -86,12 +88,25 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 	poolInf := dynFactory.ForResource(IPPoolResource)
 
 	c.class = newClassController(c, svcInf)
-	onNode := func(any) { c.kickDesired() }
+	c.admitted = newAdmittedWriter(kube, c.nodes)
 	if _, err := nodeInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: onNode, DeleteFunc: onNode,
+		AddFunc: func(any) { c.kickDesired() },
+		DeleteFunc: func(o any) {
+			if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			if n, ok := o.(*v1.Node); ok {
+				c.admitted.nodeChanged(n.Name, true)
+			}
+			c.kickDesired()
+		},
 		UpdateFunc: func(o, n any) {
-			if nodeChangeMatters(o.(*v1.Node), n.(*v1.Node)) {
+			on, nn := o.(*v1.Node), n.(*v1.Node)
+			if nodeChangeMatters(on, nn) {
 				c.kickDesired()
+			}
+			if on.Annotations[eligibility.AnnotationAdmitted] != nn.Annotations[eligibility.AnnotationAdmitted] {
+				c.admitted.nodeChanged(nn.Name, false) // put back if someone else changed it
 			}
 		},
 	}); err != nil {
@@ -138,6 +153,7 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 	klog.InfoS("LoadBalancer state restored", "services", len(c.assigned), "pools", len(c.pools))
 
 	go c.desiredLoop(ctx)
+	go c.admitted.run(ctx)
 	go c.poolStatusLoop(ctx)
 	if c.fw != nil {
 		go c.fw.Run(ctx)
@@ -152,8 +168,7 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 func nodeChangeMatters(o, n *v1.Node) bool {
 	return o.Spec.ProviderID != n.Spec.ProviderID ||
 		!labels.Equals(o.Labels, n.Labels) ||
-		toBeDeleted(o) != toBeDeleted(n) ||
-		(o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) ||
+		eligibility.IsLeaving(o) != eligibility.IsLeaving(n) ||
 		!slices.Equal(nodeAddrs(o), nodeAddrs(n))
 }
 
@@ -243,52 +258,69 @@ func (c *Controller) poolsChanged(store cache.Store) {
 	c.kickPoolStatus()
 }
 
+// desiredKey is the only item of desiredQueue: every change recomputes the
+// whole desired state.
+const desiredKey = "desired"
+
 // desiredLoop recomputes the firewall's desired state (and the no-eligible-
-// node warnings) after changes, debounced.
+// node warnings) after changes, debounced by kickDesired, and again with
+// backoff while some Node's VM could not be located for a reason that may
+// pass (Proxmox unreachable, a new VM not listed yet): nothing else would
+// bring such a VM into the desired state, since Node informers do not resync.
 func (c *Controller) desiredLoop(ctx context.Context) {
+	go func() { <-ctx.Done(); c.desiredQueue.ShutDown() }()
 	for {
-		select {
-		case <-ctx.Done():
+		key, quit := c.desiredQueue.Get()
+		if quit {
 			return
-		case <-c.desiredCh:
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(desiredDebounce):
+		if c.syncDesired(ctx) && ctx.Err() == nil {
+			c.desiredQueue.AddRateLimited(key)
+		} else {
+			c.desiredQueue.Forget(key)
 		}
-		c.syncDesired(ctx)
+		c.desiredQueue.Done(key)
 	}
 }
 
-func (c *Controller) syncDesired(ctx context.Context) {
+// syncDesired recomputes the desired state and hands it to the reconciler.
+// It reports whether to try again: some Node's VM was not found for a reason
+// that may pass by itself.
+func (c *Controller) syncDesired(ctx context.Context) (retry bool) {
 	nodes, err := c.nodes.List(labels.Everything())
 	if err != nil {
 		klog.ErrorS(err, "Listing nodes")
-		return
+		return true
 	}
+	// A stable order makes equal desired states compare equal.
+	slices.SortFunc(nodes, func(a, b *v1.Node) int { return strings.Compare(a.Name, b.Name) })
 	vms := map[string]vmLocation{}
-	unreachable := false
-	for _, n := range nodes {
-		if n.Spec.ProviderID == "" {
-			continue
+	var noVM []string // Nodes known to have no VM pvelb can manage
+	if c.fw != nil {
+		for _, n := range nodes {
+			if n.Spec.ProviderID == "" {
+				noVM = append(noVM, n.Name) // set when the Node is initialised: an update event follows
+				continue
+			}
+			loc, err := c.locator.Locate(ctx, n.Spec.ProviderID)
+			switch {
+			case err == nil:
+				vms[n.Name] = loc
+				continue
+			case errors.Is(err, errListFailed):
+				// Unknown, not absent: keep what the Node says.
+				retry = true
+			case errors.Is(err, errNotListed):
+				noVM = append(noVM, n.Name)
+				retry = true
+			default: // a foreign providerID or region: only a Node change helps
+				noVM = append(noVM, n.Name)
+			}
+			klog.V(2).InfoS("Node's VM not found; its firewall is left alone and it is not eligible to announce", "node", n.Name, "err", err)
 		}
-		loc, err := c.locator.Locate(ctx, n.Spec.ProviderID)
-		if err != nil {
-			unreachable = unreachable || errors.Is(err, errListFailed)
-			klog.V(2).InfoS("Node's VM not found; its firewall is left alone", "node", n.Name, "err", err)
-			continue
-		}
-		vms[n.Name] = loc
-	}
-	if unreachable {
-		// Nothing else recomputes the desired state once Proxmox answers
-		// again (no informer resync), so such a VM would stay out of it
-		// until some Service or Node changed.
-		c.retryDesiredLater(ctx)
 	}
 	c.mu.Lock()
-	in := desiredInput{Nodes: nodes, VMs: vms, Pools: map[string]poolView{}}
+	in := desiredInput{Nodes: nodes, VMs: vms, FirewallOff: c.fw == nil, Pools: map[string]poolView{}}
 	for name, p := range c.pools {
 		in.Pools[name] = p.view
 	}
@@ -316,6 +348,7 @@ func (c *Controller) syncDesired(ctx context.Context) {
 		c.noNode[k] = problems[k]
 	}
 	c.metrics.noEligibleNode.Set(float64(len(problems)))
+	c.nodeVMs = vms
 	c.mu.Unlock()
 
 	for _, k := range newProblems {
@@ -323,32 +356,31 @@ func (c *Controller) syncDesired(ctx context.Context) {
 			c.event(svc, v1.EventTypeWarning, EventNoEligibleNode, "%s", problems[k])
 		}
 	}
+	if c.admitted != nil {
+		if c.fw == nil {
+			// No filter pvelb knows of: every Node may announce.
+			all := eligibility.AdmitAll().String()
+			for _, n := range nodes {
+				c.admitted.set(n.Name, &all)
+			}
+		}
+		for _, name := range noVM {
+			c.admitted.set(name, nil) // no VM admits anything for it
+		}
+	}
 	if c.fw == nil {
-		return
+		return retry
+	}
+	if c.lastDesired != nil && reflect.DeepEqual(*c.lastDesired, desired) {
+		return retry // the reconciler has it; its resync repairs drift
 	}
 	if err := c.fw.SetDesired(desired); err != nil {
 		klog.ErrorS(err, "Firewall desired state refused")
-		return
+		return retry
 	}
+	c.lastDesired = &desired
 	c.metrics.firewallDesiredAt.SetToCurrentTime()
-}
-
-// retryDesiredLater kicks the desired-state loop after vmRefreshPeriod; at
-// most one such retry is pending.
-func (c *Controller) retryDesiredLater(ctx context.Context) {
-	if !c.desiredRetry.CompareAndSwap(false, true) {
-		return
-	}
-	go func() {
-		defer c.desiredRetry.Store(false)
-		t := time.NewTimer(vmRefreshPeriod)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-			c.kickDesired()
-		}
-	}()
+	return retry
 }
 
 // onFirewallResult turns a reconcile pass into Events: a Warning naming the
@@ -379,7 +411,21 @@ func (c *Controller) onFirewallResult(res firewall.Result) {
 	}
 	c.fwFailing = failing
 	c.metrics.firewallFailing.Set(float64(len(failing)))
+	admitted := map[string]*string{}
+	for _, s := range res.Scopes {
+		if s.VM == nil || s.VM.Retired || s.Admission == nil {
+			continue // unknown: the Node keeps what it says
+		}
+		if loc, ok := c.nodeVMs[s.VM.Node]; ok && loc.Region == s.Region && loc.Ref.VMID == s.VM.Ref.VMID {
+			admitted[s.VM.Node] = admittedValue(s.Admission)
+		}
+	}
 	c.mu.Unlock()
+	if c.admitted != nil {
+		for node, v := range admitted {
+			c.admitted.set(node, v)
+		}
+	}
 	for _, k := range warn {
 		if svc := c.serviceByKey(k); svc != nil {
 			c.event(svc, v1.EventTypeWarning, EventFirewallFailed,

@@ -18,11 +18,14 @@ type vmLocation struct {
 	Name   string
 }
 
-// vmLocator maps providerIDs to VMs through each region's VM list. The list is
-// re-read at most once per refresh period, and only when a providerID is not
-// found or its entry is older than the period. What was learnt stays known
-// when Proxmox cannot be reached: dropping a VM from the firewall's desired
-// state would make the reconciler strip the VIPs from it once Proxmox is back.
+// vmLocator maps providerIDs to VMs through each region's VM list. A known
+// VM's place is re-read at most once per refresh period (it changes only on
+// migration). A providerID missing from the list is a VM created since it was
+// read, typically a Node joining: it triggers a fresh list, at most once per
+// missingRelistAfter, rather than waiting out the refresh period, during which
+// the new node's VM would admit no VIP. What was learnt stays known when
+// Proxmox cannot be reached: dropping a VM from the firewall's desired state
+// would make the reconciler strip the VIPs from it once Proxmox is back.
 type vmLocator struct {
 	clients map[string]pve.Client
 	refresh time.Duration
@@ -45,9 +48,18 @@ type listFailure struct {
 // listRetryAfter is how long a failed VM list is answered from memory.
 const listRetryAfter = 5 * time.Second
 
-// errListFailed marks a Locate error caused by Proxmox not answering the VM
-// list (as opposed to a VM known to be absent): worth trying again soon.
-var errListFailed = errors.New("the VM list could not be read")
+// missingRelistAfter is the youngest list a providerID missing from it makes
+// pvelb read again: one list per few seconds however many Nodes join.
+const missingRelistAfter = 2 * time.Second
+
+var (
+	// errListFailed marks a Locate error caused by Proxmox not answering the
+	// VM list (as opposed to a VM known to be absent): worth trying again soon.
+	errListFailed = errors.New("the VM list could not be read")
+	// errNotListed marks a providerID that a good VM list does not hold:
+	// worth trying again too, since Proxmox may list a new VM a little late.
+	errNotListed = errors.New("not in a fresh VM list")
+)
 
 func newVMLocator(clients map[string]pve.Client, refresh time.Duration) *vmLocator {
 	return &vmLocator{
@@ -70,12 +82,12 @@ func (l *vmLocator) Locate(ctx context.Context, providerID string) (vmLocation, 
 	}
 	l.mu.Lock()
 	loc, ok := l.known[providerID]
-	stale := l.now().Sub(l.listed[region]) >= l.refresh
 	l.mu.Unlock()
-	if ok && !stale {
-		return loc, nil
+	maxAge := l.refresh
+	if !ok {
+		maxAge = min(missingRelistAfter, l.refresh)
 	}
-	if err := l.list(ctx, region, c); err != nil {
+	if err := l.list(ctx, region, c, maxAge); err != nil {
 		if ok {
 			return loc, nil // keep the last known place
 		}
@@ -86,12 +98,13 @@ func (l *vmLocator) Locate(ctx context.Context, providerID string) (vmLocation, 
 	if loc, ok := l.known[providerID]; ok {
 		return loc, nil
 	}
-	return vmLocation{}, fmt.Errorf("providerID %q: Proxmox cluster %q has no QEMU VM %d", providerID, region, vmid)
+	return vmLocation{}, fmt.Errorf("providerID %q: Proxmox cluster %q has no QEMU VM %d (%w)", providerID, region, vmid, errNotListed)
 }
 
-func (l *vmLocator) list(ctx context.Context, region string, c pve.Client) error {
+// list reads region's VM list unless the last one is younger than maxAge.
+func (l *vmLocator) list(ctx context.Context, region string, c pve.Client, maxAge time.Duration) error {
 	l.mu.Lock()
-	fresh := l.now().Sub(l.listed[region]) < l.refresh
+	fresh := l.now().Sub(l.listed[region]) < maxAge
 	f, failedRecently := l.failed[region]
 	failedRecently = failedRecently && l.now().Sub(f.at) < listRetryAfter
 	l.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/pvelb/pvelb/provider/config"
 	"github.com/pvelb/pvelb/provider/pve"
 )
 
@@ -79,36 +80,128 @@ func TestVMLocatorUnreachableClusterIsAskedOncePerPass(t *testing.T) {
 	}
 }
 
-// When a Node's VM could not be located because Proxmox did not answer, the
-// desired state is recomputed later by itself: nothing else would bring that
-// VM into the firewall's desired state once Proxmox is back.
-func TestSyncDesiredRetriesWhenProxmoxDidNotAnswer(t *testing.T) {
-	cl := &listingClient{err: errUnreachable}
-	c, err := New(Options{Clients: map[string]pve.Client{"east": cl}, Registerer: prometheus.NewRegistry()})
+// A providerID missing from a VM list read moments ago is a VM created
+// since: it is looked up in a fresh list at once (at most one list per
+// missingRelistAfter), not after the 30s refresh period.
+func TestVMLocatorRelistsForAMissingVM(t *testing.T) {
+	cl := &listingClient{vms: []pve.VMResource{{Type: "qemu", VMID: 100, Node: "pve1"}}}
+	l := newVMLocator(map[string]pve.Client{"east": cl}, vmRefreshPeriod)
+	now := time.Now()
+	l.now = func() time.Time { return now }
+	if _, err := l.Locate(context.Background(), "proxmox://east/100"); err != nil {
+		t.Fatal(err)
+	}
+	cl.set(nil, []pve.VMResource{{Type: "qemu", VMID: 100, Node: "pve1"}, {Type: "qemu", VMID: 104, Node: "pve2"}})
+
+	// Within missingRelistAfter of the last list: answered from it.
+	_, err := l.Locate(context.Background(), "proxmox://east/104")
+	if !errors.Is(err, errNotListed) {
+		t.Fatalf("right after a list: want not listed, got %v", err)
+	}
+	if n := cl.count(); n != 1 {
+		t.Fatalf("ClusterVMs called %d times, want 1 (one list per %v)", n, missingRelistAfter)
+	}
+	// After it: one fresh list finds the new VM; known VMs cost nothing.
+	now = now.Add(missingRelistAfter)
+	loc, err := l.Locate(context.Background(), "proxmox://east/104")
+	if err != nil || loc.Ref.Node != "pve2" {
+		t.Fatalf("new VM: %+v, %v", loc, err)
+	}
+	if _, err := l.Locate(context.Background(), "proxmox://east/100"); err != nil {
+		t.Fatal(err)
+	}
+	if n := cl.count(); n != 2 {
+		t.Fatalf("ClusterVMs called %d times, want 2", n)
+	}
+	// A providerID that is not pvelb's to find is not worth a retry.
+	for _, id := range []string{"aws:///us-east-1a/i-0123", "proxmox://west/100"} {
+		if _, err := l.Locate(context.Background(), id); err == nil || errors.Is(err, errNotListed) || errors.Is(err, errListFailed) {
+			t.Errorf("%s: want a permanent error, got %v", id, err)
+		}
+	}
+}
+
+func firewallController(t *testing.T, cl pve.Client, nodes ...*v1.Node) *Controller {
+	t.Helper()
+	c, err := New(Options{
+		Clients:    map[string]pve.Client{"east": cl},
+		Firewall:   config.Firewall{Enabled: true},
+		Registerer: prometheus.NewRegistry(),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
-	_ = idx.Add(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "w1"}, Spec: v1.NodeSpec{ProviderID: "proxmox://east/100"}})
+	for _, n := range nodes {
+		_ = idx.Add(n)
+	}
 	c.nodes = corelisters.NewNodeLister(idx)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	return c
+}
 
-	c.syncDesired(ctx)
-	if !c.desiredRetry.Load() {
-		t.Fatal("Proxmox did not answer, but no later recomputation of the desired state is scheduled")
+// When a Node's VM could not be located for a reason that may pass (Proxmox
+// did not answer, or did not list the VM yet), the desired state is
+// recomputed later by itself: nothing else would bring that VM into the
+// firewall's desired state.
+func TestSyncDesiredRetriesWhileAVMMayAppear(t *testing.T) {
+	cl := &listingClient{err: errUnreachable}
+	w1 := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "w1"}, Spec: v1.NodeSpec{ProviderID: "proxmox://east/100"}}
+	c := firewallController(t, cl, w1)
+	if !c.syncDesired(context.Background()) {
+		t.Fatal("Proxmox did not answer, but no retry")
 	}
 
-	cancel()
-	for deadline := time.Now().Add(5 * time.Second); c.desiredRetry.Load(); time.Sleep(10 * time.Millisecond) {
+	cl.set(nil, []pve.VMResource{{Type: "qemu", VMID: 101, Node: "pve1"}})
+	c.locator.failed = map[string]listFailure{}
+	if !c.syncDesired(context.Background()) {
+		t.Fatal("the Node's VM is not listed yet, but no retry")
+	}
+
+	cl.set(nil, []pve.VMResource{{Type: "qemu", VMID: 100, Node: "pve1"}})
+	c.locator.listed = map[string]time.Time{}
+	if c.syncDesired(context.Background()) {
+		t.Fatal("a retry was asked although every VM was found")
+	}
+	if loc := c.nodeVMs["w1"]; loc.Ref.VMID != 100 {
+		t.Fatalf("w1's VM not in the desired state: %+v", c.nodeVMs)
+	}
+
+	// Nodes pvelb cannot find a VM for, now or later, are no reason to retry.
+	c = firewallController(t, cl,
+		&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "new"}},
+		&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "foreign"}, Spec: v1.NodeSpec{ProviderID: "aws:///us-east-1a/i-0123"}})
+	if c.syncDesired(context.Background()) {
+		t.Fatal("a retry was asked for Nodes without a providerID pvelb could ever find")
+	}
+}
+
+// The desired-state loop finds a VM Proxmox lists late without any other
+// change: the retry is the loop's own, through its workqueue.
+func TestDesiredLoopFindsALateVM(t *testing.T) {
+	cl := &listingClient{}
+	w1 := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "w1"}, Spec: v1.NodeSpec{ProviderID: "proxmox://east/100"}}
+	c := firewallController(t, cl, w1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go c.desiredLoop(ctx)
+	c.kickDesired()
+	for deadline := time.Now().Add(5 * time.Second); cl.count() == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the pending retry did not end with its context")
+			t.Fatal("the desired state was never computed")
 		}
 	}
 	cl.set(nil, []pve.VMResource{{Type: "qemu", VMID: 100, Node: "pve1"}})
-	c.locator.failed = map[string]listFailure{}
-	c.syncDesired(context.Background())
-	if c.desiredRetry.Load() {
-		t.Fatal("a retry was scheduled although every VM was found")
+	deadline := time.Now().Add(missingRelistAfter + 5*time.Second)
+	for {
+		c.mu.Lock()
+		_, found := c.nodeVMs["w1"]
+		c.mu.Unlock()
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("w1's VM, listed late, not found without another change (%d lists)", cl.count())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
