@@ -50,6 +50,9 @@ func TestLabConnectivity(t *testing.T) {
 	if macs, err := lab.Client.Solicit(ctx, n.IPv6.Addr(), 2, 100*time.Millisecond); err != nil || len(macs) != 1 || macs[0].String() != n.MAC.String() {
 		t.Errorf("Solicit %s = %v, %v; want [%s]", n.IPv6.Addr(), macs, err, n.MAC)
 	}
+	if macs, err := lab.Client.Probe(ctx, n.IPv6.Addr(), n.MAC, 2, 100*time.Millisecond); err != nil || len(macs) != 1 || macs[0].String() != n.MAC.String() {
+		t.Errorf("Probe %s at %s = %v, %v; want [%s]", n.IPv6.Addr(), n.MAC, macs, err, n.MAC)
+	}
 	// Nothing of the lab is visible in the host's namespace.
 	if _, err := net.InterfaceByName(lab.Nodes[0].port); err == nil {
 		t.Errorf("bridge port %s exists in the host namespace", lab.Nodes[0].port)
