@@ -1,25 +1,38 @@
 // Package ndp is the IPv6 twin of package arp: it answers neighbor
 // solicitations for the IPv6 VIPs this node won, on one interface, with that
 // interface's MAC, joins each VIP's solicited-node multicast group (without
-// it the kernel drops the multicast solicitations before any socket sees
-// them, and bridges with multicast snooping do not even forward them), and
-// sends unsolicited neighbor advertisements on takeover.
+// it the NIC drops the multicast solicitations before any socket sees them,
+// and bridges with multicast snooping do not even forward them), and sends
+// unsolicited neighbor advertisements on takeover.
 //
 // The kernel does not answer for VIPs bound to kube-ipvs0 on eth0: IPv6
 // neighbor discovery only answers for addresses of the receiving interface.
+//
+// Solicitations are read off the link with a packet socket, not from the
+// IPv6 stack: a client re-checks a cached entry (NUD) with a solicitation
+// unicast to the VIP itself, and with kube-proxy in iptables or nftables
+// mode the VIP is bound to no interface, so the kernel's IPv6 input drops it
+// as addressed to another host before any ICMPv6 socket could see it.
+// Advertisements still go out through an ICMPv6 socket, so the kernel picks
+// the source address and resolves the client's MAC.
 package ndp
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"time"
 
 	mdndp "github.com/mdlayher/ndp"
+	"github.com/mdlayher/packet"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/bpf"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/pvelb/pvelb/announcer/l2state"
@@ -40,17 +53,25 @@ var (
 		Name: "pvelb_announcer_ndp_send_errors_total",
 		Help: "NDP packets that could not be sent or groups that could not be joined, by interface.",
 	}, []string{"interface"})
+	solicitations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pvelb_announcer_ndp_solicitations_total",
+		Help: "Neighbor solicitations received for won VIPs, by interface and destination (multicast is a first resolution, unicast a client re-checking its cached entry).",
+	}, []string{"interface", "destination"})
 )
 
 // MustRegister adds the package's metrics to reg (once per process).
 func MustRegister(reg prometheus.Registerer) {
-	reg.MustRegister(advertisements, sendErrors)
+	reg.MustRegister(advertisements, sendErrors, solicitations)
 }
 
 // Responder serves one interface.
 type Responder struct {
-	ifi  *net.Interface
+	ifi *net.Interface
+	// conn sends advertisements and holds the group memberships; it reads
+	// nothing (its ICMPv6 filter blocks every type).
 	conn *ipv6.PacketConn
+	// link reads solicitations and advertisements off the interface.
+	link *packet.Conn
 	// cm pins the interface by index and leaves the source to the kernel.
 	cm *ipv6.ControlMessage
 
@@ -62,8 +83,8 @@ type Responder struct {
 	groups map[netip.Addr]int
 }
 
-// New opens an ICMPv6 socket on the named interface. It must run in the
-// network namespace of that interface.
+// New opens an ICMPv6 socket and a packet socket on the named interface. It
+// must run in the network namespace of that interface.
 func New(ifname string) (*Responder, error) {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
@@ -76,8 +97,13 @@ func New(ifname string) (*Responder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ndp: %s: %w", ifname, err)
 	}
+	link, err := listenLink(ifi)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("ndp: packet socket on %s: %w", ifname, err)
+	}
 	r := &Responder{
-		ifi: ifi, conn: conn, groups: map[netip.Addr]int{},
+		ifi: ifi, conn: conn, link: link, groups: map[netip.Addr]int{},
 		cm: &ipv6.ControlMessage{HopLimit: mdndp.HopLimit, IfIndex: ifi.Index},
 	}
 	r.won = l2state.New(UnsolicitedSchedule, l2state.Hooks{
@@ -114,7 +140,8 @@ func (r *Responder) joined(ip netip.Addr) {
 	if r.groups[g] == 0 {
 		if err := r.conn.JoinGroup(r.ifi, &net.IPAddr{IP: g.AsSlice()}); err != nil {
 			// Unicast solicitations and our advertisements still work;
-			// multicast resolution will not. Say so loudly.
+			// multicast resolution may not (the NIC or a snooping bridge
+			// drops it). Say so loudly.
 			sendErrors.WithLabelValues(r.ifi.Name).Inc()
 			klog.ErrorS(err, "Joining solicited-node group failed", "group", g, "ip", ip, "interface", r.ifi.Name)
 		}
@@ -179,50 +206,49 @@ func (r *Responder) unsolicited(ip netip.Addr) {
 // Run answers solicitations until ctx ends or Close is called.
 func (r *Responder) Run(ctx context.Context) error {
 	buf := make([]byte, max(r.ifi.MTU, 1280))
-	err := r.won.ReadLoop(ctx, r.conn.SetReadDeadline, func() error { return r.readOne(buf) })
+	err := r.won.ReadLoop(ctx, r.link.SetReadDeadline, func() error { return r.readOne(buf) })
 	if err != nil {
 		return fmt.Errorf("ndp: reading on %s: %w", r.ifi.Name, err)
 	}
 	return nil
 }
 
-// readOne handles one received message and returns only socket errors.
+// readOne handles one received packet and returns only socket errors.
 func (r *Responder) readOne(buf []byte) error {
-	n, cm, from, err := r.conn.ReadFrom(buf)
+	n, _, err := r.link.ReadFrom(buf)
 	if err != nil {
 		return err
 	}
-	if cm != nil && cm.IfIndex != 0 && cm.IfIndex != r.ifi.Index {
-		return nil
-	}
-	msg, err := mdndp.ParseMessage(buf[:n])
+	p, err := parse(buf[:n])
 	if err != nil {
+		// Anyone on the segment can send these; they must not stop us.
+		klog.V(5).InfoS("Ignored NDP packet", "interface", r.ifi.Name, "err", err)
 		return nil
 	}
-	ipa, _ := from.(*net.IPAddr)
-	if ipa == nil {
-		return nil
-	}
-	src, _ := netip.AddrFromSlice(ipa.IP)
-	if na, ok := msg.(*mdndp.NeighborAdvertisement); ok {
+	if na, ok := p.msg.(*mdndp.NeighborAdvertisement); ok {
 		r.noteClaim(na)
 		return nil
 	}
-	ns, ok := msg.(*mdndp.NeighborSolicitation)
+	ns, ok := p.msg.(*mdndp.NeighborSolicitation)
 	if !ok || !r.Serving(ns.TargetAddress) {
 		return nil
 	}
+	dstKind := "unicast"
+	if p.dst.IsMulticast() {
+		dstKind = "multicast"
+	}
+	solicitations.WithLabelValues(r.ifi.Name, dstKind).Inc()
 	// RFC 4861 7.2.4: answer a duplicate-address probe (source "::")
 	// to all-nodes with Solicited clear; anything else to its sender.
-	dst, solicited := src, true
-	if src.IsUnspecified() {
+	dst, solicited := p.src, true
+	if p.src.IsUnspecified() {
 		dst, solicited = allNodes, false
 	}
 	if err := r.advertise(ns.TargetAddress, dst, solicited); err != nil {
-		klog.V(2).InfoS("Neighbor advertisement failed", "ip", ns.TargetAddress, "to", src, "err", err)
+		klog.V(2).InfoS("Neighbor advertisement failed", "ip", ns.TargetAddress, "to", p.src, "err", err)
 		return nil
 	}
-	klog.V(5).InfoS("Answered NDP", "ip", ns.TargetAddress, "to", src, "interface", r.ifi.Name)
+	klog.V(5).InfoS("Answered NDP", "ip", ns.TargetAddress, "to", p.src, "destination", dstKind, "interface", r.ifi.Name)
 	return nil
 }
 
@@ -240,18 +266,17 @@ func (r *Responder) ClaimedSince(ip netip.Addr, t time.Time) bool {
 	return r.won.ClaimedSince(ip, t)
 }
 
-// Close stops bursts and the read loop and closes the socket (which also
+// Close stops bursts and the read loop and closes the sockets (which also
 // leaves every joined group).
 func (r *Responder) Close() error {
 	r.won.Close()
-	return r.conn.Close()
+	return errors.Join(r.conn.Close(), r.link.Close())
 }
 
-// listen opens a raw ICMPv6 socket for neighbor solicitations on ifi. It is
-// bound to "::" rather than an address: a socket bound to one address only
-// receives packets sent to it, and the unicast solicitations a client sends
-// to re-check a cached VIP (NUD) are addressed to the VIP itself. The
-// kernel fills in the ICMPv6 checksum and picks the source address.
+// listen opens the raw ICMPv6 socket advertisements are sent from on ifi;
+// the kernel fills in the ICMPv6 checksum and picks the source address. It
+// receives nothing: its filter blocks every ICMPv6 type, so packets the link
+// socket handles do not also pile up in its queue.
 func listen(ifi *net.Interface) (*ipv6.PacketConn, error) {
 	ic, err := icmp.ListenPacket("ip6:ipv6-icmp", "::")
 	if err != nil {
@@ -260,14 +285,11 @@ func listen(ifi *net.Interface) (*ipv6.PacketConn, error) {
 	pc := ic.IPv6PacketConn()
 	var f ipv6.ICMPFilter
 	f.SetAll(true)
-	f.Accept(ipv6.ICMPTypeNeighborSolicitation)
-	f.Accept(ipv6.ICMPTypeNeighborAdvertisement)
 	for _, step := range []func() error{
 		func() error { return pc.SetHopLimit(mdndp.HopLimit) }, // RFC 4861: 255 or the peer drops it
 		func() error { return pc.SetMulticastHopLimit(mdndp.HopLimit) },
 		func() error { return pc.SetMulticastInterface(ifi) },
 		func() error { return pc.SetICMPFilter(&f) },
-		func() error { return pc.SetControlMessage(ipv6.FlagInterface, true) },
 	} {
 		if err := step(); err != nil {
 			_ = ic.Close()
@@ -275,4 +297,137 @@ func listen(ifi *net.Interface) (*ipv6.PacketConn, error) {
 		}
 	}
 	return pc, nil
+}
+
+// listenLink opens a packet socket on ifi for the IPv6 frames linkFilter
+// passes. Its payload starts at the IPv6 header.
+func listenLink(ifi *net.Interface) (*packet.Conn, error) {
+	return packet.Listen(ifi, packet.Datagram, unix.ETH_P_IPV6, &packet.Config{Filter: linkFilter})
+}
+
+// linkFilter keeps the packet socket's rate to what the responder reads:
+// frames this host receives (to its MAC, multicast or broadcast; not what
+// it sends itself, loops back, or overhears in promiscuous mode), then
+// ndpFilter.
+var linkFilter = assemble(append([]bpf.Instruction{
+	bpf.LoadExtension{Num: bpf.ExtType},
+	bpf.JumpIf{Cond: bpf.JumpGreaterThan, Val: unix.PACKET_MULTICAST, SkipFalse: 1},
+	bpf.RetConstant{Val: 0},
+}, ndpFilter...))
+
+// ndpFilter passes IPv6 packets whose ICMPv6 header follows the IPv6 header
+// directly, with hop limit 255 (RFC 4861: anything less crossed a router)
+// and of type neighbor solicitation or advertisement. Offsets are from the
+// IPv6 header (a datagram packet socket strips the link header). Extension
+// headers before ICMPv6 are not followed; neighbor discovery does not use
+// them in practice.
+var ndpFilter = []bpf.Instruction{
+	bpf.LoadAbsolute{Off: 6, Size: 1}, // next header
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.IPPROTO_ICMPV6, SkipTrue: 5},
+	bpf.LoadAbsolute{Off: 7, Size: 1}, // hop limit
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: mdndp.HopLimit, SkipTrue: 3},
+	bpf.LoadAbsolute{Off: ipv6.HeaderLen, Size: 1}, // ICMPv6 type
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(ipv6.ICMPTypeNeighborSolicitation), SkipTrue: 2},
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(ipv6.ICMPTypeNeighborAdvertisement), SkipTrue: 1},
+	bpf.RetConstant{Val: 0},
+	bpf.RetConstant{Val: 1 << 16},
+}
+
+func assemble(prog []bpf.Instruction) []bpf.RawInstruction {
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		panic(fmt.Sprintf("ndp: BPF filter: %v", err))
+	}
+	return raw
+}
+
+// received is a validated neighbor discovery packet.
+type received struct {
+	src, dst netip.Addr
+	msg      mdndp.Message // *NeighborSolicitation or *NeighborAdvertisement
+}
+
+// parse validates an IPv6 packet as RFC 4861 7.1.1 and 7.1.2 require of a
+// neighbor solicitation or advertisement: what the kernel checks before an
+// ICMPv6 socket sees a packet (the checksum) and what neighbor discovery
+// checks on top, since this socket sits below both.
+func parse(b []byte) (received, error) {
+	if len(b) < ipv6.HeaderLen || b[0]>>4 != 6 {
+		return received{}, errors.New("not an IPv6 packet")
+	}
+	if b[6] != unix.IPPROTO_ICMPV6 || b[7] != mdndp.HopLimit {
+		return received{}, fmt.Errorf("next header %d, hop limit %d: not neighbor discovery", b[6], b[7])
+	}
+	plen := int(binary.BigEndian.Uint16(b[4:6]))
+	if ipv6.HeaderLen+plen > len(b) {
+		return received{}, fmt.Errorf("truncated: payload length %d, %d bytes", plen, len(b)-ipv6.HeaderLen)
+	}
+	body := b[ipv6.HeaderLen : ipv6.HeaderLen+plen] // any link padding left out
+	src := netip.AddrFrom16([16]byte(b[8:24]))
+	dst := netip.AddrFrom16([16]byte(b[24:40]))
+	// Type, code, checksum and a 16-byte target at least.
+	if len(body) < 24 {
+		return received{}, fmt.Errorf("ICMPv6 message of %d bytes", len(body))
+	}
+	if body[1] != 0 {
+		return received{}, fmt.Errorf("ICMPv6 code %d", body[1])
+	}
+	if !checksumOK(src, dst, body) {
+		return received{}, errors.New("bad ICMPv6 checksum")
+	}
+	msg, err := mdndp.ParseMessage(body)
+	if err != nil {
+		return received{}, err
+	}
+	switch m := msg.(type) {
+	case *mdndp.NeighborSolicitation:
+		if m.TargetAddress.IsMulticast() {
+			return received{}, errors.New("solicitation for a multicast target")
+		}
+		if src.IsUnspecified() {
+			if g, _ := mdndp.SolicitedNodeMulticast(m.TargetAddress); dst != g {
+				return received{}, errors.New("duplicate-address probe not sent to the solicited-node group")
+			}
+			for _, o := range m.Options {
+				if lla, ok := o.(*mdndp.LinkLayerAddress); ok && lla.Direction == mdndp.Source {
+					return received{}, errors.New("duplicate-address probe with a source link-layer address")
+				}
+			}
+		}
+	case *mdndp.NeighborAdvertisement:
+		if m.TargetAddress.IsMulticast() {
+			return received{}, errors.New("advertisement for a multicast target")
+		}
+		if m.Solicited && dst.IsMulticast() {
+			return received{}, errors.New("solicited advertisement to a multicast group")
+		}
+	default:
+		return received{}, fmt.Errorf("ICMPv6 type %d", body[0])
+	}
+	return received{src: src, dst: dst, msg: msg}, nil
+}
+
+// checksumOK verifies the ICMPv6 checksum of msg over the IPv6 pseudo-header
+// (RFC 8200 8.1): the one's-complement sum, checksum field included, is all
+// ones.
+func checksumOK(src, dst netip.Addr, msg []byte) bool {
+	var sum uint32
+	add := func(b []byte) {
+		for len(b) >= 2 {
+			sum += uint32(binary.BigEndian.Uint16(b))
+			b = b[2:]
+		}
+		if len(b) == 1 {
+			sum += uint32(b[0]) << 8
+		}
+	}
+	s, d := src.As16(), dst.As16()
+	add(s[:])
+	add(d[:])
+	sum += uint32(len(msg)>>16) + uint32(len(msg)&0xffff) + unix.IPPROTO_ICMPV6
+	add(msg)
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return sum == 0xffff
 }

@@ -55,8 +55,8 @@ func TestOnlyTheWinnerAnswersAndTakeoverMovesClients(t *testing.T) {
 		t.Fatalf("ping %s after takeover: %v", vip, err)
 	}
 	// Unicast re-check (NUD) of the cached entry reaches the new owner too:
-	// force it by waiting the entry to STALE is slow, so probe directly.
-	macs, err = lab.Client.Solicit(ctx, vip, 2, 150*time.Millisecond)
+	// waiting for the entry to go STALE is slow, so probe directly.
+	macs, err = lab.Client.Probe(ctx, vip, n2.MAC, 2, 150*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,4 +64,71 @@ func TestOnlyTheWinnerAnswersAndTakeoverMovesClients(t *testing.T) {
 		t.Fatalf("after takeover answers from %v, want exactly node2 %s", macs, n2.MAC)
 	}
 	l2lab.WaitCount(t, advertisements.WithLabelValues("eth0", "unsolicited"), un0, len(UnsolicitedSchedule), "unsolicited advertisements")
+}
+
+// With kube-proxy in iptables or nftables mode a VIP is bound to no
+// interface of the node. A client's neighbour entry for it is then re-checked
+// (NUD) by solicitations unicast to the VIP itself at the node's MAC, which
+// the kernel's IPv6 input drops as not addressed to this host: unless the
+// responder reads them off the link, the client marks the entry FAILED and
+// loses the VIP once every reachable time.
+func TestAnswersUnicastSolicitationsForVIPsNotBoundLocally(t *testing.T) {
+	netlab.RequireTools(t, "ping")
+	lab := netlab.New(t, netlab.Options{Nodes: 1}) // no kube-ipvs0, no VIP bound
+	ctx := context.Background()
+	n1, client := lab.Nodes[0], lab.Client
+	vip := netlab.VIP6(2)
+	// kube-proxy nodes forward; a forwarding node must still not confuse
+	// its own resolution of the VIP with a client's.
+	if err := n1.Sysctl("net.ipv6.conf.all.forwarding=1"); err != nil {
+		t.Fatal(err)
+	}
+	r := l2lab.Start(t, n1, New)
+	r.SetIPs([]netip.Addr{vip})
+	errs0 := testutil.ToFloat64(sendErrors.WithLabelValues("eth0"))
+
+	// First resolution: multicast to the solicited-node group.
+	if macs, err := client.Solicit(ctx, vip, 2, 150*time.Millisecond); err != nil || len(macs) != 1 || macs[0].String() != n1.MAC.String() {
+		t.Fatalf("multicast solicitation for %s answered by %v, %v; want node1 %s", vip, macs, err, n1.MAC)
+	}
+	// The re-check, on the wire: unicast to the VIP at node1's MAC.
+	uni0 := testutil.ToFloat64(solicitations.WithLabelValues("eth0", "unicast"))
+	sol0 := testutil.ToFloat64(advertisements.WithLabelValues("eth0", "solicited"))
+	if macs, err := client.Probe(ctx, vip, n1.MAC, 2, 150*time.Millisecond); err != nil || len(macs) != 1 || macs[0].String() != n1.MAC.String() {
+		t.Fatalf("unicast solicitation for %s answered by %v, %v; want node1 %s", vip, macs, err, n1.MAC)
+	}
+	if got := testutil.ToFloat64(solicitations.WithLabelValues("eth0", "unicast")) - uni0; got != 2 {
+		t.Errorf("unicast solicitations counted: %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(advertisements.WithLabelValues("eth0", "solicited")) - sol0; got != 2 {
+		t.Errorf("solicited advertisements: %v, want 2", got)
+	}
+
+	// The client's own kernel: resolve the VIP (nobody answers the echo,
+	// nothing serves it in this lab; the neighbour entry is what counts),
+	// then force NUD. Unanswered, PROBE ends FAILED after 3 probes 1s apart.
+	_ = client.Ping(ctx, vip, time.Second)
+	if nb, err := client.Neigh(ctx, vip); err != nil || nb.MAC.String() != n1.MAC.String() {
+		t.Fatalf("client's entry for %s after resolving: %+v, %v; want node1 %s", vip, nb, err, n1.MAC)
+	}
+	if _, err := client.Run(ctx, "ip", "-6", "neigh", "change", vip.String(), "dev", client.Link, "lladdr", n1.MAC.String(), "nud", "probe"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2500 * time.Millisecond)
+	for {
+		nb, err := client.Neigh(ctx, vip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if nb.State == "REACHABLE" && nb.MAC.String() == n1.MAC.String() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("client's entry for %s after NUD: %+v, want REACHABLE at node1 %s", vip, nb, n1.MAC)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(sendErrors.WithLabelValues("eth0")) - errs0; got != 0 {
+		t.Errorf("send errors: %v", got)
+	}
 }
