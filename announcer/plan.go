@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/pvelb/pvelb/announcer/election"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 )
 
 const (
@@ -70,10 +70,19 @@ const (
 	ReasonNoPool              = "NoPool"
 	ReasonInvalidSelector     = "InvalidNodeSelector"
 	ReasonSelectorMatchesNone = "NodeSelectorMatchesNone"
+	ReasonAllLeaving          = "AllNodesLeaving"
 	ReasonAllExcluded         = "AllNodesExcluded"
+	ReasonNotAdmitted         = "NotAdmitted"
 	ReasonNoReadyEndpoint     = "NoReadyEndpoint"
 	ReasonNoneAlive           = "NoEligibleNodeAlive"
 )
+
+// UnannouncedReasons are all the Reason* codes, for a metric that reports
+// every one of them (zero included).
+var UnannouncedReasons = []string{
+	ReasonNoPool, ReasonInvalidSelector, ReasonSelectorMatchesNone, ReasonAllLeaving,
+	ReasonAllExcluded, ReasonNotAdmitted, ReasonNoReadyEndpoint, ReasonNoneAlive,
+}
 
 // Announces reports whether node announces the address: the ARP winner, or
 // any eligible node in BGP mode.
@@ -87,10 +96,21 @@ func (a Assignment) Announces(node string) bool {
 // Plan computes the assignment of every IP that pvelb allocated. In ARP
 // mode the eligible live nodes elect one announcer per IP; in BGP mode every
 // eligible node advertises it (ECMP) and liveness is the BGP session itself,
-// so membership plays no part. Services sharing an IP share one assignment:
-// a node must be eligible for each of them (for Local services that means an
-// endpoint of every one, so no shared-IP traffic lands on a node that drops it).
+// so membership plays no part. Eligible is eligibility.ForAddress, the rule
+// pvelb-ccm admits VIPs in the Proxmox firewall by: selected by the pool, not
+// leaving, not excluded, and the VIP admitted by the node's VM (its
+// pvelb.io/admitted annotation; a node without it is never eligible, or
+// Proxmox could drop its replies). Services sharing an IP share one
+// assignment: a node must be eligible for each of them (for Local services
+// that means an endpoint of every one, so no shared-IP traffic lands on a
+// node that drops it).
 func Plan(in Inputs) []Assignment {
+	// Parsed once per node, not once per node and IP.
+	admitted := make([]eligibility.Admission, len(in.Nodes))
+	for i, n := range in.Nodes {
+		admitted[i], _ = eligibility.NodeAdmission(n)
+	}
+
 	type ipState struct {
 		pool     string
 		services []*v1.Service
@@ -144,17 +164,13 @@ func Plan(in Inputs) []Assignment {
 			continue
 		}
 		var cands []election.Candidate
-		selected, included := 0, 0
-		for _, n := range in.Nodes {
-			if sel != nil && !sel.Matches(labels.Set(n.Labels)) {
-				continue
-			}
-			selected++
-			if excluded(n) {
-				continue
-			}
-			included++
-			if !hasReadyEndpoints(n.Name, st.services, in.ReadyNodes) {
+		// furthest is the rule that stopped the nodes that came closest:
+		// it names the cause when none is eligible.
+		furthest := eligibility.Verdict(0)
+		for i, n := range in.Nodes {
+			v := eligibility.ForAddress(n, sel, admitted[i], ip)
+			furthest = max(furthest, v)
+			if v != eligibility.Eligible || !hasReadyEndpoints(n.Name, st.services, in.ReadyNodes) {
 				continue
 			}
 			cands = append(cands, election.Candidate{Name: n.Name, Zone: n.Labels[ZoneLabel]})
@@ -162,10 +178,17 @@ func Plan(in Inputs) []Assignment {
 		}
 		slices.Sort(a.Candidates)
 		switch {
-		case selected == 0:
+		case furthest <= eligibility.NotSelected:
 			a.Code, a.Reason = ReasonSelectorMatchesNone, fmt.Sprintf("the node selector of IPPool %s matches no node", pool.Name)
-		case included == 0:
-			a.Code, a.Reason = ReasonAllExcluded, fmt.Sprintf("every node IPPool %s selects is labelled %s", pool.Name, v1.LabelNodeExcludeBalancers)
+		case furthest == eligibility.Leaving:
+			a.Code, a.Reason = ReasonAllLeaving, fmt.Sprintf("every node IPPool %s selects is being deleted or tainted %s", pool.Name, eligibility.ToBeDeletedTaint)
+		case furthest == eligibility.Excluded:
+			a.Code, a.Reason = ReasonAllExcluded, fmt.Sprintf("every node IPPool %s selects is leaving or labelled %s", pool.Name, v1.LabelNodeExcludeBalancers)
+		case furthest == eligibility.NotAdmitted:
+			a.Code, a.Reason = ReasonNotAdmitted, fmt.Sprintf("no node IPPool %s selects has a VM whose Proxmox IP filter admits this address yet "+
+				"(pvelb-ccm lists what it admits in the Node annotation %s once the VM's ipfilter-netX sets are written; "+
+				"it is missing while pvelb-ccm cannot locate the Node's VM from spec.providerID, and stale while admission fails: "+
+				"see FirewallAdmissionFailed and NoEligibleNode Events)", pool.Name, eligibility.AnnotationAdmitted)
 		case len(cands) == 0:
 			a.Code, a.Reason = ReasonNoReadyEndpoint, "no eligible node holds a ready endpoint of every externalTrafficPolicy Local service on this address"
 		case a.Mode == v1alpha1.AnnounceBGP:
@@ -217,17 +240,6 @@ func ReadyNodes(slices []*discoveryv1.EndpointSlice) map[string]map[string]bool 
 		}
 	}
 	return out
-}
-
-// excluded reads node.kubernetes.io/exclude-from-external-load-balancers as
-// the service controller does: present with any value but a false boolean.
-func excluded(n *v1.Node) bool {
-	v, ok := n.Labels[v1.LabelNodeExcludeBalancers]
-	if !ok {
-		return false
-	}
-	b, err := strconv.ParseBool(v)
-	return err != nil || b
 }
 
 func selectorOf(ls *metav1.LabelSelector) (labels.Selector, error) {

@@ -12,14 +12,36 @@ import (
 
 	"github.com/pvelb/pvelb/announcer/election"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 )
 
+// node is a Node whose VM admits every address (as pvelb-ccm marks it when
+// no filter applies); see admits for others.
 func node(name, zone string, labels ...string) *v1.Node {
 	l := map[string]string{ZoneLabel: zone}
 	for i := 0; i+1 < len(labels); i += 2 {
 		l[labels[i]] = labels[i+1]
 	}
-	return &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}}
+	return &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l,
+		Annotations: map[string]string{eligibility.AnnotationAdmitted: eligibility.Unfiltered}}}
+}
+
+// admits sets what the node's VM admits; "-" removes the annotation (the
+// VM was not located).
+func admits(n *v1.Node, value string) *v1.Node {
+	n = n.DeepCopy()
+	if value == "-" {
+		delete(n.Annotations, eligibility.AnnotationAdmitted)
+	} else {
+		n.Annotations[eligibility.AnnotationAdmitted] = value
+	}
+	return n
+}
+
+func leaving(n *v1.Node) *v1.Node {
+	n = n.DeepCopy()
+	n.Spec.Taints = append(n.Spec.Taints, v1.Taint{Key: eligibility.ToBeDeletedTaint, Effect: v1.TaintEffectNoSchedule})
+	return n
 }
 
 func svc(ns, name, pools string, local bool, ips ...string) *v1.Service {
@@ -353,6 +375,11 @@ func TestPlanReasonCodesARP(t *testing.T) {
 		{"no endpoint", []*v1.Node{node("a", "z")}, svc("d", "s", "main", true, "192.0.2.1"), nil, ReasonNoReadyEndpoint},
 		{"none alive", []*v1.Node{node("a", "z")}, svc("d", "s", "main", false, "192.0.2.1"), func(string) bool { return false }, ReasonNoneAlive},
 		{"no pool", []*v1.Node{node("a", "z")}, svc("d", "s", "main", false, "203.0.113.1"), nil, ReasonNoPool},
+		{"all leaving", []*v1.Node{leaving(node("a", "z")), leaving(node("b", "z"))}, svc("d", "s", "main", false, "192.0.2.1"), nil, ReasonAllLeaving},
+		{"leaving or excluded", []*v1.Node{leaving(node("a", "z")), node("b", "z", v1.LabelNodeExcludeBalancers, "")}, svc("d", "s", "main", false, "192.0.2.1"), nil, ReasonAllExcluded},
+		{"VM not located", []*v1.Node{admits(node("a", "z"), "-")}, svc("d", "s", "main", false, "192.0.2.1"), nil, ReasonNotAdmitted},
+		{"VM admits other addresses", []*v1.Node{admits(node("a", "z"), "192.0.2.2-192.0.2.9")}, svc("d", "s", "main", false, "192.0.2.1"), nil, ReasonNotAdmitted},
+		{"VM admits the address", []*v1.Node{admits(node("a", "z"), "192.0.2.0-192.0.2.9")}, svc("d", "s", "main", false, "192.0.2.1"), nil, ""},
 		{"announced", []*v1.Node{node("a", "z")}, svc("d", "s", "main", false, "192.0.2.1"), nil, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -368,5 +395,48 @@ func TestPlanReasonCodesARP(t *testing.T) {
 				t.Errorf("winner a does not announce: %+v", got[0])
 			}
 		})
+	}
+}
+
+// A node is a candidate only where its VM admits the address and it is not
+// leaving, in ARP and BGP mode alike: elsewhere Proxmox may drop its replies.
+func TestPlanOnlyWhereAdmitted(t *testing.T) {
+	pools := map[string]*v1alpha1.IPPool{
+		"arp": pool("arp", v1alpha1.AnnounceARP, nil, "192.0.2.0/24"),
+		"bgp": pool("bgp", v1alpha1.AnnounceBGP, nil, "203.0.113.0/24"),
+	}
+	nodes := []*v1.Node{
+		node("open", "pve1"),
+		admits(node("new", "pve1"), "-"),
+		admits(node("low", "pve2"), "192.0.2.0-192.0.2.15,203.0.113.0-203.0.113.15"),
+		leaving(node("draining", "pve2")),
+		func() *v1.Node {
+			n := node("deleting", "pve3")
+			now := metav1.Now()
+			n.DeletionTimestamp = &now
+			return n
+		}(),
+	}
+	all := func(string) bool { return true }
+	got := Plan(Inputs{Pools: pools, Nodes: nodes, Alive: all, Services: []*v1.Service{
+		svc("d", "a", "arp", false, "192.0.2.5", "192.0.2.100"),
+		svc("d", "b", "bgp", false, "203.0.113.5", "203.0.113.100"),
+	}})
+	want := map[string][]string{
+		"192.0.2.5":     {"low", "open"},
+		"192.0.2.100":   {"open"},
+		"203.0.113.5":   {"low", "open"},
+		"203.0.113.100": {"open"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d assignments, want %d: %+v", len(got), len(want), got)
+	}
+	for _, a := range got {
+		if w := want[a.IP.String()]; !slices.Equal(a.Candidates, w) || a.Code != "" {
+			t.Errorf("%s: candidates %v (code %q), want %v", a.IP, a.Candidates, a.Code, w)
+		}
+		if a.Mode == v1alpha1.AnnounceARP && !slices.Contains(want[a.IP.String()], a.Winner) {
+			t.Errorf("%s: winner %q is not admitted", a.IP, a.Winner)
+		}
 	}
 }
