@@ -1,15 +1,24 @@
 // Package membership lets announcers see each other directly over the node
 // network, without the API server: every announcer sends a small UDP
 // heartbeat to every other node's InternalIP every Interval, authenticated
-// with HMAC-SHA256 under a shared secret, and considers a peer dead when no
-// valid heartbeat came for DeadAfter. A stopping announcer sends Leaving so
-// its successors take over at once instead of waiting for the timeout.
+// with HMAC-SHA256 under a shared secret, and considers a peer unheard when
+// no valid heartbeat came for DeadAfter. A stopping announcer sends Leaving
+// so its successors take over at once instead of waiting for the timeout.
+//
+// Each heartbeat also carries its sender's view (whom it hears, for whom it
+// vouches), and a node may answer for VIPs only while it holds a quorum of
+// the cluster (quorum.go). A node that starts, wakes from a stall or is cut
+// off claims nothing until it has shown, through its peers' reports, that it
+// may: the one-answerer rule holds through restarts, one-way and two-way
+// partitions, pauses and clock jumps, not only in the steady state.
 //
 // Everyone who holds the secret can speak for any node name: the secret
 // keeps other hosts out, it does not separate members from each other.
 package membership
 
 import (
+	"bufio"
+	"cmp"
 	"bytes"
 	"context"
 	"errors"
@@ -19,6 +28,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +48,9 @@ const (
 	// leavingRepeats: Leaving is sent a few times, spread over a few
 	// milliseconds, because one UDP datagram can be lost.
 	leavingRepeats = 3
+	// minTriggerGap spaces out heartbeats sent on a change of view, so a
+	// flapping link cannot turn them into a storm.
+	minTriggerGap = 5 * time.Millisecond
 )
 
 // Config of one member.
@@ -46,12 +59,18 @@ type Config struct {
 	Node string
 	// Listen is the local UDP address, e.g. 0.0.0.0:7947 or 192.0.2.11:7947.
 	Listen string
-	// Secret is shared by all announcers of the cluster (MinSecretLen+ bytes).
-	Secret []byte
+	// Secrets authenticate heartbeats: the first signs, every one is
+	// accepted, so a secret can be rotated without splitting the cluster
+	// (see LoadSecrets). Each has MinSecretLen+ bytes.
+	Secrets [][]byte
 	// Interval between heartbeats; DefaultInterval when zero.
 	Interval time.Duration
-	// DeadAfter without a valid message marks a peer dead; DefaultDeadAfter when zero.
+	// DeadAfter without a valid message marks a peer unheard; DefaultDeadAfter when zero.
 	DeadAfter time.Duration
+	// HoldDown is how long after Run starts this node claims nothing, so it
+	// has heard every live peer (and they it) before it may win; DeadAfter
+	// plus Interval when zero.
+	HoldDown time.Duration
 	// MaxSkew is how far a message's timestamp may be from the local clock;
 	// DefaultMaxSkew when zero. Node clocks are NTP-synchronised.
 	MaxSkew time.Duration
@@ -59,41 +78,98 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
-// Membership is one announcer's view of which nodes are alive.
+// Peer is another node as the API shows it.
+type Peer struct {
+	// Addr is where its heartbeats go (InternalIP:port).
+	Addr netip.AddrPort
+	// Voter: it counts towards the quorum. A Node the API reports NotReady
+	// (its kubelet silent past the grace period) is no voter, so a cluster
+	// that really lost nodes regains a quorum once the API says so, while a
+	// partition that leaves the kubelets reporting keeps the cut-off side in
+	// its minority.
+	Voter bool
+}
+
+// Membership is one announcer's view of which nodes may answer.
 type Membership struct {
 	cfg         Config
 	conn        *net.UDPConn
 	incarnation uint64
 	metrics     *metrics
 	changed     chan struct{}
+	// sendNow asks Run for a heartbeat out of turn (the view changed).
+	sendNow chan struct{}
+	secrets atomic.Pointer[[][]byte]
+	// epoch anchors validUntil in monotonic time.
+	epoch time.Time
+	// validUntil (nanoseconds since epoch) is when this node's permission
+	// to answer lapses unless the tick loop renews it; see MayAnswer.
+	validUntil atomic.Int64
 
-	mu      sync.Mutex
-	seq     uint64
-	peers   map[string]*peer // by node name
-	leaving bool
+	mu         sync.Mutex
+	seq        uint64
+	peers      map[string]*peer // by node name
+	byHash     map[uint32]string
+	leaving    bool
+	started    time.Time // Run's start; zero before
+	lastTick   time.Time
+	stallUntil time.Time
+	decision   Decision
+	held       bool
+	lastSent   time.Time
+	vouchBuf   []string
 }
 
 type peer struct {
-	addr        netip.AddrPort
+	Peer
 	incarnation uint64
 	seq         uint64
 	lastSeen    time.Time // local monotonic time of the last valid message
-	left        bool
-	alive       bool // as last published
+	heard       bool
+	hearsUs     bool
+	electable   bool
+	vouches     []string
 }
 
-// LoadSecret reads the shared secret from a file (a mounted Secret key);
-// one trailing newline is ignored. Errors never contain the secret.
-func LoadSecret(path string) ([]byte, error) {
+// LoadSecrets reads the shared secrets from a file (a mounted Secret key):
+// one per line, the first signs, every one is accepted. Rotating is three
+// edits of the Secret, each waited out until the kubelet has refreshed the
+// mounted file on every node (about a minute; the announcer re-reads it,
+// no restart needed): "old\nnew", then "new\nold", then "new". Errors
+// never contain a secret.
+func LoadSecrets(path string) ([][]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("membership secret: %w", err)
 	}
-	b = bytes.TrimSuffix(bytes.TrimSuffix(b, []byte("\n")), []byte("\r"))
-	if len(b) < MinSecretLen {
-		return nil, fmt.Errorf("membership secret in %s: %d bytes, need at least %d", path, len(b), MinSecretLen)
+	var out [][]byte
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for line := 1; sc.Scan(); line++ {
+		s := bytes.TrimSuffix(sc.Bytes(), []byte("\r"))
+		if len(s) == 0 {
+			continue
+		}
+		if len(s) < MinSecretLen {
+			return nil, fmt.Errorf("membership secret in %s, line %d: %d bytes, need at least %d", path, line, len(s), MinSecretLen)
+		}
+		out = append(out, bytes.Clone(s))
 	}
-	return b, nil
+	if len(out) == 0 {
+		return nil, fmt.Errorf("membership secret in %s: empty", path)
+	}
+	return out, nil
+}
+
+func checkSecrets(secrets [][]byte) error {
+	if len(secrets) == 0 {
+		return errors.New("membership: no secret")
+	}
+	for i, s := range secrets {
+		if len(s) < MinSecretLen {
+			return fmt.Errorf("membership: secret %d has %d bytes, need at least %d", i+1, len(s), MinSecretLen)
+		}
+	}
+	return nil
 }
 
 // New validates cfg and opens the UDP socket.
@@ -104,8 +180,8 @@ func New(cfg Config) (*Membership, error) {
 	if len(cfg.Node) > maxNameLen {
 		return nil, fmt.Errorf("membership: node name longer than %d", maxNameLen)
 	}
-	if len(cfg.Secret) < MinSecretLen {
-		return nil, fmt.Errorf("membership: secret has %d bytes, need at least %d", len(cfg.Secret), MinSecretLen)
+	if err := checkSecrets(cfg.Secrets); err != nil {
+		return nil, err
 	}
 	if cfg.Interval == 0 {
 		cfg.Interval = DefaultInterval
@@ -115,6 +191,9 @@ func New(cfg Config) (*Membership, error) {
 	}
 	if cfg.MaxSkew == 0 {
 		cfg.MaxSkew = DefaultMaxSkew
+	}
+	if cfg.HoldDown == 0 {
+		cfg.HoldDown = cfg.DeadAfter + cfg.Interval
 	}
 	if cfg.Interval < 0 || cfg.DeadAfter <= cfg.Interval {
 		return nil, fmt.Errorf("membership: deadAfter (%s) must exceed the interval (%s)", cfg.DeadAfter, cfg.Interval)
@@ -133,9 +212,25 @@ func New(cfg Config) (*Membership, error) {
 		incarnation: uint64(time.Now().UnixNano()),
 		metrics:     newMetrics(cfg.Registerer),
 		changed:     make(chan struct{}, 1),
+		sendNow:     make(chan struct{}, 1),
+		epoch:       time.Now(),
 		peers:       map[string]*peer{},
+		byHash:      map[uint32]string{},
 	}
+	secrets := slices.Clone(cfg.Secrets)
+	m.secrets.Store(&secrets)
 	return m, nil
+}
+
+// SetSecrets replaces the accepted secrets (the first signs), for a rotation
+// without restart.
+func (m *Membership) SetSecrets(secrets [][]byte) error {
+	if err := checkSecrets(secrets); err != nil {
+		return err
+	}
+	s := slices.Clone(secrets)
+	m.secrets.Store(&s)
+	return nil
 }
 
 // LocalAddr is the bound UDP address.
@@ -143,65 +238,72 @@ func (m *Membership) LocalAddr() netip.AddrPort {
 	return m.conn.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
-// Changes signals (coalesced) whenever the set of live nodes changes.
+// Changes signals (coalesced) whenever the set of electable nodes changes.
 func (m *Membership) Changes() <-chan struct{} { return m.changed }
 
-// SetPeers replaces the set of other nodes (name -> heartbeat address), from
-// the Node objects' InternalIPs. A peer that stays keeps its state; new peers
-// start dead until they are heard from.
-func (m *Membership) SetPeers(peers map[string]netip.AddrPort) {
+// SetPeers replaces the set of other nodes, from the Node objects. A peer
+// that stays keeps its state; new peers start unheard.
+func (m *Membership) SetPeers(peers map[string]Peer) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	changed := false
-	for name, p := range m.peers {
+	for name := range m.peers {
 		if _, ok := peers[name]; !ok {
 			delete(m.peers, name)
-			changed = changed || p.alive
 		}
 	}
-	for name, addr := range peers {
+	clear(m.byHash)
+	for name, p := range peers {
 		if name == m.cfg.Node {
 			continue
 		}
-		if p, ok := m.peers[name]; ok {
-			p.addr = addr
+		h := nameHash(name)
+		if other, ok := m.byHash[h]; ok {
+			// Two names, one hash: their reports merge. Harmless for the
+			// node names of one cluster in all but astronomically rare
+			// cases; said once per membership change so it is seen.
+			klog.InfoS("Two node names share a membership hash; their reports about each other merge", "node", name, "other", other)
+		}
+		m.byHash[h] = name
+		if cur, ok := m.peers[name]; ok {
+			cur.Peer = p
 			continue
 		}
-		m.peers[name] = &peer{addr: addr}
+		m.peers[name] = &peer{Peer: p}
 	}
-	if changed {
-		m.notify()
-	}
-	m.metrics.peersAlive.Set(float64(m.aliveCountLocked()))
+	m.recomputeLocked(time.Now())
 }
 
-// Alive reports whether node is alive: this node itself until Leave, others
-// while their heartbeats arrive.
-func (m *Membership) Alive(node string) bool {
+// Electable reports whether node may win an election in this node's view.
+func (m *Membership) Electable(node string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if node == m.cfg.Node {
-		return !m.leaving
-	}
+	_, ok := slices.BinarySearch(m.decision.Electable, node)
+	return ok
+}
+
+// ElectableNodes lists the nodes that may win an election, sorted.
+func (m *Membership) ElectableNodes() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.decision.Electable)
+}
+
+// Heard reports whether a valid message from node arrived within DeadAfter.
+func (m *Membership) Heard(node string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	p, ok := m.peers[node]
-	return ok && p.alive
+	return ok && p.heard
 }
 
-// AliveNodes lists the live nodes, this one included (until Leave), sorted.
-func (m *Membership) AliveNodes() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []string
-	if !m.leaving {
-		out = append(out, m.cfg.Node)
-	}
-	for name, p := range m.peers {
-		if p.alive {
-			out = append(out, name)
-		}
-	}
-	slices.Sort(out)
-	return out
+// MayAnswer is the responders' fence: true only while this node is electable
+// and its tick loop confirmed so within the last DeadAfter-Interval. A
+// process that was frozen (SIGSTOP, a paused VM, a long stall) finds it false
+// on waking, before any of its goroutines could answer with a stale view, and
+// stays silent until it has heard its peers again; by then the others have
+// either kept it (a short stall) or elected a successor.
+func (m *Membership) MayAnswer() bool {
+	return time.Since(m.epoch) < time.Duration(m.validUntil.Load())
 }
 
 // Run sends heartbeats, receives peers' messages and expires silent peers
@@ -214,31 +316,48 @@ func (m *Membership) Run(ctx context.Context) error {
 		// Unblocks the read loop.
 		_ = m.conn.SetReadDeadline(time.Now())
 	}()
+	m.mu.Lock()
+	m.started = time.Now()
+	m.lastTick = m.started
+	m.mu.Unlock()
 	recvDone := make(chan struct{})
 	go func() { defer close(recvDone); m.receive(ctx) }()
 
 	m.send(Heartbeat)
 	beat := time.NewTicker(m.cfg.Interval)
 	defer beat.Stop()
-	// Expiry runs four times per interval, so detection happens within a
-	// quarter interval of DeadAfter.
-	expire := time.NewTicker(m.cfg.Interval / 4)
-	defer expire.Stop()
+	// Ticks four times per interval: expiry happens within a quarter
+	// interval of DeadAfter, and MayAnswer is renewed often enough that a
+	// busy scheduler does not close the fence.
+	tick := time.NewTicker(m.cfg.Interval / 4)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			<-recvDone
 			return nil
 		case <-beat.C:
+			m.heartbeat()
+		case <-m.sendNow:
 			m.mu.Lock()
-			leaving := m.leaving
+			soon := time.Since(m.lastSent) < minTriggerGap
 			m.mu.Unlock()
-			if !leaving {
-				m.send(Heartbeat)
+			if soon {
+				time.Sleep(minTriggerGap)
 			}
-		case <-expire.C:
-			m.expire(time.Now())
+			m.heartbeat()
+		case now := <-tick.C:
+			m.tick(now)
 		}
+	}
+}
+
+func (m *Membership) heartbeat() {
+	m.mu.Lock()
+	leaving := m.leaving
+	m.mu.Unlock()
+	if !leaving {
+		m.send(Heartbeat)
 	}
 }
 
@@ -247,8 +366,8 @@ func (m *Membership) Run(ctx context.Context) error {
 func (m *Membership) Leave() {
 	m.mu.Lock()
 	m.leaving = true
+	m.recomputeLocked(time.Now())
 	m.mu.Unlock()
-	m.notify()
 	for i := range leavingRepeats {
 		if i > 0 {
 			time.Sleep(5 * time.Millisecond)
@@ -260,13 +379,26 @@ func (m *Membership) Leave() {
 func (m *Membership) send(kind Kind) {
 	m.mu.Lock()
 	m.seq++
-	msg := message{Kind: kind, Incarnation: m.incarnation, Seq: m.seq, Time: time.Now(), Node: m.cfg.Node}
+	now := time.Now()
+	m.lastSent = now
+	msg := message{Kind: kind, Incarnation: m.incarnation, Seq: m.seq, Time: now, Node: m.cfg.Node,
+		Electable: slices.Contains(m.decision.Electable, m.cfg.Node)}
 	addrs := make([]netip.AddrPort, 0, len(m.peers))
-	for _, p := range m.peers {
-		addrs = append(addrs, p.addr)
+	for name, p := range m.peers {
+		addrs = append(addrs, p.Addr)
+		e := entry{Hash: nameHash(name)}
+		if p.heard {
+			e.Flags |= entryHeard
+			if p.hearsUs && p.electable {
+				e.Flags |= entryVouch
+			}
+		}
+		msg.Entries = append(msg.Entries, e)
 	}
 	m.mu.Unlock()
-	b, err := msg.marshal(m.cfg.Secret)
+	slices.SortFunc(msg.Entries, func(a, b entry) int { return cmp.Compare(a.Hash, b.Hash) })
+	secrets := *m.secrets.Load()
+	b, err := msg.marshal(secrets[0])
 	if err != nil {
 		klog.ErrorS(err, "Cannot encode membership message")
 		return
@@ -294,7 +426,7 @@ func (k Kind) String() string {
 }
 
 func (m *Membership) receive(ctx context.Context) {
-	buf := make([]byte, 1024)
+	buf := make([]byte, maxMessageLen)
 	for {
 		n, from, err := m.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -326,7 +458,7 @@ const (
 )
 
 func (m *Membership) handle(b []byte, now time.Time) string {
-	msg, err := unmarshal(b, m.cfg.Secret)
+	msg, err := unmarshal(b, *m.secrets.Load()...)
 	switch {
 	case errors.Is(err, errBadAuth):
 		return resultBadAuth
@@ -338,6 +470,7 @@ func (m *Membership) handle(b []byte, now time.Time) string {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.noteStallLocked(now)
 	p, ok := m.peers[msg.Node]
 	if !ok || msg.Node == m.cfg.Node {
 		return resultUnknownPeer
@@ -347,38 +480,136 @@ func (m *Membership) handle(b []byte, now time.Time) string {
 	}
 	p.incarnation, p.seq = msg.Incarnation, msg.Seq
 	p.lastSeen = now
-	p.left = msg.Kind == Leaving
-	if alive := !p.left; alive != p.alive {
-		p.alive = alive
-		klog.InfoS("Membership peer changed", "peer", msg.Node, "alive", alive, "reason", msg.Kind.String())
-		m.metrics.peersAlive.Set(float64(m.aliveCountLocked()))
-		m.notify()
+	if heard := msg.Kind != Leaving; heard != p.heard {
+		klog.InfoS("Membership peer changed", "peer", msg.Node, "heard", heard, "reason", msg.Kind.String())
 	}
+	heard := msg.Kind != Leaving
+	hearsUs, electable := false, msg.Electable && heard
+	vouches := m.vouchBuf[:0]
+	self := nameHash(m.cfg.Node)
+	for _, e := range msg.Entries {
+		if e.Hash == self {
+			hearsUs = e.Flags&entryHeard != 0
+			continue
+		}
+		if name, ok := m.byHash[e.Hash]; ok && e.Flags&entryVouch != 0 {
+			vouches = append(vouches, name)
+		}
+	}
+	m.vouchBuf = vouches
+	// Senders list entries in hash order, so an unchanged view compares
+	// equal and the steady state costs no decision (O(peers²) in vouches).
+	if heard == p.heard && hearsUs == p.hearsUs && electable == p.electable && slices.Equal(vouches, p.vouches) {
+		if m.heldLocked(now) != m.held {
+			m.recomputeLocked(now)
+		}
+		return resultOK
+	}
+	p.heard, p.hearsUs, p.electable = heard, hearsUs, electable
+	p.vouches = slices.Clone(vouches)
+	m.recomputeLocked(now)
 	return resultOK
 }
 
-func (m *Membership) expire(now time.Time) {
+// tick expires silent peers, notices that this process itself was stalled,
+// and renews or closes the answering fence.
+func (m *Membership) tick(now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.noteStallLocked(now)
+	m.lastTick = now
+	changed := false
 	for name, p := range m.peers {
-		if p.alive && now.Sub(p.lastSeen) > m.cfg.DeadAfter {
-			p.alive = false
-			klog.InfoS("Membership peer changed", "peer", name, "alive", false, "reason", "timeout",
+		if p.heard && now.Sub(p.lastSeen) > m.cfg.DeadAfter {
+			p.heard, p.electable, changed = false, false, true
+			klog.InfoS("Membership peer changed", "peer", name, "heard", false, "reason", "timeout",
 				"silentFor", now.Sub(p.lastSeen).Round(time.Millisecond))
-			m.metrics.peersAlive.Set(float64(m.aliveCountLocked()))
-			m.notify()
 		}
+	}
+	if changed || m.heldLocked(now) != m.held {
+		m.recomputeLocked(now)
+		return
+	}
+	m.renewLocked(now)
+}
+
+// noteStallLocked notices that this process was frozen: a gap since the last
+// tick longer than DeadAfter-Interval means our own heartbeats stopped long
+// enough for peers to give up on us, so we hold back until reports sent
+// after the stall have been heard for DeadAfter. Called from the tick loop
+// and on every received message, whichever runs first after waking.
+func (m *Membership) noteStallLocked(now time.Time) {
+	if m.lastTick.IsZero() || now.Before(m.lastTick) {
+		return
+	}
+	if gap := now.Sub(m.lastTick); gap > m.cfg.DeadAfter-m.cfg.Interval {
+		m.stallUntil = now.Add(m.cfg.DeadAfter)
+		m.lastTick = now
+		m.metrics.stalls.Inc()
+		klog.InfoS("This announcer was stalled; claiming nothing until it has heard its peers again",
+			"stalledFor", gap.Round(time.Millisecond), "holdFor", m.cfg.DeadAfter)
 	}
 }
 
-func (m *Membership) aliveCountLocked() int {
-	n := 0
-	for _, p := range m.peers {
-		if p.alive {
-			n++
+// heldLocked: this node must not answer now, whatever the quorum.
+func (m *Membership) heldLocked(now time.Time) bool {
+	return m.leaving || m.started.IsZero() || now.Before(m.started.Add(m.cfg.HoldDown)) || now.Before(m.stallUntil)
+}
+
+// renewLocked extends or closes the answering fence from the current
+// decision.
+func (m *Membership) renewLocked(now time.Time) {
+	if !m.leaving && slices.Contains(m.decision.Electable, m.cfg.Node) {
+		m.validUntil.Store(int64(now.Sub(m.epoch) + m.cfg.DeadAfter - m.cfg.Interval))
+	} else {
+		m.validUntil.Store(0)
+	}
+}
+
+// recomputeLocked runs the decision, publishes changes (Changes, a heartbeat
+// out of turn so peers learn at once) and renews or closes the fence.
+func (m *Membership) recomputeLocked(now time.Time) {
+	m.held = m.heldLocked(now)
+	states := make([]PeerState, 0, len(m.peers))
+	heard := 0
+	for name, p := range m.peers {
+		states = append(states, PeerState{Name: name, Voter: p.Voter, Heard: p.heard,
+			HearsUs: p.hearsUs, Electable: p.electable, Vouches: p.vouches})
+		if p.heard {
+			heard++
 		}
 	}
-	return n
+	d := Decide(m.cfg.Node, m.held, states)
+	prev := m.decision
+	m.decision = d
+	m.renewLocked(now)
+	m.metrics.peersAlive.Set(float64(heard))
+	m.metrics.electable.Set(float64(len(d.Electable)))
+	m.metrics.quorum.Set(boolGauge(d.Quorum))
+	if prev.Quorum != d.Quorum {
+		klog.InfoS("Membership quorum changed", "quorum", d.Quorum, "connected", d.Connected)
+	}
+	if !slices.Equal(prev.Electable, d.Electable) {
+		klog.V(2).InfoS("Electable nodes changed", "electable", d.Electable)
+		m.notify()
+		m.kickSend()
+	} else if !slices.Equal(prev.Connected, d.Connected) {
+		m.kickSend()
+	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (m *Membership) kickSend() {
+	select {
+	case m.sendNow <- struct{}{}:
+	default:
+	}
 }
 
 func (m *Membership) notify() {
@@ -390,6 +621,9 @@ func (m *Membership) notify() {
 
 type metrics struct {
 	peersAlive prometheus.Gauge
+	electable  prometheus.Gauge
+	quorum     prometheus.Gauge
+	stalls     prometheus.Counter
 	received   *prometheus.CounterVec
 	sent       *prometheus.CounterVec
 	sendErrors prometheus.Counter
@@ -400,6 +634,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		peersAlive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pvelb_announcer_membership_peers_alive",
 			Help: "Other announcers this one currently hears from.",
+		}),
+		electable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pvelb_announcer_membership_electable_nodes",
+			Help: "Nodes that may win an election in this announcer's view (itself included when it may answer).",
+		}),
+		quorum: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pvelb_announcer_membership_quorum",
+			Help: "1 while this announcer hears a quorum of the cluster both ways (it may answer), 0 while it steps down.",
+		}),
+		stalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pvelb_announcer_membership_stalls_total",
+			Help: "Times this announcer found itself stalled past what its peers tolerate (a paused VM, SIGSTOP, starvation) and held back.",
 		}),
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pvelb_announcer_membership_messages_received_total",
@@ -418,7 +664,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.received.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.peersAlive, m.received, m.sent, m.sendErrors)
+		reg.MustRegister(m.peersAlive, m.electable, m.quorum, m.stalls, m.received, m.sent, m.sendErrors)
 	}
 	return m
 }

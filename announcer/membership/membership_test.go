@@ -19,13 +19,15 @@ var testSecret = []byte("0123456789abcdef-shared-secret")
 
 func TestMessageRoundTripAndRejections(t *testing.T) {
 	now := time.Unix(1700000000, 123)
-	msg := message{Kind: Leaving, Incarnation: 7, Seq: 42, Time: now, Node: "talos-w1"}
+	msg := message{Kind: Leaving, Incarnation: 7, Seq: 42, Time: now, Electable: true, Node: "talos-w1",
+		Entries: []entry{{Hash: nameHash("talos-w2"), Flags: entryHeard | entryVouch}, {Hash: nameHash("talos-w3")}}}
 	b, err := msg.marshal(testSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, err := unmarshal(b, testSecret)
-	if err != nil || got.Kind != Leaving || got.Incarnation != 7 || got.Seq != 42 || !got.Time.Equal(now) || got.Node != "talos-w1" {
+	if err != nil || got.Kind != Leaving || got.Incarnation != 7 || got.Seq != 42 || !got.Time.Equal(now) ||
+		got.Node != "talos-w1" || !got.Electable || !slices.Equal(got.Entries, msg.Entries) {
 		t.Fatalf("round trip: %+v, %v", got, err)
 	}
 	flip := func(i int) []byte { c := slices.Clone(b); c[i] ^= 1; return c }
@@ -66,7 +68,7 @@ func TestMessageRoundTripAndRejections(t *testing.T) {
 
 func TestHandleReplayStaleUnknown(t *testing.T) {
 	m := newTestMember(t, "n1", testSecret, Config{})
-	m.SetPeers(map[string]netip.AddrPort{"n2": netip.MustParseAddrPort("127.0.0.1:9")})
+	m.SetPeers(map[string]Peer{"n2": {Addr: netip.MustParseAddrPort("127.0.0.1:9"), Voter: true}})
 	now := time.Now()
 	enc := func(kind Kind, inc, seq uint64, ts time.Time, node string) []byte {
 		b, err := message{Kind: kind, Incarnation: inc, Seq: seq, Time: ts, Node: node}.marshal(testSecret)
@@ -97,17 +99,18 @@ func TestHandleReplayStaleUnknown(t *testing.T) {
 		if got := m.handle(s.b, now); got != s.want {
 			t.Fatalf("%s: result %s, want %s", s.name, got, s.want)
 		}
-		if got := m.Alive("n2"); got != s.wantAlive {
-			t.Fatalf("%s: n2 alive=%v, want %v", s.name, got, s.wantAlive)
+		if got := m.Heard("n2"); got != s.wantAlive {
+			t.Fatalf("%s: n2 heard=%v, want %v", s.name, got, s.wantAlive)
 		}
 	}
-	m.expire(now.Add(DefaultDeadAfter - time.Millisecond))
-	if !m.Alive("n2") {
+	m.lastTick = now
+	m.tick(now.Add(DefaultDeadAfter - time.Millisecond))
+	if !m.Heard("n2") {
 		t.Fatal("n2 expired before DeadAfter")
 	}
-	m.expire(now.Add(DefaultDeadAfter + time.Millisecond))
-	if m.Alive("n2") {
-		t.Fatal("n2 alive after DeadAfter of silence")
+	m.tick(now.Add(DefaultDeadAfter + time.Millisecond))
+	if m.Heard("n2") {
+		t.Fatal("n2 heard after DeadAfter of silence")
 	}
 }
 
@@ -117,20 +120,33 @@ func TestConfigAndSecretErrors(t *testing.T) {
 	_ = os.WriteFile(short, []byte("tooshort\n"), 0o600)
 	good := filepath.Join(dir, "good")
 	_ = os.WriteFile(good, []byte("0123456789abcdefXYZ\n"), 0o600)
-	if _, err := LoadSecret(short); err == nil || strings.Contains(err.Error(), "tooshort") {
-		t.Fatalf("short secret: %v (must fail without showing the secret)", err)
+	two := filepath.Join(dir, "two")
+	_ = os.WriteFile(two, []byte("0123456789abcdefXYZ\r\n\nsecond-secret-0123456789\n"), 0o600)
+	shortSecond := filepath.Join(dir, "short-second")
+	_ = os.WriteFile(shortSecond, []byte("0123456789abcdefXYZ\ntooshort\n"), 0o600)
+	empty := filepath.Join(dir, "empty")
+	_ = os.WriteFile(empty, []byte("\n\n"), 0o600)
+	for _, f := range []string{short, shortSecond, empty} {
+		if _, err := LoadSecrets(f); err == nil || strings.Contains(err.Error(), "tooshort") {
+			t.Fatalf("%s: %v (must fail without showing the secret)", f, err)
+		}
 	}
-	if b, err := LoadSecret(good); err != nil || string(b) != "0123456789abcdefXYZ" {
-		t.Fatalf("LoadSecret = %q, %v", b, err)
+	if b, err := LoadSecrets(good); err != nil || len(b) != 1 || string(b[0]) != "0123456789abcdefXYZ" {
+		t.Fatalf("LoadSecrets = %q, %v", b, err)
 	}
-	if _, err := LoadSecret(filepath.Join(dir, "missing")); err == nil {
+	if b, err := LoadSecrets(two); err != nil || len(b) != 2 || string(b[0]) != "0123456789abcdefXYZ" || string(b[1]) != "second-secret-0123456789" {
+		t.Fatalf("LoadSecrets(two lines) = %q, %v", b, err)
+	}
+	if _, err := LoadSecrets(filepath.Join(dir, "missing")); err == nil {
 		t.Fatal("missing secret file accepted")
 	}
 	for _, c := range []Config{
-		{Node: "", Listen: "127.0.0.1:0", Secret: testSecret},
-		{Node: "n", Listen: "127.0.0.1:0", Secret: []byte("short")},
-		{Node: "n", Listen: "127.0.0.1:0", Secret: testSecret, Interval: time.Second, DeadAfter: time.Second},
-		{Node: "n", Listen: "not an address", Secret: testSecret},
+		{Node: "", Listen: "127.0.0.1:0", Secrets: [][]byte{testSecret}},
+		{Node: "n", Listen: "127.0.0.1:0", Secrets: [][]byte{[]byte("short")}},
+		{Node: "n", Listen: "127.0.0.1:0", Secrets: [][]byte{testSecret, []byte("short")}},
+		{Node: "n", Listen: "127.0.0.1:0"},
+		{Node: "n", Listen: "127.0.0.1:0", Secrets: [][]byte{testSecret}, Interval: time.Second, DeadAfter: time.Second},
+		{Node: "n", Listen: "not an address", Secrets: [][]byte{testSecret}},
 	} {
 		if m, err := New(c); err == nil {
 			m.conn.Close()
@@ -141,7 +157,10 @@ func TestConfigAndSecretErrors(t *testing.T) {
 
 func newTestMember(t *testing.T, name string, secret []byte, cfg Config) *Membership {
 	t.Helper()
-	cfg.Node, cfg.Secret = name, secret
+	cfg.Node = name
+	if cfg.Secrets == nil {
+		cfg.Secrets = [][]byte{secret}
+	}
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
@@ -163,11 +182,11 @@ type cluster struct {
 func startCluster(t *testing.T, secrets map[string][]byte) *cluster {
 	t.Helper()
 	c := &cluster{members: map[string]*Membership{}, cancel: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}}
-	addrs := map[string]netip.AddrPort{}
+	addrs := map[string]Peer{}
 	for name, s := range secrets {
 		m := newTestMember(t, name, s, Config{})
 		c.members[name] = m
-		addrs[name] = m.LocalAddr()
+		addrs[name] = Peer{Addr: m.LocalAddr(), Voter: true}
 	}
 	for name, m := range c.members {
 		m.SetPeers(addrs)
@@ -208,7 +227,7 @@ func TestMembersSeeEachOtherAndDetectFailure(t *testing.T) {
 	all := []string{"n1", "n2", "n3"}
 	for _, name := range all {
 		m := c.members[name]
-		waitFor(t, 2*time.Second, name+" sees everyone", func() bool { return slices.Equal(m.AliveNodes(), all) })
+		waitFor(t, 2*time.Second, name+" sees everyone", func() bool { return slices.Equal(m.ElectableNodes(), all) })
 	}
 	if v := testutil.ToFloat64(c.members["n1"].metrics.peersAlive); v != 2 {
 		t.Fatalf("peers_alive gauge = %v, want 2", v)
@@ -223,7 +242,7 @@ func TestMembersSeeEachOtherAndDetectFailure(t *testing.T) {
 	case <-m1.Changes(): // drain a stale signal
 	default:
 	}
-	waitFor(t, 2*time.Second, "n1 notices n3's death", func() bool { return !m1.Alive("n3") })
+	waitFor(t, 2*time.Second, "n1 notices n3's death", func() bool { return !m1.Electable("n3") })
 	if d := time.Since(stopped); d > 600*time.Millisecond {
 		t.Errorf("death of n3 detected after %s, want < 600ms (DeadAfter %s)", d, DefaultDeadAfter)
 	}
@@ -235,40 +254,44 @@ func TestMembersSeeEachOtherAndDetectFailure(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Error("no change signal for n3's death")
 	}
-	if !slices.Equal(m1.AliveNodes(), []string{"n1", "n2"}) {
-		t.Errorf("n1 sees %v", m1.AliveNodes())
+	if !slices.Equal(m1.ElectableNodes(), []string{"n1", "n2"}) {
+		t.Errorf("n1 sees %v", m1.ElectableNodes())
 	}
 
 	// n3 restarts (new incarnation on the same address): alive again.
 	addr := c.members["n3"].LocalAddr()
 	m3 := newTestMember(t, "n3", testSecret, Config{Listen: addr.String()})
-	peers := map[string]netip.AddrPort{}
+	peers := map[string]Peer{}
 	for n, m := range c.members {
-		peers[n] = m.LocalAddr()
+		peers[n] = Peer{Addr: m.LocalAddr(), Voter: true}
 	}
 	m3.SetPeers(peers)
 	c.members["n3"] = m3
 	c.run(t, "n3")
-	waitFor(t, 2*time.Second, "n1 sees restarted n3", func() bool { return m1.Alive("n3") })
+	waitFor(t, 2*time.Second, "n1 sees restarted n3", func() bool { return m1.Electable("n3") })
 }
 
 func TestLeaveIsImmediate(t *testing.T) {
 	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret})
 	m1, m2 := c.members["n1"], c.members["n2"]
-	waitFor(t, 2*time.Second, "n1 sees n2", func() bool { return m1.Alive("n2") })
+	waitFor(t, 2*time.Second, "n1 sees n2", func() bool { return m1.Electable("n2") })
 	start := time.Now()
 	m2.Leave()
-	if m2.Alive("n2") {
-		t.Error("a leaving node still counts itself alive")
+	if m2.Electable("n2") || m2.MayAnswer() {
+		t.Error("a leaving node still counts itself electable")
 	}
-	d := waitFor(t, time.Second, "n1 sees n2 leave", func() bool { return !m1.Alive("n2") })
+	d := waitFor(t, time.Second, "n1 sees n2 leave", func() bool { return !m1.Electable("n2") })
 	if d > 50*time.Millisecond {
 		t.Errorf("leave seen after %s, want well under one heartbeat interval", time.Since(start))
 	}
 	// No heartbeat after Leave revives it.
 	time.Sleep(3 * DefaultInterval)
-	if m1.Alive("n2") {
-		t.Error("n2 alive again after leaving")
+	if m1.Electable("n2") {
+		t.Error("n2 electable again after leaving")
+	}
+	// Of two voters, the one with the smaller name keeps answering alone.
+	if !m1.Electable("n1") || !m1.MayAnswer() {
+		t.Error("n1 stepped down although it holds half the voters and the smallest name")
 	}
 }
 
@@ -276,15 +299,17 @@ func TestWrongSecretCannotJoin(t *testing.T) {
 	wrong := []byte("this-is-not-the-cluster-secret")
 	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret, "intruder": wrong})
 	m1, intr := c.members["n1"], c.members["intruder"]
-	waitFor(t, 2*time.Second, "n1 sees n2", func() bool { return m1.Alive("n2") })
+	waitFor(t, 2*time.Second, "n1 sees n2", func() bool { return m1.Electable("n2") })
 	badAuth := m1.metrics.received.WithLabelValues(resultBadAuth)
 	waitFor(t, 2*time.Second, "bad_auth counted", func() bool { return testutil.ToFloat64(badAuth) >= 3 })
 	time.Sleep(3 * DefaultInterval)
-	if m1.Alive("intruder") || c.members["n2"].Alive("intruder") {
-		t.Fatal("a node with the wrong secret was accepted as alive")
+	if m1.Heard("intruder") || c.members["n2"].Heard("intruder") || m1.Electable("intruder") {
+		t.Fatal("a node with the wrong secret was accepted")
 	}
-	if got := intr.AliveNodes(); !slices.Equal(got, []string{"intruder"}) {
-		t.Fatalf("the intruder accepted members' heartbeats: %v", got)
+	// It hears nobody, so it is in a minority of one and steps down rather
+	// than claiming every VIP.
+	if got := intr.ElectableNodes(); len(got) != 0 || intr.MayAnswer() {
+		t.Fatalf("the intruder considers %v electable (may answer: %v)", got, intr.MayAnswer())
 	}
 	// Even a perfect copy of a legitimate heartbeat replayed by a third
 	// party does not help: the sequence number was already seen.
@@ -294,10 +319,10 @@ func TestWrongSecretCannotJoin(t *testing.T) {
 	}
 	defer raw.Close()
 	m2 := c.members["n2"]
-	peers := map[string]netip.AddrPort{"n1": m1.LocalAddr(), "spy": raw.LocalAddr().(*net.UDPAddr).AddrPort()}
+	peers := map[string]Peer{"n1": {Addr: m1.LocalAddr(), Voter: true}, "spy": {Addr: raw.LocalAddr().(*net.UDPAddr).AddrPort()}}
 	m2.SetPeers(peers) // n2 now also heartbeats to the spy socket
 	_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
-	buf := make([]byte, 512)
+	buf := make([]byte, maxMessageLen)
 	n, _, err := raw.ReadFromUDPAddrPort(buf)
 	if err != nil {
 		t.Fatal(err)
@@ -308,4 +333,152 @@ func TestWrongSecretCannotJoin(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Second, "replay counted", func() bool { return testutil.ToFloat64(replay) > before })
+}
+
+// TestOneWayPartitionStepsDown: n1 receives nothing (its peers send to a
+// dead address, as when a VM firewall drops inbound UDP to the membership
+// port) while its own heartbeats still arrive. n1 must not claim: it has no
+// quorum; the others must not count on it: it does not hear them.
+func TestOneWayPartitionStepsDown(t *testing.T) {
+	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret, "n3": testSecret})
+	m1, m2, m3 := c.members["n1"], c.members["n2"], c.members["n3"]
+	waitFor(t, 2*time.Second, "all electable", func() bool {
+		return len(m1.ElectableNodes()) == 3 && len(m2.ElectableNodes()) == 3 && len(m3.ElectableNodes()) == 3
+	})
+	black, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer black.Close()
+	blackhole := black.LocalAddr().(*net.UDPAddr).AddrPort()
+	for _, m := range []*Membership{m2, m3} {
+		peers := map[string]Peer{"n1": {Addr: blackhole, Voter: true}}
+		for name, o := range c.members {
+			if name != "n1" {
+				peers[name] = Peer{Addr: o.LocalAddr(), Voter: true}
+			}
+		}
+		m.SetPeers(peers)
+	}
+	waitFor(t, 2*time.Second, "n1 steps down", func() bool { return !m1.MayAnswer() && len(m1.ElectableNodes()) == 0 })
+	waitFor(t, 2*time.Second, "n2 and n3 drop n1", func() bool {
+		return slices.Equal(m2.ElectableNodes(), []string{"n2", "n3"}) && slices.Equal(m3.ElectableNodes(), []string{"n2", "n3"})
+	})
+	// While it lasts, n1 never claims again and the others never count on it.
+	for range 20 {
+		if m1.MayAnswer() || m2.Electable("n1") || m3.Electable("n1") || !m2.MayAnswer() {
+			t.Fatalf("during the partition: n1 may answer %v, n2 sees %v, n3 sees %v", m1.MayAnswer(), m2.ElectableNodes(), m3.ElectableNodes())
+		}
+		time.Sleep(DefaultInterval / 2)
+	}
+	if v := testutil.ToFloat64(m1.metrics.quorum); v != 0 {
+		t.Errorf("n1 quorum gauge %v, want 0", v)
+	}
+}
+
+// TestRestartHoldsDown: a restarted member claims nothing before it has heard
+// its peers; with DeadAfter it would otherwise start out alone and win all.
+func TestRestartHoldsDown(t *testing.T) {
+	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret, "n3": testSecret})
+	m1 := c.members["n1"]
+	waitFor(t, 2*time.Second, "n1 sees everyone", func() bool { return len(m1.ElectableNodes()) == 3 })
+	addr := c.members["n3"].LocalAddr()
+	c.stop("n3")
+	m3 := newTestMember(t, "n3", testSecret, Config{Listen: addr.String()})
+	peers := map[string]Peer{}
+	for n, m := range c.members {
+		peers[n] = Peer{Addr: m.LocalAddr(), Voter: true}
+	}
+	m3.SetPeers(peers)
+	if m3.MayAnswer() || m3.Electable("n3") {
+		t.Fatal("a member that has not run yet may answer")
+	}
+	c.members["n3"] = m3
+	start := time.Now()
+	c.run(t, "n3")
+	// Sample its own verdict from the first instant: never alone.
+	for time.Since(start) < DefaultDeadAfter {
+		if e := m3.ElectableNodes(); slices.Contains(e, "n3") && len(e) < 3 {
+			t.Fatalf("%s after start n3 claims with only %v electable", time.Since(start), e)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	d := waitFor(t, 2*time.Second, "n3 electable everywhere", func() bool {
+		return m3.MayAnswer() && m1.Electable("n3") && len(m3.ElectableNodes()) == 3
+	})
+	t.Logf("restarted n3 electable after %s", time.Since(start).Round(time.Millisecond))
+	_ = d
+}
+
+// TestStallClosesTheFence: a process frozen longer than its peers tolerate
+// (SIGSTOP, a paused VM) finds MayAnswer false on waking, before its tick
+// loop ran, and stays silent until it has heard its peers again.
+func TestStallClosesTheFence(t *testing.T) {
+	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret})
+	m1 := c.members["n1"]
+	waitFor(t, 2*time.Second, "n1 may answer", m1.MayAnswer)
+	// Freeze n1's loops: stop it without Leave, as a frozen process looks.
+	c.stop("n1")
+	time.Sleep(DefaultDeadAfter)
+	if m1.MayAnswer() {
+		t.Fatal("the fence stayed open without ticks")
+	}
+	// Waking, the receive loop may run before the tick loop: a queued
+	// heartbeat from n2 (which still lists n1) must not reopen the fence.
+	m1.mu.Lock()
+	m1.lastTick = time.Now().Add(-time.Second)
+	m1.mu.Unlock()
+	queued, _ := message{Kind: Heartbeat, Incarnation: uint64(time.Now().UnixNano()), Seq: 1, Time: time.Now(),
+		Electable: true, Node: "n2", Entries: []entry{{Hash: nameHash("n1"), Flags: entryHeard | entryVouch}}}.marshal(testSecret)
+	if r := m1.handle(queued, time.Now()); r != resultOK {
+		t.Fatalf("queued heartbeat: %s", r)
+	}
+	if m1.MayAnswer() || m1.Electable("n1") {
+		t.Fatal("n1 may answer right after a stall")
+	}
+	m1.tick(time.Now())
+	if m1.MayAnswer() {
+		t.Fatal("n1 may answer right after a stall (tick)")
+	}
+	if v := testutil.ToFloat64(m1.metrics.stalls); v != 1 {
+		t.Fatalf("stalls counted %v, want 1", v)
+	}
+}
+
+// TestSecretRotation: the rotation steps of LoadSecrets keep every pair of
+// neighbouring steps talking, and only those.
+func TestSecretRotation(t *testing.T) {
+	oldS, newS := []byte("old-secret-0123456789"), []byte("new-secret-0123456789")
+	steps := [][][]byte{{oldS}, {oldS, newS}, {newS, oldS}, {newS}}
+	for i := 0; i+1 < len(steps); i++ {
+		a := newTestMember(t, "a", nil, Config{Secrets: steps[i]})
+		b := newTestMember(t, "b", nil, Config{Secrets: steps[i+1]})
+		msgA, _ := message{Kind: Heartbeat, Incarnation: 1, Seq: 1, Time: time.Now(), Node: "a"}.marshal(steps[i][0])
+		msgB, _ := message{Kind: Heartbeat, Incarnation: 1, Seq: 1, Time: time.Now(), Node: "b"}.marshal(steps[i+1][0])
+		a.SetPeers(map[string]Peer{"b": {Voter: true}})
+		b.SetPeers(map[string]Peer{"a": {Voter: true}})
+		if r := b.handle(msgA, time.Now()); r != resultOK {
+			t.Errorf("step %d to %d: b refused a's heartbeat: %s", i, i+1, r)
+		}
+		if r := a.handle(msgB, time.Now()); r != resultOK {
+			t.Errorf("step %d to %d: a refused b's heartbeat: %s", i, i+1, r)
+		}
+	}
+	// Skipping a step splits: old alone and new alone do not talk.
+	a := newTestMember(t, "a", nil, Config{Secrets: [][]byte{oldS}})
+	a.SetPeers(map[string]Peer{"b": {Voter: true}})
+	msg, _ := message{Kind: Heartbeat, Incarnation: 1, Seq: 1, Time: time.Now(), Node: "b"}.marshal(newS)
+	if r := a.handle(msg, time.Now()); r != resultBadAuth {
+		t.Errorf("old-only accepted a new-only heartbeat: %s", r)
+	}
+	if err := a.SetSecrets([][]byte{oldS, newS}); err != nil {
+		t.Fatal(err)
+	}
+	msg, _ = message{Kind: Heartbeat, Incarnation: 1, Seq: 2, Time: time.Now(), Node: "b"}.marshal(newS)
+	if r := a.handle(msg, time.Now()); r != resultOK {
+		t.Errorf("after SetSecrets: %s", r)
+	}
+	if err := a.SetSecrets([][]byte{[]byte("short")}); err == nil {
+		t.Error("SetSecrets accepted a short secret")
+	}
 }

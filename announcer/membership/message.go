@@ -6,25 +6,40 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"time"
 )
 
-// Wire format, version 1 (all integers big endian):
+// Wire format, version 2 (all integers big endian):
 //
 //	magic "PVLB" | version u8 | kind u8 | incarnation u64 | seq u64 |
-//	unix nanos i64 | name length u8 | name | HMAC-SHA256 of everything before
+//	unix nanos i64 | flags u8 | name length u8 | name |
+//	entry count u16 | entries: (name hash u32 | entry flags u8) ... |
+//	HMAC-SHA256 of everything before
 //
 // The incarnation is the sender's start time in nanoseconds, so a restarted
 // announcer outranks everything its previous life sent; seq grows with every
 // message of one incarnation. Receivers accept only strictly newer
 // (incarnation, seq) pairs per peer and timestamps within a window of their
 // own clock, so a captured message cannot be replayed to fake liveness.
+//
+// The entries are the sender's view of its peers (see quorum.go), one per
+// peer, named by a 32-bit FNV-1a hash of the node name to keep a heartbeat
+// of a 200-node cluster within one Ethernet frame. Version 1 carried no view;
+// its messages are refused (a rolling update from it splits membership until
+// every announcer runs version 2: see docs/architecture.md).
 const (
 	magic      = "PVLB"
-	version    = 1
-	headerLen  = 4 + 1 + 1 + 8 + 8 + 8 + 1
+	version    = 2
+	headerLen  = 4 + 1 + 1 + 8 + 8 + 8 + 1 + 1
+	entryLen   = 4 + 1
 	macLen     = sha256.Size
 	maxNameLen = 253 // a Kubernetes node name is a DNS subdomain
+	// maxEntries bounds a message to about 10 KiB (fragmented on the node
+	// network beyond 200 peers, still one datagram).
+	maxEntries = 2000
+	// maxMessageLen is the largest valid message, the receive buffer size.
+	maxMessageLen = headerLen + maxNameLen + 2 + maxEntries*entryLen + macLen
 )
 
 // Kind says what a message announces.
@@ -37,12 +52,44 @@ const (
 	Leaving Kind = 2
 )
 
+// Message flags.
+const (
+	// flagElectable: the sender may answer (it has quorum and is not held).
+	flagElectable = 1 << 0
+	knownFlags    = flagElectable
+)
+
+// Entry flags.
+const (
+	// entryHeard: the sender hears this peer.
+	entryHeard = 1 << 0
+	// entryVouch: the sender hears this peer both ways and the peer says
+	// it may answer.
+	entryVouch       = 1 << 1
+	knownEntryFlags = entryHeard | entryVouch
+)
+
 type message struct {
 	Kind        Kind
 	Incarnation uint64
 	Seq         uint64
 	Time        time.Time
+	Electable   bool
 	Node        string
+	Entries     []entry
+}
+
+// entry is the sender's view of one peer.
+type entry struct {
+	Hash  uint32
+	Flags uint8
+}
+
+// nameHash names a node in entries.
+func nameHash(name string) uint32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(name))
+	return h.Sum32()
 }
 
 var (
@@ -54,29 +101,49 @@ func (m message) marshal(secret []byte) ([]byte, error) {
 	if len(m.Node) == 0 || len(m.Node) > maxNameLen {
 		return nil, fmt.Errorf("node name length %d out of 1..%d", len(m.Node), maxNameLen)
 	}
-	b := make([]byte, 0, headerLen+len(m.Node)+macLen)
+	if len(m.Entries) > maxEntries {
+		return nil, fmt.Errorf("%d peers, at most %d", len(m.Entries), maxEntries)
+	}
+	b := make([]byte, 0, headerLen+len(m.Node)+2+len(m.Entries)*entryLen+macLen)
 	b = append(b, magic...)
 	b = append(b, version, byte(m.Kind))
 	b = binary.BigEndian.AppendUint64(b, m.Incarnation)
 	b = binary.BigEndian.AppendUint64(b, m.Seq)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Time.UnixNano()))
-	b = append(b, byte(len(m.Node)))
+	var flags byte
+	if m.Electable {
+		flags |= flagElectable
+	}
+	b = append(b, flags, byte(len(m.Node)))
 	b = append(b, m.Node...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Entries)))
+	for _, e := range m.Entries {
+		b = binary.BigEndian.AppendUint32(b, e.Hash)
+		b = append(b, e.Flags)
+	}
 	mac := hmac.New(sha256.New, secret)
 	mac.Write(b)
 	return mac.Sum(b), nil
 }
 
-// unmarshal checks the MAC before looking at any field, so an unauthenticated
-// sender learns nothing from how its packet is treated.
-func unmarshal(b, secret []byte) (message, error) {
-	if len(b) < headerLen+1+macLen || string(b[:4]) != magic {
+// unmarshal checks the MAC against each accepted secret before looking at
+// any field, so an unauthenticated sender learns nothing from how its packet
+// is treated.
+func unmarshal(b []byte, secrets ...[]byte) (message, error) {
+	if len(b) < headerLen+1+2+macLen || string(b[:4]) != magic {
 		return message{}, errMalformed
 	}
 	body, sum := b[:len(b)-macLen], b[len(b)-macLen:]
-	mac := hmac.New(sha256.New, secret)
-	mac.Write(body)
-	if !hmac.Equal(mac.Sum(nil), sum) {
+	authentic := false
+	for _, s := range secrets {
+		mac := hmac.New(sha256.New, s)
+		mac.Write(body)
+		if hmac.Equal(mac.Sum(nil), sum) {
+			authentic = true
+			break
+		}
+	}
+	if !authentic {
 		return message{}, errBadAuth
 	}
 	if body[4] != version {
@@ -86,15 +153,37 @@ func unmarshal(b, secret []byte) (message, error) {
 	if kind != Heartbeat && kind != Leaving {
 		return message{}, fmt.Errorf("%w: kind %d", errMalformed, kind)
 	}
+	flags := body[30]
+	if flags&^knownFlags != 0 {
+		return message{}, fmt.Errorf("%w: flags %#x", errMalformed, flags)
+	}
 	n := int(body[headerLen-1])
-	if n == 0 || len(body) != headerLen+n {
+	if n == 0 || len(body) < headerLen+n+2 {
 		return message{}, fmt.Errorf("%w: name length", errMalformed)
 	}
-	return message{
+	rest := body[headerLen+n:]
+	count := int(binary.BigEndian.Uint16(rest))
+	rest = rest[2:]
+	if count > maxEntries || len(rest) != count*entryLen {
+		return message{}, fmt.Errorf("%w: %d entries in %d bytes", errMalformed, count, len(rest))
+	}
+	msg := message{
 		Kind:        kind,
 		Incarnation: binary.BigEndian.Uint64(body[6:14]),
 		Seq:         binary.BigEndian.Uint64(body[14:22]),
 		Time:        time.Unix(0, int64(binary.BigEndian.Uint64(body[22:30]))),
-		Node:        string(body[headerLen:]),
-	}, nil
+		Electable:   flags&flagElectable != 0,
+		Node:        string(body[headerLen : headerLen+n]),
+	}
+	if count > 0 {
+		msg.Entries = make([]entry, count)
+	}
+	for i := range count {
+		e := entry{Hash: binary.BigEndian.Uint32(rest[i*entryLen:]), Flags: rest[i*entryLen+4]}
+		if e.Flags&^knownEntryFlags != 0 {
+			return message{}, fmt.Errorf("%w: entry flags %#x", errMalformed, e.Flags)
+		}
+		msg.Entries[i] = e
+	}
+	return msg, nil
 }

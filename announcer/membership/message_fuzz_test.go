@@ -13,7 +13,8 @@ import (
 // a correctly MACed message gets through).
 func FuzzUnmarshal(f *testing.F) {
 	secret := []byte("0123456789abcdef")
-	good, _ := message{Kind: Heartbeat, Incarnation: 1, Seq: 2, Time: time.Unix(0, 3), Node: "node-1"}.marshal(secret)
+	good, _ := message{Kind: Heartbeat, Incarnation: 1, Seq: 2, Time: time.Unix(0, 3), Electable: true, Node: "node-1",
+		Entries: []entry{{Hash: 7, Flags: entryHeard}, {Hash: 9, Flags: entryHeard | entryVouch}}}.marshal(secret)
 	f.Add(good)
 	f.Add(good[:len(good)-1])
 	f.Add([]byte("PVLB"))
