@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,11 +67,57 @@ type bgpState struct {
 	synced  cache.InformerSynced
 	speaker *speakerproc.Client // nil until a BGPPeer selects this node
 
+	// latest is the newest input from the L2 reconcile; kick wakes runBGP.
+	latest atomic.Pointer[bgpInput]
+	kick   chan struct{}
+	// loop serialises reconcileBGP with stopBGP; stopped ends the loop's
+	// work for good (Handover, end of Run).
+	loop    sync.Mutex
+	stopped bool
+
 	mu        sync.Mutex
 	passwords map[string]cachedPassword // "namespace/name/key"
 	lastErr   string
 	// advertised holds the addresses this node advertises, for Events.
 	advertised map[netip.Addr]bool
+}
+
+// bgpInput is one snapshot of what the BGP side needs from a reconcile.
+type bgpInput struct {
+	nodes []*v1.Node
+	plan  []Assignment
+	pools map[string]*v1alpha1.IPPool
+}
+
+// submit hands the newest snapshot to runBGP without waiting for it.
+func (b *bgpState) submit(in bgpInput) {
+	b.latest.Store(&in)
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// runBGP applies the newest snapshot whenever one arrives, until ctx ends.
+// Slow BGP work (starting the speaker, reading Secrets while the apiserver
+// is down) only delays the next BGP pass, never the L2 election.
+func (c *Controller) runBGP(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.bgp.kick:
+		}
+		in := c.bgp.latest.Load()
+		if in == nil {
+			continue
+		}
+		c.bgp.loop.Lock()
+		if !c.bgp.stopped {
+			c.reconcileBGP(ctx, in.nodes, in.plan, in.pools)
+		}
+		c.bgp.loop.Unlock()
+	}
 }
 
 type cacheLister interface {
@@ -109,8 +156,8 @@ func (c bgpCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // reconcileBGP makes the speaker advertise exactly the BGP-mode addresses
-// this node is eligible for, to the BGPPeers that select it. Called with
-// c.mu held and not leaving, so a Handover cannot interleave.
+// this node is eligible for, to the BGPPeers that select it. Called from
+// runBGP with b.loop held and not stopped, so a Handover cannot interleave.
 func (c *Controller) reconcileBGP(ctx context.Context, nodes []*v1.Node, plan []Assignment, pools map[string]*v1alpha1.IPPool) {
 	b := c.bgp
 	if !b.synced() {
@@ -319,6 +366,11 @@ func (c *Controller) stopBGP(timeout time.Duration) {
 	if c.bgp == nil {
 		return
 	}
+	// Waits for a pass in progress (bounded by its own timeouts), then
+	// keeps runBGP from starting the speaker again.
+	c.bgp.loop.Lock()
+	c.bgp.stopped = true
+	c.bgp.loop.Unlock()
 	c.bgp.mu.Lock()
 	sp := c.bgp.speaker
 	c.bgp.mu.Unlock()

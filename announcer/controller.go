@@ -67,6 +67,12 @@ type Config struct {
 	Interface string
 	// HandoverTimeout bounds the wait for successors on shutdown (default 1s).
 	HandoverTimeout time.Duration
+	// ClaimDelay is how long this node waits before answering for a VIP it
+	// takes from a node that is still electable (a failback after that
+	// node's restart), so the previous owner has stopped before the new one
+	// starts: a short gap instead of two answerers. Failover from a dead or
+	// leaving node is immediate. Default 200ms (two heartbeat intervals).
+	ClaimDelay time.Duration
 	// Registerer receives the controller's metrics when set.
 	Registerer prometheus.Registerer
 	// BGP enables the embedded BGP speaker for pools in bgp mode; nil
@@ -90,6 +96,9 @@ type Controller struct {
 	broadcast record.EventBroadcaster
 
 	kick chan struct{}
+	// handingOver: Handover keeps the responders answering after this node
+	// left the membership, until its successors claimed (mayAnswer).
+	handingOver atomic.Bool
 
 	mu         sync.Mutex
 	ready      bool
@@ -97,6 +106,9 @@ type Controller struct {
 	responders map[string]*l2        // by interface
 	won        map[netip.Addr]string // won IP -> interface list, for events and handover
 	winners    map[netip.Addr]string // last computed winner of every IP
+	// claimAt holds, for VIPs taken from a still-electable node, when this
+	// node may start answering (see Config.ClaimDelay).
+	claimAt map[netip.Addr]time.Time
 	// unannounced holds the reason reported for every IP nobody may
 	// announce, so the Event is written once per change.
 	unannounced map[netip.Addr]string
@@ -166,6 +178,9 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.HandoverTimeout == 0 {
 		cfg.HandoverTimeout = time.Second
 	}
+	if cfg.ClaimDelay == 0 {
+		cfg.ClaimDelay = 200 * time.Millisecond
+	}
 	c := &Controller{
 		cfg:        cfg,
 		metrics:    newMetrics(cfg.Registerer),
@@ -173,6 +188,7 @@ func New(cfg Config) (*Controller, error) {
 		responders: map[string]*l2{},
 		won:        map[netip.Addr]string{},
 		winners:    map[netip.Addr]string{},
+		claimAt:    map[netip.Addr]time.Time{},
 
 		unannounced: map[netip.Addr]string{},
 	}
@@ -211,7 +227,7 @@ func New(cfg Config) (*Controller, error) {
 		if _, err := peerInf.Informer().AddEventHandler(handler); err != nil {
 			return nil, err
 		}
-		c.bgp = &bgpState{cfg: bc, peers: peerInf.Lister(), synced: peerInf.Informer().HasSynced,
+		c.bgp = &bgpState{cfg: bc, peers: peerInf.Lister(), synced: peerInf.Informer().HasSynced, kick: make(chan struct{}, 1),
 			passwords: map[string]cachedPassword{}, advertised: map[netip.Addr]bool{}}
 		if cfg.Registerer != nil {
 			cfg.Registerer.MustRegister(bgpCollector{c.bgp})
@@ -287,6 +303,10 @@ func (c *Controller) Run(ctx context.Context) error {
 				c.trigger()
 			}
 		}()
+		// BGP runs on its own loop: starting the speaker and reading
+		// password Secrets (with timeouts, retried while the apiserver is
+		// down) must never delay an ARP/NDP failover.
+		go c.runBGP(ctx)
 	}
 	defer c.closeResponders()
 	defer c.stopBGP(3 * time.Second)
@@ -314,7 +334,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 		klog.ErrorS(err, "Listing nodes")
 		return
 	}
-	c.cfg.Membership.SetPeers(c.peerAddrs(nodes))
+	c.cfg.Membership.SetPeers(c.peers(nodes))
 
 	services, _ := c.services.List(labels.Everything())
 	eps, _ := c.slices.List(labels.Everything())
@@ -332,7 +352,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 		}
 		pools[p.Name] = &p
 	}
-	plan := Plan(Inputs{Services: services, Pools: pools, Nodes: nodes, ReadyNodes: ReadyNodes(eps), Alive: c.cfg.Membership.Alive})
+	plan := Plan(Inputs{Services: services, Pools: pools, Nodes: nodes, ReadyNodes: ReadyNodes(eps), Alive: c.cfg.Membership.Electable})
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -342,11 +362,16 @@ func (c *Controller) reconcile(ctx context.Context) {
 	byIface := map[string][]netip.Addr{}
 	won := map[netip.Addr]string{}
 	var wonAssignments []Assignment
+	var defIface string
+	var defErr error
+	now := time.Now()
+	pending := map[netip.Addr]time.Time{}
 	for _, a := range plan {
 		if a.Mode == v1alpha1.AnnounceBGP {
 			continue
 		}
-		if prev, ok := c.winners[a.IP]; !ok || prev != a.Winner {
+		prev, known := c.winners[a.IP]
+		if !known || prev != a.Winner {
 			c.metrics.elections.Inc()
 			klog.V(2).InfoS("Election", "ip", a.IP, "winner", a.Winner, "candidates", a.Candidates, "reason", a.Reason)
 		}
@@ -354,14 +379,30 @@ func (c *Controller) reconcile(ctx context.Context) {
 		if a.Winner != c.cfg.Node {
 			continue
 		}
-		ifaces := a.Interfaces
-		if len(ifaces) == 0 {
-			def, err := c.defaultInterface(nodes)
-			if err != nil {
-				klog.ErrorS(err, "Cannot announce: no interface", "ip", a.IP)
+		if _, serving := c.won[a.IP]; !serving {
+			at, waiting := c.claimAt[a.IP]
+			if !waiting && known && prev != "" && prev != c.cfg.Node && c.cfg.Membership.Electable(prev) {
+				// Taking over from a live node: let it hear the news
+				// and stop first.
+				at, waiting = now.Add(c.cfg.ClaimDelay), true
+				time.AfterFunc(c.cfg.ClaimDelay, c.trigger)
+				klog.V(2).InfoS("Delaying claim until the previous owner has stopped", "ip", a.IP, "previous", prev, "delay", c.cfg.ClaimDelay)
+			}
+			if waiting && now.Before(at) {
+				pending[a.IP] = at
 				continue
 			}
-			ifaces = []string{def}
+		}
+		ifaces := a.Interfaces
+		if len(ifaces) == 0 {
+			if defIface == "" && defErr == nil {
+				defIface, defErr = c.defaultInterface(nodes)
+			}
+			if defErr != nil {
+				klog.ErrorS(defErr, "Cannot announce: no interface", "ip", a.IP)
+				continue
+			}
+			ifaces = []string{defIface}
 		}
 		for _, i := range ifaces {
 			byIface[i] = append(byIface[i], a.IP)
@@ -369,15 +410,22 @@ func (c *Controller) reconcile(ctx context.Context) {
 		won[a.IP] = strings.Join(ifaces, ",")
 		wonAssignments = append(wonAssignments, a)
 	}
+	c.claimAt = pending
+	inPlan := make(map[netip.Addr]bool, len(plan))
+	for _, a := range plan {
+		if a.Mode != v1alpha1.AnnounceBGP {
+			inPlan[a.IP] = true
+		}
+	}
 	for ip := range c.winners {
-		if !slices.ContainsFunc(plan, func(a Assignment) bool { return a.IP == ip && a.Mode != v1alpha1.AnnounceBGP }) {
+		if !inPlan[ip] {
 			delete(c.winners, ip)
 		}
 	}
 	c.reapStopped()
 	for ifname := range byIface {
 		if _, ok := c.responders[ifname]; !ok {
-			r, err := openL2(ifname, func() { time.AfterFunc(reopenDelay, c.trigger) })
+			r, err := openL2(ifname, c.mayAnswer, func() { time.AfterFunc(reopenDelay, c.trigger) })
 			if err != nil {
 				klog.ErrorS(err, "Cannot open ARP/NDP responder", "interface", ifname)
 				for _, ip := range byIface[ifname] {
@@ -412,7 +460,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 	c.won = won
 	c.metrics.announced.Set(float64(len(won)))
 	if c.bgp != nil {
-		c.reconcileBGP(ctx, nodes, plan, pools)
+		c.bgp.submit(bgpInput{nodes: nodes, plan: plan, pools: pools})
 	}
 	c.reportUnannounced(plan)
 	if !c.ready {
@@ -421,18 +469,31 @@ func (c *Controller) reconcile(ctx context.Context) {
 	c.metrics.reconcileSeconds.Observe(time.Since(start).Seconds())
 }
 
-// peerAddrs maps every other node to InternalIP:port, preferring IPv4.
-func (c *Controller) peerAddrs(nodes []*v1.Node) map[string]netip.AddrPort {
-	out := map[string]netip.AddrPort{}
+// peers maps every other node to its heartbeat address (InternalIP:port,
+// preferring IPv4) and whether it counts towards the quorum.
+func (c *Controller) peers(nodes []*v1.Node) map[string]membership.Peer {
+	out := map[string]membership.Peer{}
 	for _, n := range nodes {
 		if n.Name == c.cfg.Node {
 			continue
 		}
 		if ip, ok := internalIP(n); ok {
-			out[n.Name] = netip.AddrPortFrom(ip, uint16(c.cfg.MembershipPort))
+			out[n.Name] = membership.Peer{Addr: netip.AddrPortFrom(ip, uint16(c.cfg.MembershipPort)), Voter: !notReady(n)}
 		}
 	}
 	return out
+}
+
+// notReady: the API reports the Node's kubelet silent (Ready False or
+// Unknown). A Node without a Ready condition has not reported yet and
+// still counts, which keeps the quorum strict.
+func notReady(n *v1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == v1.NodeReady {
+			return c.Status != v1.ConditionTrue
+		}
+	}
+	return false
 }
 
 func internalIP(n *v1.Node) (netip.Addr, bool) {
@@ -489,10 +550,11 @@ func (c *Controller) defaultInterface(nodes []*v1.Node) (string, error) {
 	return "", fmt.Errorf("no interface holds node %s's InternalIP %s", c.cfg.Node, ip)
 }
 
-// openL2 starts the ARP and NDP responders of one interface. If either stops
-// on its own (its socket failed), both are stopped and onStop is called, so
-// the controller reopens them.
-func openL2(ifname string, onStop func()) (*l2, error) {
+// openL2 starts the ARP and NDP responders of one interface. They answer
+// only while fence (the membership's MayAnswer) allows. If either stops on
+// its own (its socket failed), both are stopped and onStop is called, so the
+// controller reopens them.
+func openL2(ifname string, fence func() bool, onStop func()) (*l2, error) {
 	a, err := arp.New(ifname)
 	if err != nil {
 		return nil, err
@@ -502,6 +564,8 @@ func openL2(ifname string, onStop func()) (*l2, error) {
 		_ = a.Close()
 		return nil, err
 	}
+	a.SetFence(fence)
+	n.SetFence(fence)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &l2{arp: a, ndp: n, cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -550,6 +614,9 @@ func (c *Controller) closeResponders() {
 // BGP routes are withdrawn at the same time (the other nodes' routes stay
 // on the routers, so there is nothing to wait for) before the sessions close.
 func (c *Controller) Handover() {
+	// Keep answering through the handover only what this node could answer
+	// a moment ago: a node in a minority stays silent while it leaves.
+	c.handingOver.Store(c.cfg.Membership.MayAnswer())
 	c.mu.Lock()
 	c.leaving = true
 	won := make([]netip.Addr, 0, len(c.won))
@@ -574,6 +641,12 @@ func (c *Controller) Handover() {
 	c.closeResponders()
 }
 
+// mayAnswer is the responders' fence: the membership's permission, or a
+// graceful handover in progress.
+func (c *Controller) mayAnswer() bool {
+	return c.handingOver.Load() || c.cfg.Membership.MayAnswer()
+}
+
 func (c *Controller) claimed(ip netip.Addr, t0 time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -585,20 +658,8 @@ func (c *Controller) claimed(ip netip.Addr, t0 time.Time) bool {
 	return false
 }
 
-// Winners returns the last computed winner of every ARP-mode IP (for status
-// output and tests).
-func (c *Controller) Winners() map[string]string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make(map[string]string, len(c.winners))
-	for ip, w := range c.winners {
-		out[ip.String()] = w
-	}
-	return out
-}
-
 // reportUnannounced counts the addresses nobody may announce by reason and,
-// on the first live announcer by name only, warns on their Services when
+// on the first electable announcer by name only, warns on their Services when
 // the reason appears or changes.
 func (c *Controller) reportUnannounced(plan []Assignment) {
 	counts := map[string]int{}
@@ -612,8 +673,8 @@ func (c *Controller) reportUnannounced(plan []Assignment) {
 	for _, code := range []string{ReasonNoPool, ReasonInvalidSelector, ReasonSelectorMatchesNone, ReasonAllExcluded, ReasonNoReadyEndpoint, ReasonNoneAlive} {
 		c.metrics.unannounced.WithLabelValues(code).Set(float64(counts[code]))
 	}
-	alive := c.cfg.Membership.AliveNodes()
-	reporter := len(alive) > 0 && alive[0] == c.cfg.Node
+	electable := c.cfg.Membership.ElectableNodes()
+	reporter := len(electable) > 0 && electable[0] == c.cfg.Node
 	for _, a := range plan {
 		r, ok := current[a.IP]
 		if !ok || c.unannounced[a.IP] == r {

@@ -94,6 +94,10 @@ func (r *Responder) HardwareAddr() net.HardwareAddr { return r.ifi.HardwareAddr 
 // answered at once.
 func (r *Responder) SetIPs(ips []netip.Addr) { r.won.Replace(ips) }
 
+// SetFence makes every reply and gratuitous packet depend on f, the
+// membership's permission to answer.
+func (r *Responder) SetFence(f func() bool) { r.won.SetFence(f) }
+
 // Serving reports whether ip is currently answered.
 func (r *Responder) Serving(ip netip.Addr) bool { return r.won.Serving(ip) }
 

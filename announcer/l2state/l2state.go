@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -40,6 +41,11 @@ type Hooks struct {
 type Set struct {
 	schedule []time.Duration
 	hooks    Hooks
+
+	// fence, when set, must allow every answer and takeover packet: the
+	// membership's MayAnswer, so a process waking from a freeze cannot
+	// answer with a stale view before its controller caught up.
+	fence atomic.Pointer[func() bool]
 
 	mu  sync.Mutex
 	ips map[netip.Addr]context.CancelFunc // won VIPs -> cancels their takeover burst
@@ -124,16 +130,33 @@ func (s *Set) burst(ctx context.Context, ip netip.Addr) {
 			return
 		case <-time.After(time.Until(start.Add(at))):
 		}
-		s.hooks.Announce(ip)
+		if s.fenceOpen() {
+			s.hooks.Announce(ip)
+		}
 	}
 }
 
-// Serving reports whether ip is in the set.
+// SetFence makes every answer and takeover packet depend on f (nil: none).
+func (s *Set) SetFence(f func() bool) {
+	if f == nil {
+		s.fence.Store(nil)
+		return
+	}
+	s.fence.Store(&f)
+}
+
+func (s *Set) fenceOpen() bool {
+	f := s.fence.Load()
+	return f == nil || (*f)()
+}
+
+// Serving reports whether ip is answered now: in the set, with the fence
+// open.
 func (s *Set) Serving(ip netip.Addr) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	_, ok := s.ips[Key(ip)]
-	return ok
+	s.mu.Unlock()
+	return ok && s.fenceOpen()
 }
 
 // NoteClaim records that another node claimed ip now, if ip is ours; the

@@ -233,3 +233,47 @@ func TestReadLoopStopsOnCloseAndCancel(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestFenceSilencesAnswersAndBursts: with the fence closed (the membership
+// withdrew this node's permission, or the process just woke from a freeze)
+// a won VIP is neither answered nor announced; reopening restores both.
+func TestFenceSilencesAnswersAndBursts(t *testing.T) {
+	var mu sync.Mutex
+	var announced []time.Duration
+	start := time.Now()
+	s := New([]time.Duration{0, 40 * time.Millisecond, 80 * time.Millisecond}, Hooks{
+		Keep: func(netip.Addr) bool { return true },
+		Announce: func(netip.Addr) {
+			mu.Lock()
+			announced = append(announced, time.Since(start))
+			mu.Unlock()
+		},
+	})
+	defer s.Close()
+	var open sync.Mutex
+	allowed := false
+	s.SetFence(func() bool { open.Lock(); defer open.Unlock(); return allowed })
+	vip := netip.MustParseAddr("192.0.2.200")
+	s.Replace([]netip.Addr{vip})
+	time.Sleep(20 * time.Millisecond)
+	if s.Serving(vip) {
+		t.Fatal("serving with the fence closed")
+	}
+	open.Lock()
+	allowed = true
+	open.Unlock()
+	if !s.Serving(vip) {
+		t.Fatal("not serving with the fence open")
+	}
+	time.Sleep(120 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	// The first packet (at 0) fell while closed; the later two went out.
+	if len(announced) != 2 {
+		t.Fatalf("announced at %v, want the two packets after the fence opened", announced)
+	}
+	s.SetFence(nil)
+	if !s.Serving(vip) {
+		t.Fatal("not serving without a fence")
+	}
+}

@@ -162,6 +162,10 @@ func (r *Responder) left(ip netip.Addr) {
 	klog.V(2).InfoS("Stopped answering NDP", "ip", ip, "interface", r.ifi.Name)
 }
 
+// SetFence makes every advertisement depend on f, the membership's
+// permission to answer.
+func (r *Responder) SetFence(f func() bool) { r.won.SetFence(f) }
+
 // Serving reports whether ip is currently answered.
 func (r *Responder) Serving(ip netip.Addr) bool { return r.won.Serving(ip) }
 

@@ -11,6 +11,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -75,7 +76,7 @@ func (o *options) flags() *cliflag.NamedFlagSets {
 	ms := fss.FlagSet("membership")
 	ms.IntVar(&o.membershipPort, "membership-port", membership.DefaultPort, "UDP port of the announcers' heartbeats (same on every node).")
 	ms.StringVar(&o.membershipBind, "membership-bind-address", "", "Local address for heartbeats (default: all addresses).")
-	ms.StringVar(&o.secretFile, "membership-secret-file", "", "File holding the shared secret that authenticates heartbeats (a mounted Secret key, at least 16 bytes). Required.")
+	ms.StringVar(&o.secretFile, "membership-secret-file", "", "File holding the shared secret that authenticates heartbeats (a mounted Secret key, at least 16 bytes). Required. One secret per line: the first signs, all are accepted, and the file is re-read every 10s, so a secret is rotated without a restart (docs/install.md).")
 	ms.DurationVar(&o.interval, "membership-interval", membership.DefaultInterval, "Heartbeat interval.")
 	ms.DurationVar(&o.deadAfter, "membership-dead-after", membership.DefaultDeadAfter, "Silence after which a peer is dead.")
 	ms.DurationVar(&o.maxSkew, "membership-max-clock-skew", membership.DefaultMaxSkew, "Largest accepted difference between a heartbeat's timestamp and the local clock (replay window).")
@@ -206,7 +207,7 @@ func run(o *options) error {
 	if err := o.validate(); err != nil {
 		return err
 	}
-	secret, err := membership.LoadSecret(o.secretFile)
+	secrets, err := membership.LoadSecrets(o.secretFile)
 	if err != nil {
 		return fmt.Errorf("--membership-secret-file: %w", err)
 	}
@@ -237,7 +238,7 @@ func run(o *options) error {
 	m, err := membership.New(membership.Config{
 		Node:       o.nodeName,
 		Listen:     net.JoinHostPort(o.membershipBind, strconv.Itoa(o.membershipPort)),
-		Secret:     secret,
+		Secrets:    secrets,
 		Interval:   o.interval,
 		DeadAfter:  o.deadAfter,
 		MaxSkew:    o.maxSkew,
@@ -258,6 +259,7 @@ func run(o *options) error {
 		MembershipPort:  o.membershipPort,
 		Interface:       o.iface,
 		HandoverTimeout: o.handoverTimeout,
+		ClaimDelay:      2 * o.interval,
 		Registerer:      reg,
 		BGP:             bgpCfg,
 	})
@@ -274,6 +276,7 @@ func run(o *options) error {
 	}
 	memDone := make(chan struct{})
 	go func() { defer close(memDone); _ = m.Run(ctx) }()
+	go reloadSecrets(ctx, o.secretFile, m, secretReloadInterval)
 	ctrlDone := make(chan error, 1)
 	go func() { ctrlDone <- ctrl.Run(ctx) }()
 	klog.InfoS("pvelb-announcer started", "node", o.nodeName, "membershipPort", o.membershipPort)
@@ -292,6 +295,42 @@ func run(o *options) error {
 	cancel()
 	<-memDone
 	return <-ctrlDone
+}
+
+// secretReloadInterval is how often the membership secret file is re-read:
+// the kubelet refreshes a mounted Secret within about a minute, so a
+// rotation (see membership.LoadSecrets) needs no restart.
+const secretReloadInterval = 10 * time.Second
+
+// reloadSecrets re-reads the secret file every interval and hands changes
+// to the membership. A file that became unreadable or invalid keeps the
+// secrets in use (and says so), so a bad edit cannot split the cluster.
+func reloadSecrets(ctx context.Context, path string, m *membership.Membership, interval time.Duration) {
+	last, _ := os.ReadFile(path)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		b, err := os.ReadFile(path)
+		if err == nil && bytes.Equal(b, last) {
+			continue
+		}
+		secrets, err := membership.LoadSecrets(path)
+		if err == nil {
+			err = m.SetSecrets(secrets)
+		}
+		if err != nil {
+			klog.ErrorS(err, "Membership secret file changed but cannot be used; keeping the secrets in use")
+			last = b
+			continue
+		}
+		last = b
+		klog.InfoS("Membership secrets reloaded", "secrets", len(secrets))
+	}
 }
 
 func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, ctrl *announcer.Controller) error {
