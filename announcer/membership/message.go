@@ -65,7 +65,7 @@ const (
 	entryHeard = 1 << 0
 	// entryVouch: the sender hears this peer both ways and the peer says
 	// it may answer.
-	entryVouch       = 1 << 1
+	entryVouch      = 1 << 1
 	knownEntryFlags = entryHeard | entryVouch
 )
 
