@@ -55,14 +55,7 @@ func newLab(t *testing.T) *Lab {
 	cp := apiserver.StartT(t, apiserver.Options{})
 	sim := pvesim.NewTestServer(t, pvesim.Options{})
 	for _, vm := range labVMs {
-		mac := fmt.Sprintf("BC:24:11:00:00:%02X", vm.vmid-100)
-		if err := sim.AddVM(pvesim.VM{
-			VMID: vm.vmid, Node: vm.host, Name: vm.name, UUID: vm.uuid,
-			Cores: 2, Sockets: 1, MemoryMiB: 4096,
-			Nets: map[int]string{0: "virtio=" + mac + ",bridge=vmbr0,firewall=1"},
-		}); err != nil {
-			t.Fatal(err)
-		}
+		addVM(t, sim, vm)
 	}
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "token")
@@ -86,31 +79,51 @@ instances:
 	return &Lab{CP: cp, Client: cp.Client(), PVE: sim, ConfigFile: cfgFile}
 }
 
+// addVM creates the VM in the Proxmox simulator: 2 vCPUs, 4 GiB, one NIC
+// behind the Proxmox firewall.
+func addVM(t testing.TB, sim *pvesim.TestServer, vm labVM) {
+	t.Helper()
+	mac := fmt.Sprintf("BC:24:11:00:00:%02X", vm.vmid-100)
+	if err := sim.AddVM(pvesim.VM{
+		VMID: vm.vmid, Node: vm.host, Name: vm.name, UUID: vm.uuid,
+		Cores: 2, Sockets: 1, MemoryMiB: 4096,
+		Nets: map[int]string{0: "virtio=" + mac + ",bridge=vmbr0,firewall=1"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // createNodes registers the Nodes as a kubelet with --cloud-provider=external
 // would: uninitialized taint, provided node IP, system UUID, NotReady (no
 // kubelet heartbeats here, which is what lets the lifecycle controller act).
 func (l *Lab) createNodes(t *testing.T) {
 	t.Helper()
-	ctx := context.Background()
 	for _, vm := range labVMs {
-		n := &corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{
-				Name:        vm.name,
-				Annotations: map[string]string{"alpha.kubernetes.io/provided-node-ip": vm.ip},
-			},
-			Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: uninitializedTaint, Value: "true", Effect: corev1.TaintEffectNoSchedule}}},
-		}
-		created, err := l.Client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		created.Status = corev1.NodeStatus{
-			NodeInfo:   corev1.NodeSystemInfo{SystemUUID: vm.uuid},
-			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionUnknown, Reason: "NodeStatusNeverUpdated", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}},
-		}
-		if _, err := l.Client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		l.createNode(t, vm)
+	}
+}
+
+// createNode registers one VM's Node, as createNodes does.
+func (l *Lab) createNode(t *testing.T, vm labVM) {
+	t.Helper()
+	ctx := context.Background()
+	n := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        vm.name,
+			Annotations: map[string]string{"alpha.kubernetes.io/provided-node-ip": vm.ip},
+		},
+		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: uninitializedTaint, Value: "true", Effect: corev1.TaintEffectNoSchedule}}},
+	}
+	created, err := l.Client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created.Status = corev1.NodeStatus{
+		NodeInfo:   corev1.NodeSystemInfo{SystemUUID: vm.uuid},
+		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionUnknown, Reason: "NodeStatusNeverUpdated", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}},
+	}
+	if _, err := l.Client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
 
