@@ -52,6 +52,7 @@ type options struct {
 	membershipPort     int
 	membershipBind     string
 	secretFile         string
+	secretReload       time.Duration
 	interval           time.Duration
 	deadAfter          time.Duration
 	maxSkew            time.Duration
@@ -77,6 +78,7 @@ func (o *options) flags() *cliflag.NamedFlagSets {
 	ms.IntVar(&o.membershipPort, "membership-port", membership.DefaultPort, "UDP port of the announcers' heartbeats (same on every node).")
 	ms.StringVar(&o.membershipBind, "membership-bind-address", "", "Local address for heartbeats (default: all addresses).")
 	ms.StringVar(&o.secretFile, "membership-secret-file", "", "File holding the shared secret that authenticates heartbeats (a mounted Secret key, at least 16 bytes). Required. One secret per line: the first signs, all are accepted, and the file is re-read every 10s, so a secret is rotated without a restart (docs/install.md).")
+	ms.DurationVar(&o.secretReload, "membership-secret-reload-interval", 10*time.Second, "How often the membership secret file is re-read (the kubelet refreshes a mounted Secret within about a minute).")
 	ms.DurationVar(&o.interval, "membership-interval", membership.DefaultInterval, "Heartbeat interval.")
 	ms.DurationVar(&o.deadAfter, "membership-dead-after", membership.DefaultDeadAfter, "Silence after which a peer is dead.")
 	ms.DurationVar(&o.maxSkew, "membership-max-clock-skew", membership.DefaultMaxSkew, "Largest accepted difference between a heartbeat's timestamp and the local clock (replay window).")
@@ -139,6 +141,9 @@ func (o *options) validate() error {
 	}
 	if o.membershipPort < 1 || o.membershipPort > 65535 {
 		return fmt.Errorf("--membership-port: %d out of 1..65535", o.membershipPort)
+	}
+	if o.secretReload < 100*time.Millisecond {
+		return fmt.Errorf("--membership-secret-reload-interval: %s: must be at least 100ms", o.secretReload)
 	}
 	if o.deadAfter <= o.interval {
 		return fmt.Errorf("--membership-dead-after (%s) must exceed --membership-interval (%s)", o.deadAfter, o.interval)
@@ -276,7 +281,7 @@ func run(o *options) error {
 	}
 	memDone := make(chan struct{})
 	go func() { defer close(memDone); _ = m.Run(ctx) }()
-	go reloadSecrets(ctx, o.secretFile, m, secretReloadInterval)
+	go reloadSecrets(ctx, o.secretFile, m, o.secretReload)
 	ctrlDone := make(chan error, 1)
 	go func() { ctrlDone <- ctrl.Run(ctx) }()
 	klog.InfoS("pvelb-announcer started", "node", o.nodeName, "membershipPort", o.membershipPort)
@@ -296,11 +301,6 @@ func run(o *options) error {
 	<-memDone
 	return <-ctrlDone
 }
-
-// secretReloadInterval is how often the membership secret file is re-read:
-// the kubelet refreshes a mounted Secret within about a minute, so a
-// rotation (see membership.LoadSecrets) needs no restart.
-const secretReloadInterval = 10 * time.Second
 
 // reloadSecrets re-reads the secret file every interval and hands changes
 // to the membership. A file that became unreadable or invalid keeps the

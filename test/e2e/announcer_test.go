@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 	"github.com/pvelb/pvelb/test/apiserver"
 	"github.com/pvelb/pvelb/test/netlab"
 )
@@ -67,9 +68,11 @@ func newAnnLab(t testing.TB) *annLab {
 	}
 	ctx := context.Background()
 	for i, h := range lab.Nodes {
+		// No pvelb-ccm runs here: the Nodes carry the admission it would
+		// write for VMs without an IP filter.
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: h.Name, Labels: map[string]string{
 			corev1.LabelTopologyZone: fmt.Sprintf("pve%d", i+1),
-		}}}
+		}, Annotations: map[string]string{eligibility.AnnotationAdmitted: eligibility.Unfiltered}}}
 		created, err := l.kube.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)

@@ -1,0 +1,368 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pvelb/pvelb/test/netlab"
+)
+
+// The transitions an announcer cluster goes through, checked on the wire:
+// a monitor on the bridge records every ARP and NDP answer while the client
+// probes each VIP every probeEvery, and a ping runs through the VIP, for the
+// whole of each transition. The rule (docs/architecture.md, "One
+// answerer"): at most one node answers a VIP at any instant, apart from an
+// overlap of at most maxOverlap where a handover legitimately has both
+// speak for a moment (a leaving node answers until it sees its successor's
+// claim).
+const (
+	probeEvery = 20 * time.Millisecond
+	// splitWindow: two MACs answering within this of each other count as
+	// answering at the same time (three probe rounds).
+	splitWindow = 3 * probeEvery
+	// maxOverlap bounds one split: one heartbeat interval.
+	maxOverlap = 100 * time.Millisecond
+	// reloadEvery is the announcers' secret re-read period in these tests.
+	reloadEvery = 200 * time.Millisecond
+)
+
+// watched is one transition under observation.
+type watched struct {
+	l      *annLab
+	mon    *netlab.Monitor
+	prober *netlab.Prober
+	vips   []netip.Addr
+	ping   chan pingResult
+	cancel context.CancelFunc
+}
+
+type pingResult struct {
+	sent, lost int
+	err        error
+}
+
+// watch starts the monitor, the prober and a ping of the first VIP lasting
+// pingFor (0: no ping).
+func (l *annLab) watch(t *testing.T, pingFor time.Duration, vips ...netip.Addr) *watched {
+	t.Helper()
+	mon, err := l.net.WatchBridge()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	prober, err := l.net.Client.ProbeVIPs(ctx, vips, probeEvery)
+	if err != nil {
+		cancel()
+		_ = mon.Close()
+		t.Fatal(err)
+	}
+	w := &watched{l: l, mon: mon, prober: prober, vips: vips, cancel: cancel}
+	if pingFor > 0 {
+		w.ping = make(chan pingResult, 1)
+		go func() {
+			s, lo, err := l.pingLoss(ctx, vips[0], pingFor)
+			w.ping <- pingResult{s, lo, err}
+		}()
+	}
+	t.Cleanup(w.stop)
+	return w
+}
+
+func (w *watched) stop() {
+	w.cancel()
+	_ = w.prober.Stop()
+	_ = w.mon.Close()
+}
+
+// finish stops the observation and checks the one-answerer rule for every
+// VIP; it returns the ping result (zero without a ping).
+func (w *watched) finish(t *testing.T) pingResult {
+	t.Helper()
+	var pr pingResult
+	if w.ping != nil {
+		pr = <-w.ping
+		if pr.err != nil {
+			t.Errorf("ping: %v", pr.err)
+		}
+	}
+	if err := w.prober.Stop(); err != nil {
+		t.Errorf("prober: %v", err)
+	}
+	if err := w.mon.Close(); err != nil {
+		t.Errorf("monitor: %v", err)
+	}
+	for _, vip := range w.vips {
+		for _, s := range w.mon.SplitAnswers(vip, splitWindow) {
+			if s.Duration() > maxOverlap {
+				t.Errorf("%s answered by two nodes for %s (> %s): %s\n%s", vip, s.Duration(), maxOverlap, s, w.mon.Timeline(vip))
+			}
+		}
+	}
+	return pr
+}
+
+// answeredBy returns the lab nodes whose MACs answered vip in [from, to).
+func (w *watched) answeredBy(vip netip.Addr, from, to time.Time) []string {
+	var out []string
+	for _, m := range w.mon.AnswerMACs(vip, from, to) {
+		out = append(out, w.l.nodeByMAC(m))
+	}
+	return out
+}
+
+func (l *annLab) nodeByMAC(m net.HardwareAddr) string {
+	for _, n := range l.net.Nodes {
+		if n.MAC.String() == m.String() {
+			return n.Name
+		}
+	}
+	return m.String()
+}
+
+// signal sends sig to the process group of the node's announcer.
+func (l *annLab) signal(t *testing.T, node string, sig syscall.Signal) {
+	t.Helper()
+	if err := syscall.Kill(-l.procs[node].cmd.Process.Pid, sig); err != nil {
+		t.Fatalf("%s to %s: %v", sig, node, err)
+	}
+}
+
+// waitQuorum waits until the node's announcer reports that it may answer.
+func (l *annLab) waitQuorum(t *testing.T, node *netlab.Host) {
+	t.Helper()
+	Eventually(t, 15*time.Second, node.Name+" has quorum", func(context.Context) error {
+		v, err := l.scrape(node, "pvelb_announcer_membership_quorum")
+		if err != nil {
+			return err
+		}
+		if v != 1 {
+			return fmt.Errorf("quorum %v", v)
+		}
+		return nil
+	})
+}
+
+func TestAnnouncerTransitions(t *testing.T) {
+	l := newAnnLab(t)
+	dir := t.TempDir()
+	secretOf := map[string]string{}
+	for _, n := range l.net.Nodes {
+		f := filepath.Join(dir, n.Name+".secret")
+		if err := os.WriteFile(f, []byte(annSecret+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		secretOf[n.Name] = f
+	}
+	start := func(n *netlab.Host) {
+		l.start(t, n, secretOf[n.Name], "--membership-secret-reload-interval="+reloadEvery.String())
+	}
+	for _, n := range l.net.Nodes {
+		start(n)
+	}
+	vip, vip6 := netlab.VIP4(3), netlab.VIP6(3)
+	l.service(t, "trans", false, vip, vip6)
+	owner := l.answering(t, vip, 30*time.Second)
+	owner6 := l.answering(t, vip6, 10*time.Second)
+	for _, n := range l.net.Nodes {
+		l.waitQuorum(t, n)
+	}
+	ctx := context.Background()
+	// A node that owns neither VIP, if there is one.
+	var bystander *netlab.Host
+	for _, n := range l.net.Nodes {
+		if n != owner && n != owner6 {
+			bystander = n
+		}
+	}
+	t.Logf("%s answered by %s, %s by %s", vip, owner.Name, vip6, owner6.Name)
+
+	t.Run("restart of a non-owner claims nothing", func(t *testing.T) {
+		n := bystander
+		if n == nil {
+			for _, c := range l.net.Nodes {
+				if c != owner {
+					n = c
+				}
+			}
+		}
+		if err := l.net.Client.Ping(ctx, vip, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		w := l.watch(t, 4*time.Second, vip, vip6)
+		t0 := time.Now()
+		l.signal(t, n.Name, syscall.SIGKILL)
+		<-l.procs[n.Name].done
+		start(n)
+		l.waitQuorum(t, n)
+		time.Sleep(time.Until(t0.Add(4 * time.Second)))
+		pr := w.finish(t)
+		if g := w.mon.Gratuitous(vip)[n.MAC.String()]; len(g) > 0 {
+			t.Errorf("restarted non-owner %s sent %d gratuitous ARP for %s\n%s", n.Name, len(g), vip, w.mon.Timeline(vip))
+		}
+		if got := w.answeredBy(vip, time.Time{}, time.Time{}); len(got) != 1 || got[0] != owner.Name {
+			t.Errorf("%s answered by %v during the restart, want only %s\n%s", vip, got, owner.Name, w.mon.Timeline(vip))
+		}
+		if n != owner6 {
+			if g := w.mon.Gratuitous(vip6)[n.MAC.String()]; len(g) > 0 {
+				t.Errorf("restarted non-owner %s sent %d unsolicited NA for %s", n.Name, len(g), vip6)
+			}
+		}
+		nb, err := l.net.Client.Neigh(ctx, vip)
+		if err != nil || nb.MAC.String() != owner.MAC.String() {
+			t.Errorf("client's neighbour entry for %s is %+v (%v), want the owner %s", vip, nb, err, owner.Name)
+		}
+		if pr.lost > 0 {
+			t.Errorf("%d of %d pings lost while a non-owner restarted", pr.lost, pr.sent)
+		}
+	})
+
+	oneWay := func(name string, victim func() *netlab.Host, dir netlab.Direction, wantOwnerKept bool) {
+		t.Run(name, func(t *testing.T) {
+			n := victim()
+			before := l.answering(t, vip, 5*time.Second)
+			w := l.watch(t, 0, vip, vip6)
+			if err := n.DropUDP(7947, dir); err != nil {
+				t.Fatal(err)
+			}
+			t0 := time.Now()
+			time.Sleep(3 * time.Second)
+			// Steady partition: from one second in, one node answers.
+			during := w.answeredBy(vip, t0.Add(time.Second), time.Now())
+			if err := l.net.Client.Ping(ctx, vip, 2*time.Second); err != nil {
+				t.Errorf("ping %s during the partition: %v", vip, err)
+			}
+			if err := n.Heal(); err != nil {
+				t.Fatal(err)
+			}
+			healed := time.Now()
+			time.Sleep(2 * time.Second)
+			after := w.answeredBy(vip, healed.Add(time.Second), time.Now())
+			w.finish(t)
+			if len(during) != 1 {
+				t.Errorf("during the partition (%s of %s) %s was answered by %v, want one node\n%s", dir, n.Name, vip, during, w.mon.Timeline(vip))
+			} else if wantOwnerKept && during[0] != before.Name {
+				t.Errorf("during the partition of %s the owner moved from %s to %s", n.Name, before.Name, during[0])
+			} else if !wantOwnerKept && during[0] == n.Name {
+				t.Errorf("the partitioned node %s kept answering %s", n.Name, vip)
+			}
+			if len(after) != 1 {
+				t.Errorf("after healing %s was answered by %v\n%s", vip, after, w.mon.Timeline(vip))
+			}
+			if err := l.net.Client.Ping(ctx, vip, 2*time.Second); err != nil {
+				t.Errorf("ping %s after healing: %v", vip, err)
+			}
+		})
+	}
+	nonOwner := func() *netlab.Host {
+		cur := l.answering(t, vip, 5*time.Second)
+		for _, n := range l.net.Nodes {
+			if n != cur {
+				return n
+			}
+		}
+		return nil
+	}
+	currentOwner := func() *netlab.Host { return l.answering(t, vip, 5*time.Second) }
+	// The reproduction from the issue: inbound membership traffic dropped
+	// on a node that does not own the VIP (a VM firewall with policy_in
+	// DROP and no rule for the port).
+	oneWay("one-way partition of a non-owner (inbound) leaves the owner alone", nonOwner, netlab.In, true)
+	oneWay("one-way partition of a non-owner (outbound) leaves the owner alone", nonOwner, netlab.Out, true)
+	oneWay("one-way partition of the owner (inbound) moves the VIP once", currentOwner, netlab.In, false)
+	oneWay("one-way partition of the owner (outbound) moves the VIP once", currentOwner, netlab.Out, false)
+	oneWay("two-way partition of the owner moves the VIP once", currentOwner, netlab.Both, false)
+
+	t.Run("SIGSTOP of the owner for 1s", func(t *testing.T) {
+		cur := l.answering(t, vip, 5*time.Second)
+		w := l.watch(t, 4*time.Second, vip, vip6)
+		t0 := time.Now()
+		l.signal(t, cur.Name, syscall.SIGSTOP)
+		time.Sleep(time.Second)
+		l.signal(t, cur.Name, syscall.SIGCONT)
+		time.Sleep(time.Until(t0.Add(4 * time.Second)))
+		pr := w.finish(t)
+		t.Logf("SIGSTOP of %s: answered by %v; %d of %d pings lost", cur.Name, w.answeredBy(vip, time.Time{}, time.Time{}), pr.lost, pr.sent)
+		if got := w.answeredBy(vip, t0.Add(3*time.Second), time.Time{}); len(got) != 1 {
+			t.Errorf("after the stall %s answered by %v\n%s", vip, got, w.mon.Timeline(vip))
+		}
+		if pr.lost > 0 {
+			t.Errorf("%d of %d pings lost", pr.lost, pr.sent)
+		}
+	})
+
+	t.Run("rolling restart of every announcer", func(t *testing.T) {
+		const budget = 20 * time.Second
+		w := l.watch(t, budget, vip, vip6)
+		t0 := time.Now()
+		for _, n := range l.net.Nodes {
+			l.signal(t, n.Name, syscall.SIGTERM)
+			select {
+			case <-l.procs[n.Name].done:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s did not stop on SIGTERM", n.Name)
+			}
+			start(n)
+			l.waitQuorum(t, n)
+			time.Sleep(500 * time.Millisecond)
+		}
+		if time.Since(t0) > budget-2*time.Second {
+			t.Fatalf("the rollout took %s, longer than the observation", time.Since(t0))
+		}
+		time.Sleep(time.Until(t0.Add(budget)))
+		pr := w.finish(t)
+		t.Logf("rolling restart: %d of %d pings lost; %s answered by %v", pr.lost, pr.sent, vip, w.answeredBy(vip, time.Time{}, time.Time{}))
+		if pr.lost > 10 {
+			t.Errorf("%d of %d pings (10 ms apart) lost during the rollout, want <= 10", pr.lost, pr.sent)
+		}
+		if got := l.answering(t, vip6, 5*time.Second); got == nil {
+			t.Error("nobody answers NDP after the rollout")
+		}
+	})
+
+	t.Run("secret rotation keeps every node in the membership", func(t *testing.T) {
+		w := l.watch(t, 0, vip, vip6)
+		newSecret := "rotated-membership-secret-9876543210"
+		steps := []string{annSecret + "\n" + newSecret + "\n", newSecret + "\n" + annSecret + "\n", newSecret + "\n"}
+		for _, content := range steps {
+			// One node after the other, as kubelets refresh mounted
+			// Secrets: neighbouring steps must keep talking.
+			for _, n := range l.net.Nodes {
+				if err := os.WriteFile(secretOf[n.Name]+".tmp", []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Rename(secretOf[n.Name]+".tmp", secretOf[n.Name]); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(2 * reloadEvery)
+				for _, o := range l.net.Nodes {
+					if v, err := l.scrape(o, "pvelb_announcer_membership_peers_alive"); err != nil || v != 2 {
+						t.Fatalf("after writing step %q on %s: %s hears %v peers (%v)", strings.SplitN(content, "\n", 2)[0][:8], n.Name, o.Name, v, err)
+					}
+				}
+			}
+		}
+		w.finish(t)
+		if got := w.answeredBy(vip, time.Time{}, time.Time{}); len(got) != 1 {
+			t.Errorf("%s answered by %v during the rotation, want one node throughout", vip, got)
+		}
+		// And a node left on the old secret is refused.
+		if err := os.WriteFile(secretOf[l.net.Nodes[0].Name], []byte(annSecret+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		Eventually(t, 5*time.Second, "the node on the retired secret is cut off", func(context.Context) error {
+			v, err := l.scrape(l.net.Nodes[0], "pvelb_announcer_membership_quorum")
+			if err != nil || v != 0 {
+				return fmt.Errorf("quorum %v (%v)", v, err)
+			}
+			return nil
+		})
+	})
+}
