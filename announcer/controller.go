@@ -670,7 +670,7 @@ func (c *Controller) reportUnannounced(plan []Assignment) {
 			current[a.IP] = a.Code + ": " + a.Reason
 		}
 	}
-	for _, code := range []string{ReasonNoPool, ReasonInvalidSelector, ReasonSelectorMatchesNone, ReasonAllExcluded, ReasonNoReadyEndpoint, ReasonNoneAlive} {
+	for _, code := range UnannouncedReasons {
 		c.metrics.unannounced.WithLabelValues(code).Set(float64(counts[code]))
 	}
 	electable := c.cfg.Membership.ElectableNodes()

@@ -111,6 +111,9 @@ type Membership struct {
 	peers      map[string]*peer // by node name
 	byHash     map[uint32]string
 	leaving    bool
+	// peersKnown: SetPeers has been called. Before it this node would be
+	// the only voter, a quorum of one.
+	peersKnown bool
 	started    time.Time // Run's start; zero before
 	lastTick   time.Time
 	stallUntil time.Time
@@ -246,6 +249,7 @@ func (m *Membership) Changes() <-chan struct{} { return m.changed }
 func (m *Membership) SetPeers(peers map[string]Peer) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.peersKnown = true
 	for name := range m.peers {
 		if _, ok := peers[name]; !ok {
 			delete(m.peers, name)
@@ -553,7 +557,7 @@ func (m *Membership) noteStallLocked(now time.Time) {
 
 // heldLocked: this node must not answer now, whatever the quorum.
 func (m *Membership) heldLocked(now time.Time) bool {
-	return m.leaving || m.started.IsZero() || now.Before(m.started.Add(m.cfg.HoldDown)) || now.Before(m.stallUntil)
+	return m.leaving || !m.peersKnown || m.started.IsZero() || now.Before(m.started.Add(m.cfg.HoldDown)) || now.Before(m.stallUntil)
 }
 
 // renewLocked extends or closes the answering fence from the current

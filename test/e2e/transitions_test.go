@@ -12,6 +12,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/pvelb/pvelb/announcer/election"
+	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 	"github.com/pvelb/pvelb/test/netlab"
 )
 
@@ -364,5 +369,137 @@ func TestAnnouncerTransitions(t *testing.T) {
 			}
 			return nil
 		})
+	})
+}
+
+// addNodeObject creates the Node of a lab host as the kubelet and pvelb-ccm
+// would leave it: InternalIPs, a zone, and the admission of a VM without an
+// IP filter.
+func (l *annLab) addNodeObject(t *testing.T, h *netlab.Host, zone string) {
+	t.Helper()
+	ctx := context.Background()
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: h.Name,
+		Labels:      map[string]string{corev1.LabelTopologyZone: zone},
+		Annotations: map[string]string{eligibility.AnnotationAdmitted: eligibility.Unfiltered}}}
+	created, err := l.kube.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created.Status.Addresses = []corev1.NodeAddress{
+		{Type: corev1.NodeInternalIP, Address: h.IPv4.Addr().String()},
+		{Type: corev1.NodeInternalIP, Address: h.IPv6.Addr().String()},
+	}
+	if _, err := l.kube.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// everyVIPAnsweredOnce asserts that each VIP is answered by exactly one node
+// in the monitor's last second and returns the owners.
+func (w *watched) everyVIPAnsweredOnce(t *testing.T) map[netip.Addr]string {
+	t.Helper()
+	owners := map[netip.Addr]string{}
+	now := time.Now()
+	for _, vip := range w.vips {
+		got := w.answeredBy(vip, now.Add(-time.Second), now)
+		if len(got) != 1 {
+			t.Errorf("%s answered by %v in the last second, want one node\n%s", vip, got, w.mon.Timeline(vip))
+			continue
+		}
+		owners[vip] = got[0]
+	}
+	return owners
+}
+
+// TestAnnouncerNodesJoinAndLeave: a node joining takes over its share of
+// VIPs with one handoff each; a node the cluster autoscaler is draining, and
+// then a deleted one, give theirs up, never with two answerers.
+func TestAnnouncerNodesJoinAndLeave(t *testing.T) {
+	l := newAnnLab(t)
+	for _, n := range l.net.Nodes {
+		l.start(t, n, l.secret)
+	}
+	var vips []netip.Addr
+	for i := 5; i < 21; i++ {
+		vips = append(vips, netlab.VIP4(i))
+	}
+	l.service(t, "spread", false, vips...)
+	for _, vip := range vips {
+		l.answering(t, vip, 30*time.Second)
+	}
+	ctx := context.Background()
+
+	t.Run("a node joins", func(t *testing.T) {
+		w := l.watch(t, 0, vips...)
+		h := l.net.AddNode(t, true)
+		for _, vip := range vips {
+			if err := h.AddVIP(vip); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l.addNodeObject(t, h, "pve4")
+		l.start(t, h, l.secret)
+		l.waitQuorum(t, h)
+		time.Sleep(2 * time.Second)
+		owners := w.everyVIPAnsweredOnce(t)
+		w.finish(t)
+		// The owners must be exactly what the election gives with the
+		// new node in (rendezvous hashing: it takes only its own share).
+		var cands []election.Candidate
+		for i, n := range l.net.Nodes {
+			cands = append(cands, election.Candidate{Name: n.Name, Zone: fmt.Sprintf("pve%d", i+1)})
+		}
+		won := 0
+		for _, vip := range vips {
+			want, _ := election.Elect(vip, cands, func(string) bool { return true })
+			if owners[vip] != want {
+				t.Errorf("%s answered by %s after %s joined, the election gives %s", vip, owners[vip], h.Name, want)
+			}
+			if want == h.Name {
+				won++
+			}
+		}
+		t.Logf("%s took %d of %d VIPs", h.Name, won, len(vips))
+		if won == 0 {
+			t.Fatalf("the election gives %s none of the %d VIPs: pick others so that the join moves some", h.Name, len(vips))
+		}
+		for _, vip := range vips {
+			if g := w.mon.Gratuitous(vip); len(g) > 1 {
+				t.Errorf("%s: gratuitous packets from %d MACs when %s joined, want at most the new owner's", vip, len(g), h.Name)
+			}
+		}
+	})
+
+	t.Run("a node drained by the cluster autoscaler, then deleted", func(t *testing.T) {
+		victim := l.answering(t, vips[0], 5*time.Second)
+		w := l.watch(t, 0, vips...)
+		node, err := l.kube.CoreV1().Nodes().Get(ctx, victim.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		node.Spec.Taints = append(node.Spec.Taints, corev1.Taint{Key: "ToBeDeletedByClusterAutoscaler", Effect: corev1.TaintEffectNoSchedule})
+		if _, err := l.kube.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		owners := w.everyVIPAnsweredOnce(t)
+		for vip, o := range owners {
+			if o == victim.Name {
+				t.Errorf("%s still answered by the draining node %s", vip, o)
+			}
+		}
+		if err := l.kube.CoreV1().Nodes().Delete(ctx, victim.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		for vip, o := range w.everyVIPAnsweredOnce(t) {
+			if o == victim.Name {
+				t.Errorf("%s answered by the deleted node %s", vip, o)
+			}
+		}
+		w.finish(t)
+		if err := l.net.Client.Ping(ctx, vips[0], 2*time.Second); err != nil {
+			t.Errorf("ping %s after the drain: %v", vips[0], err)
+		}
 	})
 }
