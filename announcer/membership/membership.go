@@ -106,11 +106,11 @@ type Membership struct {
 	// to answer lapses unless the tick loop renews it; see MayAnswer.
 	validUntil atomic.Int64
 
-	mu         sync.Mutex
-	seq        uint64
-	peers      map[string]*peer // by node name
-	byHash     map[uint32]string
-	leaving    bool
+	mu      sync.Mutex
+	seq     uint64
+	peers   map[string]*peer // by node name
+	byHash  map[uint32]string
+	leaving bool
 	// peersKnown: SetPeers has been called. Before it this node would be
 	// the only voter, a quorum of one.
 	peersKnown bool
