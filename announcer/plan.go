@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -17,13 +16,17 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/pvelb/pvelb/announcer/election"
+	"github.com/pvelb/pvelb/loadbalancer/allocator"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 )
 
 const (
 	// AnnotationAllocatedPool is written by pvelb-ccm on every Service it
-	// gave addresses: the pools they came from, comma-separated.
+	// gave addresses: the pools they belong to, comma-separated. Its
+	// presence marks pvelb's addresses; which pool an address belongs to is
+	// read from the address itself (see Plan), since the value trails pool
+	// changes.
 	AnnotationAllocatedPool = "pvelb.io/allocated-pool"
 	// ZoneLabel places a node on a Proxmox host, for zone-diverse failover.
 	ZoneLabel = v1.LabelTopologyZone
@@ -43,10 +46,12 @@ type Inputs struct {
 
 // Assignment is the outcome for one IP that pvelb allocated.
 type Assignment struct {
-	IP   netip.Addr
+	IP netip.Addr
+	// Pool is the IPPool holding the address now; "" when none does (the
+	// pool was deleted or shrunk and pvelb-ccm kept the address).
 	Pool string
-	// Mode is the pool's announce mode (arp or bgp); empty when no pool
-	// holds the address.
+	// Mode is the pool's announce mode (arp or bgp); arp, the default, when
+	// no pool holds the address.
 	Mode     v1alpha1.AnnounceMode
 	Services []string // namespace/name, sorted
 	// Interfaces to answer on; empty means the node's default interface.
@@ -67,6 +72,9 @@ type Assignment struct {
 // Why nobody may announce an address (Assignment.Code); also the reason
 // label of pvelb_announcer_unannounced_ips.
 const (
+	// ReasonNoPool is no longer given: an address outside every pool is
+	// announced with the default settings. It stays a label value, at zero,
+	// for dashboards that name it.
 	ReasonNoPool              = "NoPool"
 	ReasonInvalidSelector     = "InvalidNodeSelector"
 	ReasonSelectorMatchesNone = "NodeSelectorMatchesNone"
@@ -104,12 +112,21 @@ func (a Assignment) Announces(node string) bool {
 // assignment: a node must be eligible for each of them (for Local services
 // that means an endpoint of every one, so no shared-IP traffic lands on a
 // node that drops it).
+//
+// An address belongs to the pool that holds it now (allocator.Holding, the
+// rule pvelb-ccm records and admits by), not to the one its Service's
+// pvelb.io/allocated-pool names: pvelb-ccm keeps addresses when a pool is
+// renamed, shrunk or deleted, and rewrites the annotation only afterwards.
+// An address no pool holds is announced with the default settings (ARP on
+// the default interface, no node selector), exactly where pvelb-ccm keeps
+// admitting it, rather than left as an EXTERNAL-IP nobody answers.
 func Plan(in Inputs) []Assignment {
 	// Parsed once per node, not once per node and IP.
 	admitted := make([]eligibility.Admission, len(in.Nodes))
 	for i, n := range in.Nodes {
 		admitted[i], _ = eligibility.NodeAdmission(n)
 	}
+	held := holdingPools(in.Pools)
 
 	type ipState struct {
 		pool     string
@@ -117,7 +134,7 @@ func Plan(in Inputs) []Assignment {
 	}
 	byIP := map[netip.Addr]*ipState{}
 	for _, svc := range in.Services {
-		poolNames, ok := svc.Annotations[AnnotationAllocatedPool]
+		_, ok := svc.Annotations[AnnotationAllocatedPool]
 		if !ok || svc.Spec.Type != v1.ServiceTypeLoadBalancer {
 			continue
 		}
@@ -127,7 +144,7 @@ func Plan(in Inputs) []Assignment {
 				continue
 			}
 			ip = ip.Unmap()
-			pool := poolOf(ip, strings.Split(poolNames, ","), in.Pools)
+			pool := allocator.Holding(held, ip)
 			st := byIP[ip]
 			if st == nil {
 				st = &ipState{pool: pool}
@@ -144,11 +161,13 @@ func Plan(in Inputs) []Assignment {
 			a.Services = append(a.Services, s.Namespace+"/"+s.Name)
 		}
 		slices.Sort(a.Services)
+		// every and no name the nodes the pool lets announce, in reasons.
 		pool := in.Pools[st.pool]
-		if pool == nil {
-			a.Code, a.Reason = ReasonNoPool, "no IPPool listed in "+AnnotationAllocatedPool+" holds this address"
-			out = append(out, a)
-			continue
+		every, no := "every node", "no node"
+		if pool != nil {
+			every, no = "every node IPPool "+pool.Name+" selects", "no node IPPool "+pool.Name+" selects"
+		} else {
+			pool = &v1alpha1.IPPool{} // no pool holds the address: the defaults
 		}
 		a.Mode = pool.Spec.Announce.Mode
 		if a.Mode == "" {
@@ -180,15 +199,18 @@ func Plan(in Inputs) []Assignment {
 		switch {
 		case furthest <= eligibility.NotSelected:
 			a.Code, a.Reason = ReasonSelectorMatchesNone, fmt.Sprintf("the node selector of IPPool %s matches no node", pool.Name)
+			if sel == nil {
+				a.Reason = "there is no node"
+			}
 		case furthest == eligibility.Leaving:
-			a.Code, a.Reason = ReasonAllLeaving, fmt.Sprintf("every node IPPool %s selects is being deleted or tainted %s", pool.Name, eligibility.ToBeDeletedTaint)
+			a.Code, a.Reason = ReasonAllLeaving, fmt.Sprintf("%s is being deleted or tainted %s", every, eligibility.ToBeDeletedTaint)
 		case furthest == eligibility.Excluded:
-			a.Code, a.Reason = ReasonAllExcluded, fmt.Sprintf("every node IPPool %s selects is leaving or labelled %s", pool.Name, v1.LabelNodeExcludeBalancers)
+			a.Code, a.Reason = ReasonAllExcluded, fmt.Sprintf("%s is leaving or labelled %s", every, v1.LabelNodeExcludeBalancers)
 		case furthest == eligibility.NotAdmitted:
-			a.Code, a.Reason = ReasonNotAdmitted, fmt.Sprintf("no node IPPool %s selects has a VM whose Proxmox IP filter admits this address yet "+
+			a.Code, a.Reason = ReasonNotAdmitted, fmt.Sprintf("%s has a VM whose Proxmox IP filter admits this address yet "+
 				"(pvelb-ccm lists what it admits in the Node annotation %s once the VM's ipfilter-netX sets are written; "+
 				"it is missing while pvelb-ccm cannot locate the Node's VM from spec.providerID, and stale while admission fails: "+
-				"see FirewallAdmissionFailed and NoEligibleNode Events)", pool.Name, eligibility.AnnotationAdmitted)
+				"see FirewallAdmissionFailed and NoEligibleNode Events)", no, eligibility.AnnotationAdmitted)
 		case len(cands) == 0:
 			a.Code, a.Reason = ReasonNoReadyEndpoint, "no eligible node holds a ready endpoint of every externalTrafficPolicy Local service on this address"
 		case a.Mode == v1alpha1.AnnounceBGP:
@@ -249,29 +271,17 @@ func selectorOf(ls *metav1.LabelSelector) (labels.Selector, error) {
 	return metav1.LabelSelectorAsSelector(ls)
 }
 
-// poolOf returns the listed pool whose spec.addresses holds ip.
-func poolOf(ip netip.Addr, names []string, pools map[string]*v1alpha1.IPPool) string {
-	for _, name := range names {
-		p := pools[strings.TrimSpace(name)]
-		if p == nil {
-			continue
+// holdingPools reads the IPPools as pvelb-ccm's allocator does, so that
+// allocator.Holding resolves an address to the same pool in both: a pool
+// whose spec does not parse holds no address.
+func holdingPools(pools map[string]*v1alpha1.IPPool) []allocator.Pool {
+	out := make([]allocator.Pool, 0, len(pools))
+	for _, ip := range pools {
+		p, err := allocator.PoolFromAPI(ip)
+		if err != nil {
+			p = allocator.Pool{Name: ip.Name}
 		}
-		for _, a := range p.Spec.Addresses {
-			if addressesContain(a, ip) {
-				return p.Name
-			}
-		}
+		out = append(out, p)
 	}
-	return ""
-}
-
-// addressesContain reads one spec.addresses entry: a CIDR or "first-last".
-func addressesContain(entry string, ip netip.Addr) bool {
-	if first, last, ok := strings.Cut(entry, "-"); ok {
-		f, err1 := netip.ParseAddr(strings.TrimSpace(first))
-		l, err2 := netip.ParseAddr(strings.TrimSpace(last))
-		return err1 == nil && err2 == nil && f.Is4() == ip.Is4() && f.Compare(ip) <= 0 && ip.Compare(l) <= 0
-	}
-	p, err := netip.ParsePrefix(entry)
-	return err == nil && p.Contains(ip)
+	return out
 }

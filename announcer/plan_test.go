@@ -170,11 +170,10 @@ func TestPlan(t *testing.T) {
 			absent: []string{"192.0.2.205", "192.0.2.206"},
 		},
 		{
-			name:     "address outside the listed pools",
+			name:     "address outside every pool: announced with the defaults",
 			services: []*v1.Service{svc("default", "odd", "main", false, "198.51.100.99")},
 			alive:    all,
-			want:     map[string]string{"198.51.100.99": ""},
-			reason:   map[string]string{"198.51.100.99": "no IPPool"},
+			want:     map[string]string{"198.51.100.99": winnerOf("198.51.100.99", "n1", "n2", "n3")},
 		},
 		{
 			name:     "broken node selector names the field",
@@ -225,22 +224,97 @@ func slice(ns, svcName, nodeName string, ready bool) *discoveryv1.EndpointSlice 
 	}
 }
 
-func TestAddressesContain(t *testing.T) {
+// An address belongs to the pool that holds it now, whatever the Service's
+// pvelb.io/allocated-pool still says: pvelb-ccm keeps addresses when pools
+// are renamed, shrunk or deleted, and rewrites the annotation only after the
+// fact. An address no pool holds is announced with the defaults (ARP on the
+// default interface, every node eligible by the shared rule), as pvelb-ccm
+// admits it in the firewall, rather than left unanswered.
+func TestPlanPoolOfAddress(t *testing.T) {
+	edgeSel := &metav1.LabelSelector{MatchLabels: map[string]string{"pvelb.io/edge": "true"}}
+	withIfaces := func(p *v1alpha1.IPPool, ifs ...string) *v1alpha1.IPPool { p.Spec.Announce.Interfaces = ifs; return p }
+	withPrio := func(p *v1alpha1.IPPool, prio int32) *v1alpha1.IPPool {
+		p.Spec.AllocateTo = &v1alpha1.AllocateTo{Priority: prio}
+		return p
+	}
+	nodes := []*v1.Node{node("n1", "pve1"), node("n2", "pve2", "pvelb.io/edge", "true"), node("cp", "pve1", v1.LabelNodeExcludeBalancers, "")}
+	all := func(string) bool { return true }
 	for _, tt := range []struct {
-		entry, ip string
-		want      bool
+		name   string
+		pools  []*v1alpha1.IPPool
+		svc    *v1.Service
+		pool   string // want
+		mode   v1alpha1.AnnounceMode
+		ifaces []string
+		cands  []string
 	}{
-		{"192.0.2.0/24", "192.0.2.9", true},
-		{"192.0.2.0/24", "198.51.100.9", false},
-		{"192.0.2.10-192.0.2.20", "192.0.2.20", true},
-		{"192.0.2.10-192.0.2.20", "192.0.2.21", false},
-		{"2001:db8::10-2001:db8::1f", "2001:db8::1a", true},
-		{"2001:db8::10-2001:db8::1f", "192.0.2.1", false},
-		{"garbage", "192.0.2.1", false},
+		{
+			name:  "annotated pool holds it",
+			pools: []*v1alpha1.IPPool{withIfaces(pool("old", v1alpha1.AnnounceARP, nil, "192.0.2.0/28"), "eth1")},
+			svc:   svc("d", "s", "old", false, "192.0.2.3"),
+			pool:  "old", mode: v1alpha1.AnnounceARP, ifaces: []string{"eth1"}, cands: []string{"n1", "n2"},
+		},
+		{
+			name:  "renamed over the same range: the new pool's settings",
+			pools: []*v1alpha1.IPPool{withIfaces(pool("new", v1alpha1.AnnounceARP, edgeSel, "192.0.2.0/28"), "eth1")},
+			svc:   svc("d", "s", "old", false, "192.0.2.3"),
+			pool:  "new", mode: v1alpha1.AnnounceARP, ifaces: []string{"eth1"}, cands: []string{"n2"},
+		},
+		{
+			name:  "annotated pool shrunk, another pool holds it now",
+			pools: []*v1alpha1.IPPool{pool("old", v1alpha1.AnnounceARP, nil, "192.0.2.0/30"), pool("bgp", v1alpha1.AnnounceBGP, nil, "192.0.2.4/30")},
+			svc:   svc("d", "s", "old", false, "192.0.2.5"),
+			pool:  "bgp", mode: v1alpha1.AnnounceBGP, cands: []string{"n1", "n2"},
+		},
+		{
+			name:  "empty annotation still marks pvelb's address",
+			pools: []*v1alpha1.IPPool{pool("main", "", nil, "192.0.2.0/28")},
+			svc:   svc("d", "s", " ", false, "192.0.2.3"),
+			pool:  "main", mode: v1alpha1.AnnounceARP, cands: []string{"n1", "n2"},
+		},
+		{
+			name:  "overlapping pools: higher priority, as pvelb-ccm decides",
+			pools: []*v1alpha1.IPPool{withPrio(pool("a", v1alpha1.AnnounceARP, nil, "192.0.2.0/24"), 1), withPrio(pool("b", v1alpha1.AnnounceBGP, nil, "192.0.2.0/28"), 2)},
+			svc:   svc("d", "s", "a", false, "192.0.2.3"),
+			pool:  "b", mode: v1alpha1.AnnounceBGP, cands: []string{"n1", "n2"},
+		},
+		{
+			name:  "overlapping pools of one priority: first by name",
+			pools: []*v1alpha1.IPPool{pool("zz", v1alpha1.AnnounceBGP, nil, "192.0.2.0/24"), pool("aa", v1alpha1.AnnounceARP, edgeSel, "192.0.2.0/28")},
+			svc:   svc("d", "s", "zz", false, "192.0.2.3"),
+			pool:  "aa", mode: v1alpha1.AnnounceARP, cands: []string{"n2"},
+		},
+		{
+			name:  "deleted: no pool, announced with the defaults",
+			pools: []*v1alpha1.IPPool{withIfaces(pool("other", v1alpha1.AnnounceBGP, edgeSel, "198.51.100.0/24"), "eth1")},
+			svc:   svc("d", "s", "old", false, "192.0.2.3"),
+			pool:  "", mode: v1alpha1.AnnounceARP, cands: []string{"n1", "n2"},
+		},
+		{
+			name:  "a pool with a broken spec holds nothing",
+			pools: []*v1alpha1.IPPool{pool("broken", v1alpha1.AnnounceBGP, nil, "192.0.2.0/28", "not-an-address")},
+			svc:   svc("d", "s", "broken", false, "192.0.2.3"),
+			pool:  "", mode: v1alpha1.AnnounceARP, cands: []string{"n1", "n2"},
+		},
 	} {
-		if got := addressesContain(tt.entry, netip.MustParseAddr(tt.ip)); got != tt.want {
-			t.Errorf("addressesContain(%q, %s) = %v", tt.entry, tt.ip, got)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			pools := map[string]*v1alpha1.IPPool{}
+			for _, p := range tt.pools {
+				pools[p.Name] = p
+			}
+			got := Plan(Inputs{Services: []*v1.Service{tt.svc}, Pools: pools, Nodes: nodes, Alive: all})
+			if len(got) != 1 {
+				t.Fatalf("want one assignment, got %+v", got)
+			}
+			a := got[0]
+			if a.Pool != tt.pool || a.Mode != tt.mode || !slices.Equal(a.Interfaces, tt.ifaces) || !slices.Equal(a.Candidates, tt.cands) {
+				t.Errorf("got pool %q mode %q interfaces %q candidates %v, want %q %q %q %v",
+					a.Pool, a.Mode, a.Interfaces, a.Candidates, tt.pool, tt.mode, tt.ifaces, tt.cands)
+			}
+			if a.Code != "" || (a.Mode == v1alpha1.AnnounceARP) != (a.Winner != "") {
+				t.Errorf("not announced: winner %q, %s: %s", a.Winner, a.Code, a.Reason)
+			}
+		})
 	}
 }
 
@@ -374,7 +448,9 @@ func TestPlanReasonCodesARP(t *testing.T) {
 		{"selector none", []*v1.Node{node("a", "z")}, svc("d", "s", "sel", false, "198.51.100.1"), nil, ReasonSelectorMatchesNone},
 		{"no endpoint", []*v1.Node{node("a", "z")}, svc("d", "s", "main", true, "192.0.2.1"), nil, ReasonNoReadyEndpoint},
 		{"none alive", []*v1.Node{node("a", "z")}, svc("d", "s", "main", false, "192.0.2.1"), func(string) bool { return false }, ReasonNoneAlive},
-		{"no pool", []*v1.Node{node("a", "z")}, svc("d", "s", "main", false, "203.0.113.1"), nil, ReasonNoPool},
+		{"no pool: announced with the defaults", []*v1.Node{node("a", "z")}, svc("d", "s", "main", false, "203.0.113.1"), nil, ""},
+		{"no pool, every node excluded", []*v1.Node{node("a", "z", v1.LabelNodeExcludeBalancers, "")}, svc("d", "s", "main", false, "203.0.113.1"), nil, ReasonAllExcluded},
+		{"no pool, not admitted", []*v1.Node{admits(node("a", "z"), "192.0.2.0/24")}, svc("d", "s", "main", false, "203.0.113.1"), nil, ReasonNotAdmitted},
 		{"all leaving", []*v1.Node{leaving(node("a", "z")), leaving(node("b", "z"))}, svc("d", "s", "main", false, "192.0.2.1"), nil, ReasonAllLeaving},
 		{"leaving or excluded", []*v1.Node{leaving(node("a", "z")), node("b", "z", v1.LabelNodeExcludeBalancers, "")}, svc("d", "s", "main", false, "192.0.2.1"), nil, ReasonAllExcluded},
 		{"VM not located", []*v1.Node{admits(node("a", "z"), "-")}, svc("d", "s", "main", false, "192.0.2.1"), nil, ReasonNotAdmitted},

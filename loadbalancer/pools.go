@@ -87,15 +87,15 @@ func selector(ls *metav1.LabelSelector) (labels.Selector, error) {
 	return metav1.LabelSelectorAsSelector(ls)
 }
 
-// poolOfAddr returns the usable-or-not pool holding a (for messages).
+// poolOfAddr returns the usable-or-not pool holding a, by allocator.Holding:
+// the pool the annotation records and the announcer announces a by, so that
+// the firewall admits a on the nodes of that same pool.
 func poolOfAddr(pools map[string]*poolState, a netip.Addr) string {
-	for _, name := range sortedKeys(pools) {
-		p := pools[name].alloc
-		if p.Contains(a) {
-			return name
-		}
+	ps := make([]allocator.Pool, 0, len(pools))
+	for _, p := range pools {
+		ps = append(ps, p.alloc)
 	}
-	return ""
+	return allocator.Holding(ps, a)
 }
 
 // poolConditions computes an IPPool's Ready and Overlapping conditions.

@@ -1,6 +1,7 @@
 package allocator
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"math/big"
@@ -66,12 +67,7 @@ func (a *Allocator) SetPools(pools []Pool) []Warning {
 		a.pools = append(a.pools, &p)
 		a.byName[p.Name] = &p
 	}
-	sort.SliceStable(a.pools, func(i, j int) bool {
-		if a.pools[i].Priority != a.pools[j].Priority {
-			return a.pools[i].Priority > a.pools[j].Priority
-		}
-		return a.pools[i].Name < a.pools[j].Name
-	})
+	slices.SortStableFunc(a.pools, comparePools)
 	var ws []Warning
 	for ip, keys := range a.holders {
 		if a.poolOf(ip) != nil {
@@ -79,7 +75,9 @@ func (a *Allocator) SetPools(pools []Pool) []Warning {
 		}
 		for _, k := range keys {
 			ws = append(ws, Warning{Service: k, Address: ip,
-				Msg: fmt.Sprintf("address %s of %s is outside every IPPool; it is kept, but consider moving the Service to a pool address", ip, k)})
+				Msg: fmt.Sprintf("address %s of %s is outside every IPPool; it is kept, and announced with the default settings "+
+					"(ARP or NDP from one elected node on its default interface, no node selector) until a pool holds it again; "+
+					"recreate or widen the pool, or move the Service to a pool address", ip, k)})
 		}
 	}
 	sort.Slice(ws, func(i, j int) bool {
@@ -99,6 +97,46 @@ func (a *Allocator) poolOf(ip netip.Addr) *Pool {
 		}
 	}
 	return nil
+}
+
+// PoolOf is the name of the pool ip belongs to now ("" when none holds it),
+// by the rule of Holding.
+func (a *Allocator) PoolOf(ip netip.Addr) string {
+	if p := a.poolOf(ip); p != nil {
+		return p.Name
+	}
+	return ""
+}
+
+// Holding returns the name of the pool ip belongs to: of the pools that
+// contain it, the one of highest priority, then the first by name; "" when
+// none does. It is the one rule for an address's pool, whatever pool it was
+// allocated from: pvelb-ccm records it in pvelb.io/allocated-pool and admits
+// the address in the firewall by that pool's node selector, and the
+// announcer announces it with that pool's settings, so an IPPool renamed
+// over the same range keeps its addresses announced as before. Only
+// overlapping pools (refused, but keeping what they handed out) make the
+// order matter.
+func Holding(pools []Pool, ip netip.Addr) string {
+	var best *Pool
+	for i := range pools {
+		if p := &pools[i]; p.Contains(ip) && (best == nil || comparePools(p, best) < 0) {
+			best = p
+		}
+	}
+	if best == nil {
+		return ""
+	}
+	return best.Name
+}
+
+// comparePools orders pools for allocation and for Holding: higher priority
+// first, then by name.
+func comparePools(a, b *Pool) int {
+	if a.Priority != b.Priority {
+		return cmp.Compare(b.Priority, a.Priority)
+	}
+	return strings.Compare(a.Name, b.Name)
 }
 
 // Owner returns the Services holding ip, sorted (several when shared).
