@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -115,6 +114,9 @@ type Controller struct {
 	// changes and backs off retries (a VM Proxmox did not list yet).
 	desiredQueue workqueue.TypedRateLimitingInterface[string]
 	poolStatCh   chan struct{}
+	// allocatedPoolCh asks for AnnotationAllocatedPool to be rewritten
+	// after pool changes (see allocatedPoolLoop).
+	allocatedPoolCh chan struct{}
 	// admitted publishes what each Node's VM admits (set by Start).
 	admitted *admittedWriter
 	// lastDesired is the desired state last handed to the reconciler: an
@@ -156,14 +158,15 @@ func New(opts Options) (*Controller, error) {
 		desiredQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, vmRefreshPeriod),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "pvelb-desired"}),
-		poolStatCh:  make(chan struct{}, 1),
-		alloc:       allocator.New(),
-		pools:       map[string]*poolState{},
-		assigned:    map[allocator.ServiceKey][]netip.Addr{},
-		noNode:      map[string]string{},
-		fwFailing:   map[string]string{},
-		outsideSeen: map[string]string{},
-		nodeVMs:     map[string]vmLocation{},
+		poolStatCh:      make(chan struct{}, 1),
+		allocatedPoolCh: make(chan struct{}, 1),
+		alloc:           allocator.New(),
+		pools:           map[string]*poolState{},
+		assigned:        map[allocator.ServiceKey][]netip.Addr{},
+		noNode:          map[string]string{},
+		fwFailing:       map[string]string{},
+		outsideSeen:     map[string]string{},
+		nodeVMs:         map[string]vmLocation{},
 	}
 	if opts.Firewall.Enabled {
 		fw, err := firewall.New(opts.Clients, firewall.Options{
@@ -329,27 +332,15 @@ func (c *Controller) release(ctx context.Context, svc *v1.Service) error {
 	return nil
 }
 
-// recordPools keeps AnnotationAllocatedPool in line with the pools in use
-// (removed when there are none).
+// recordPools keeps AnnotationAllocatedPool in line with the pools the held
+// addresses belong to (see allocatedPoolValue; removed when none are held).
 func (c *Controller) recordPools(ctx context.Context, svc *v1.Service, pools []string) error {
-	var names []string
-	for _, p := range pools {
-		if p != "" && !slices.Contains(names, p) {
-			names = append(names, p)
-		}
-	}
-	want := strings.Join(names, ",")
 	have, ok := svc.Annotations[AnnotationAllocatedPool]
-	if (want == "" && !ok) || (ok && have == want) {
+	want, remove := allocatedPoolValue(pools, have, ok)
+	if (remove && !ok) || (!remove && ok && have == want) {
 		return nil
 	}
-	var patch string
-	if want == "" {
-		patch = fmt.Sprintf(`{"metadata":{"annotations":{%q:null}}}`, AnnotationAllocatedPool)
-	} else {
-		patch = fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, AnnotationAllocatedPool, want)
-	}
-	_, err := c.kube.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, []byte(patch), metav1PatchOptions)
+	_, err := c.kube.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, allocatedPoolPatch(want, remove, ""), metav1PatchOptions)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("recording annotation %s: %w", AnnotationAllocatedPool, err)
 	}

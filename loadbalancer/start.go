@@ -155,12 +155,14 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 	go c.desiredLoop(ctx)
 	go c.admitted.run(ctx)
 	go c.poolStatusLoop(ctx)
+	go c.allocatedPoolLoop(ctx)
 	if c.fw != nil {
 		go c.fw.Run(ctx)
 	}
 	go c.class.run(ctx)
 	c.kickDesired()
 	c.kickPoolStatus()
+	c.kickAllocatedPools()
 	return nil
 }
 
@@ -256,6 +258,7 @@ func (c *Controller) poolsChanged(store cache.Store) {
 	}
 	c.kickDesired()
 	c.kickPoolStatus()
+	c.kickAllocatedPools()
 }
 
 // desiredKey is the only item of desiredQueue: every change recomputes the
