@@ -2,11 +2,13 @@ package netlab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mdlayher/arp"
@@ -111,11 +113,21 @@ func (h *Host) ProbeVIPs(ctx context.Context, vips []netip.Addr, every time.Dura
 		defer closeAll()
 		t := time.NewTicker(every)
 		defer t.Stop()
+		started, sent6 := time.Now(), false
 		for ctx.Err() == nil {
 			for _, ip := range vips {
-				if err := ask(ip); err != nil {
-					p.fail(fmt.Errorf("probe %s from %s: %w", ip, h.Netns, err))
+				err := ask(ip)
+				if err == nil {
+					sent6 = sent6 || ip.Is6()
+					continue
 				}
+				// IPv6 on a link brought up a moment ago has no multicast
+				// route yet: the kernel adds it shortly after. Not a
+				// failure of what is being watched.
+				if errors.Is(err, syscall.ENETUNREACH) && ip.Is6() && !sent6 && time.Since(started) < linkSettle {
+					continue
+				}
+				p.fail(fmt.Errorf("probe %s from %s: %w", ip, h.Netns, err))
 			}
 			p.rounds.Add(1)
 			select {
@@ -127,6 +139,10 @@ func (h *Host) ProbeVIPs(ctx context.Context, vips []netip.Addr, every time.Dura
 	h.lab.onClose(func() { _ = p.Stop() })
 	return p, nil
 }
+
+// linkSettle bounds how long after start a prober forgives IPv6 sends that
+// find no route (see the loop in ProbeVIPs).
+const linkSettle = 3 * time.Second
 
 func (p *Prober) fail(err error) {
 	p.mu.Lock()
