@@ -106,6 +106,12 @@ type Controller struct {
 	responders map[string]*l2        // by interface
 	won        map[netip.Addr]string // won IP -> interface list, for events and handover
 	winners    map[netip.Addr]string // last computed winner of every IP
+	// lastUnservable is what unservable last found, to log changes once.
+	lastUnservable []string
+	// openFailed: interfaces whose responders could not be opened (a
+	// missing capability, a socket error); unservable until a trial open
+	// in checkLinks succeeds. Touched only on Run's goroutine.
+	openFailed map[string]error
 	// claimAt holds, for VIPs taken from a still-electable node, when this
 	// node may start answering (see Config.ClaimDelay).
 	claimAt map[netip.Addr]time.Time
@@ -189,6 +195,7 @@ func New(cfg Config) (*Controller, error) {
 		won:        map[netip.Addr]string{},
 		winners:    map[netip.Addr]string{},
 		claimAt:    map[netip.Addr]time.Time{},
+		openFailed: map[string]error{},
 
 		unannounced: map[netip.Addr]string{},
 	}
@@ -314,6 +321,8 @@ func (c *Controller) Run(ctx context.Context) error {
 	// appeared late, a responder that failed to open) without hammering.
 	resync := time.NewTicker(30 * time.Second)
 	defer resync.Stop()
+	links := time.NewTicker(time.Second)
+	defer links.Stop()
 	c.reconcile(ctx)
 	for {
 		select {
@@ -322,6 +331,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-c.kick:
 		case <-c.cfg.Membership.Changes():
 		case <-resync.C:
+		case <-links.C:
+			c.checkLinks()
+			continue
 		}
 		c.reconcile(ctx)
 	}
@@ -338,21 +350,10 @@ func (c *Controller) reconcile(ctx context.Context) {
 
 	services, _ := c.services.List(labels.Everything())
 	eps, _ := c.slices.List(labels.Everything())
-	objs, _ := c.pools.List(labels.Everything())
-	pools := map[string]*v1alpha1.IPPool{}
-	for _, o := range objs {
-		u, ok := o.(*unstructured.Unstructured)
-		if !ok {
-			continue
-		}
-		var p v1alpha1.IPPool
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
-			klog.ErrorS(err, "Cannot read IPPool", "pool", u.GetName())
-			continue
-		}
-		pools[p.Name] = &p
-	}
-	plan := Plan(Inputs{Services: services, Pools: pools, Nodes: nodes, ReadyNodes: ReadyNodes(eps), Alive: c.cfg.Membership.Electable})
+	pools := c.listPools()
+	c.cfg.Membership.SetUnservable(c.unservable(nodes, pools))
+	plan := Plan(Inputs{Services: services, Pools: pools, Nodes: nodes, ReadyNodes: ReadyNodes(eps),
+		Alive: c.cfg.Membership.Electable, CanServe: c.cfg.Membership.CanServe})
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -427,12 +428,17 @@ func (c *Controller) reconcile(ctx context.Context) {
 		if _, ok := c.responders[ifname]; !ok {
 			r, err := openL2(ifname, c.mayAnswer, func() { time.AfterFunc(reopenDelay, c.trigger) })
 			if err != nil {
-				klog.ErrorS(err, "Cannot open ARP/NDP responder", "interface", ifname)
+				klog.ErrorS(err, "Cannot open ARP/NDP responder; leaving the elections of its pools", "interface", ifname)
 				for _, ip := range byIface[ifname] {
 					delete(won, ip)
 				}
+				// The next link check reports the pools unservable, so
+				// another node is elected instead of this one answering
+				// nothing.
+				c.openFailed[ifname] = err
 				continue
 			}
+			delete(c.openFailed, ifname)
 			c.responders[ifname] = r
 		}
 	}
@@ -467,6 +473,25 @@ func (c *Controller) reconcile(ctx context.Context) {
 		c.ready = true
 	}
 	c.metrics.reconcileSeconds.Observe(time.Since(start).Seconds())
+}
+
+// listPools reads the IPPools from the informer cache, typed.
+func (c *Controller) listPools() map[string]*v1alpha1.IPPool {
+	objs, _ := c.pools.List(labels.Everything())
+	pools := make(map[string]*v1alpha1.IPPool, len(objs))
+	for _, o := range objs {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		var p v1alpha1.IPPool
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
+			klog.ErrorS(err, "Cannot read IPPool", "pool", u.GetName())
+			continue
+		}
+		pools[p.Name] = &p
+	}
+	return pools
 }
 
 // peers maps every other node to its heartbeat address (InternalIP:port,
@@ -516,11 +541,96 @@ func internalIP(n *v1.Node) (netip.Addr, bool) {
 	return v6, v6.IsValid()
 }
 
+// unservable lists what this node cannot answer ARP/NDP for, as the tokens
+// Plan's CanServe takes: the ARP-mode pools naming an interface it lacks or
+// has down, those without interfaces when its default interface is unusable,
+// and "" (addresses outside every pool) in that case too. The membership
+// carries the list to every peer, so no node elects this one for them.
+func (c *Controller) unservable(nodes []*v1.Node, pools map[string]*v1alpha1.IPPool) []string {
+	_, defErr := c.defaultInterface(nodes)
+	var out []string
+	if defErr != nil {
+		out = append(out, "")
+	}
+	for name, p := range pools {
+		if p.Spec.Announce.Mode == v1alpha1.AnnounceBGP {
+			continue
+		}
+		ifaces := p.Spec.Announce.Interfaces
+		if len(ifaces) == 0 {
+			if defErr != nil {
+				out = append(out, name)
+			}
+			continue
+		}
+		for _, i := range ifaces {
+			if err := c.usable(i); err != nil {
+				out = append(out, name)
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	if !slices.Equal(out, c.lastUnservable) {
+		c.lastUnservable = out
+		if len(out) > 0 {
+			klog.InfoS("This node cannot answer for some pools; it leaves their elections", "pools", out, "defaultInterface", defErr)
+		} else {
+			klog.InfoS("This node can answer for every pool again")
+		}
+	}
+	return out
+}
+
+// usable: usableLink, and this node's responders could be opened on it.
+func (c *Controller) usable(name string) error {
+	if err := c.openFailed[name]; err != nil {
+		return err
+	}
+	return usableLink(name)
+}
+
+// usableLink: the interface exists, is up with a carrier, and has an
+// Ethernet address to answer with.
+func usableLink(name string) error {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return err
+	}
+	if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagRunning == 0 {
+		return fmt.Errorf("interface %s is down", name)
+	}
+	if len(ifi.HardwareAddr) != 6 {
+		return fmt.Errorf("interface %s has no Ethernet address", name)
+	}
+	return nil
+}
+
+// checkLinks re-evaluates what this node can serve between reconciles, so an
+// interface going down moves its VIPs within a second; the membership
+// signals a change, which reconciles.
+func (c *Controller) checkLinks() {
+	// On Run's goroutine, like reconcile: lastUnservable and openFailed
+	// need no lock.
+	nodes, err := c.nodes.List(labels.Everything())
+	if err != nil {
+		return
+	}
+	for ifname := range c.openFailed {
+		if r, err := openL2(ifname, func() bool { return false }, nil); err == nil {
+			r.close()
+			delete(c.openFailed, ifname)
+			klog.InfoS("ARP/NDP responder can be opened again", "interface", ifname)
+		}
+	}
+	c.cfg.Membership.SetUnservable(c.unservable(nodes, c.listPools()))
+}
+
 // defaultInterface is --interface, else the interface holding this node's
-// InternalIP.
+// InternalIP; either must be usable.
 func (c *Controller) defaultInterface(nodes []*v1.Node) (string, error) {
 	if c.cfg.Interface != "" {
-		return c.cfg.Interface, nil
+		return c.cfg.Interface, c.usable(c.cfg.Interface)
 	}
 	var self *v1.Node
 	for _, n := range nodes {
@@ -543,7 +653,7 @@ func (c *Controller) defaultInterface(nodes []*v1.Node) (string, error) {
 		addrs, _ := ifi.Addrs()
 		for _, a := range addrs {
 			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Unmap() == ip {
-				return ifi.Name, nil
+				return ifi.Name, c.usable(ifi.Name)
 			}
 		}
 	}

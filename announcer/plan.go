@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -42,6 +43,11 @@ type Inputs struct {
 	ReadyNodes map[string]map[string]bool
 	// Alive reports membership liveness.
 	Alive func(node string) bool
+	// CanServe reports whether node can answer ARP/NDP for addresses of
+	// pool ("" for addresses outside every pool): a node that lacks the
+	// pool's interface, or has it down, says so in its heartbeats. Nil:
+	// every node can.
+	CanServe func(node, pool string) bool
 }
 
 // Assignment is the outcome for one IP that pvelb allocated.
@@ -82,6 +88,7 @@ const (
 	ReasonAllExcluded         = "AllNodesExcluded"
 	ReasonNotAdmitted         = "NotAdmitted"
 	ReasonNoReadyEndpoint     = "NoReadyEndpoint"
+	ReasonNoInterface         = "NoServingInterface"
 	ReasonNoneAlive           = "NoEligibleNodeAlive"
 )
 
@@ -89,7 +96,7 @@ const (
 // every one of them (zero included).
 var UnannouncedReasons = []string{
 	ReasonNoPool, ReasonInvalidSelector, ReasonSelectorMatchesNone, ReasonAllLeaving,
-	ReasonAllExcluded, ReasonNotAdmitted, ReasonNoReadyEndpoint, ReasonNoneAlive,
+	ReasonAllExcluded, ReasonNotAdmitted, ReasonNoReadyEndpoint, ReasonNoInterface, ReasonNoneAlive,
 }
 
 // Announces reports whether node announces the address: the ARP winner, or
@@ -186,10 +193,15 @@ func Plan(in Inputs) []Assignment {
 		// furthest is the rule that stopped the nodes that came closest:
 		// it names the cause when none is eligible.
 		furthest := eligibility.Verdict(0)
+		cannotServe := 0
 		for i, n := range in.Nodes {
 			v := eligibility.ForAddress(n, sel, admitted[i], ip)
 			furthest = max(furthest, v)
 			if v != eligibility.Eligible || !hasReadyEndpoints(n.Name, st.services, in.ReadyNodes) {
+				continue
+			}
+			if a.Mode == v1alpha1.AnnounceARP && in.CanServe != nil && !in.CanServe(n.Name, st.pool) {
+				cannotServe++
 				continue
 			}
 			cands = append(cands, election.Candidate{Name: n.Name, Zone: n.Labels[ZoneLabel]})
@@ -211,6 +223,12 @@ func Plan(in Inputs) []Assignment {
 				"(pvelb-ccm lists what it admits in the Node annotation %s once the VM's ipfilter-netX sets are written; "+
 				"it is missing while pvelb-ccm cannot locate the Node's VM from spec.providerID, and stale while admission fails: "+
 				"see FirewallAdmissionFailed and NoEligibleNode Events)", no, eligibility.AnnotationAdmitted)
+		case len(cands) == 0 && cannotServe > 0:
+			ifs := "its default interface (--interface, or the one holding its InternalIP)"
+			if len(a.Interfaces) > 0 {
+				ifs = "interface " + strings.Join(a.Interfaces, ", ")
+			}
+			a.Code, a.Reason = ReasonNoInterface, fmt.Sprintf("%d eligible node(s) cannot answer: each lacks %s, or has it down", cannotServe, ifs)
 		case len(cands) == 0:
 			a.Code, a.Reason = ReasonNoReadyEndpoint, "no eligible node holds a ready endpoint of every externalTrafficPolicy Local service on this address"
 		case a.Mode == v1alpha1.AnnounceBGP:

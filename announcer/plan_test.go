@@ -516,3 +516,36 @@ func TestPlanOnlyWhereAdmitted(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanCanServe: a node that reports it cannot answer for a pool (its
+// interface missing or down) is no candidate for that pool's addresses, and
+// still one for others; when no node can, the reason says so.
+func TestPlanCanServe(t *testing.T) {
+	pools := map[string]*v1alpha1.IPPool{
+		"main": pool("main", v1alpha1.AnnounceARP, nil, "192.0.2.0/24"),
+		"side": pool("side", v1alpha1.AnnounceARP, nil, "198.51.100.0/24"),
+		"bgp":  pool("bgp", v1alpha1.AnnounceBGP, nil, "203.0.113.0/25"),
+	}
+	pools["side"].Spec.Announce.Interfaces = []string{"eth1"}
+	nodes := []*v1.Node{node("a", "z1"), node("b", "z2")}
+	lacksSide := map[string]bool{"a": true}
+	canServe := func(n, p string) bool { return !(p == "side" && lacksSide[n]) && p != "bgp" }
+	alive := func(string) bool { return true }
+	services := []*v1.Service{
+		svc("d", "m", "main", false, "192.0.2.1"),
+		svc("d", "s", "side", false, "198.51.100.1"),
+		svc("d", "b", "bgp", false, "203.0.113.1"),
+	}
+	got := Plan(Inputs{Services: services, Pools: pools, Nodes: nodes, Alive: alive, CanServe: canServe})
+	want := map[string][]string{"192.0.2.1": {"a", "b"}, "198.51.100.1": {"b"}, "203.0.113.1": {"a", "b"}}
+	for _, a := range got {
+		if !slices.Equal(a.Candidates, want[a.IP.String()]) {
+			t.Errorf("%s: candidates %v, want %v (BGP ignores CanServe)", a.IP, a.Candidates, want[a.IP.String()])
+		}
+	}
+	lacksSide["b"] = true
+	got = Plan(Inputs{Services: services[1:2], Pools: pools, Nodes: nodes, Alive: alive, CanServe: canServe})
+	if len(got) != 1 || got[0].Code != ReasonNoInterface || !strings.Contains(got[0].Reason, "eth1") {
+		t.Fatalf("no node can serve: got %+v, want %s naming eth1", got, ReasonNoInterface)
+	}
+}

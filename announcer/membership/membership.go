@@ -121,6 +121,9 @@ type Membership struct {
 	held       bool
 	lastSent   time.Time
 	vouchBuf   []string
+	// unservable: hashes of what this node cannot serve (SetUnservable),
+	// sorted, sent in every heartbeat.
+	unservable []uint32
 }
 
 type peer struct {
@@ -132,6 +135,8 @@ type peer struct {
 	hearsUs     bool
 	electable   bool
 	vouches     []string
+	// unservable: hashes of what the peer said it cannot serve, sorted.
+	unservable []uint32
 }
 
 // LoadSecrets reads the shared secrets from a file (a mounted Secret key):
@@ -292,6 +297,50 @@ func (m *Membership) ElectableNodes() []string {
 	return slices.Clone(m.decision.Electable)
 }
 
+// SetUnservable says what this node cannot answer for, as tokens the
+// controller chooses (pool names: a pool naming an interface this node lacks
+// or has down). Every heartbeat carries them hashed, so every node leaves
+// this one out of those elections (CanServe) instead of electing a winner
+// that cannot answer.
+func (m *Membership) SetUnservable(tokens []string) {
+	hs := make([]uint32, 0, len(tokens))
+	for _, t := range tokens {
+		hs = append(hs, nameHash(t))
+	}
+	slices.Sort(hs)
+	hs = slices.Compact(hs)
+	if len(hs) > maxUnservable {
+		klog.ErrorS(nil, "Too many unservable pools to report; the rest are left out", "count", len(hs), "max", maxUnservable)
+		hs = hs[:maxUnservable]
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if slices.Equal(hs, m.unservable) {
+		return
+	}
+	m.unservable = hs
+	m.notify()
+	m.kickSend()
+}
+
+// CanServe reports whether node can answer for token (see SetUnservable):
+// this node from its own list, a peer from its last heartbeat.
+func (m *Membership) CanServe(node, token string) bool {
+	h := nameHash(token)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	list := m.unservable
+	if node != m.cfg.Node {
+		p, ok := m.peers[node]
+		if !ok {
+			return true
+		}
+		list = p.unservable
+	}
+	_, found := slices.BinarySearch(list, h)
+	return !found
+}
+
 // Heard reports whether a valid message from node arrived within DeadAfter.
 func (m *Membership) Heard(node string) bool {
 	m.mu.Lock()
@@ -386,7 +435,7 @@ func (m *Membership) send(kind Kind) {
 	now := time.Now()
 	m.lastSent = now
 	msg := message{Kind: kind, Incarnation: m.incarnation, Seq: m.seq, Time: now, Node: m.cfg.Node,
-		Electable: slices.Contains(m.decision.Electable, m.cfg.Node)}
+		Electable: slices.Contains(m.decision.Electable, m.cfg.Node), Unservable: slices.Clone(m.unservable)}
 	addrs := make([]netip.AddrPort, 0, len(m.peers))
 	for name, p := range m.peers {
 		addrs = append(addrs, p.Addr)
@@ -501,6 +550,12 @@ func (m *Membership) handle(b []byte, now time.Time) string {
 		}
 	}
 	m.vouchBuf = vouches
+	if !slices.Equal(msg.Unservable, p.unservable) {
+		// Not part of the decision, but of every election it feeds.
+		p.unservable = slices.Clone(msg.Unservable)
+		slices.Sort(p.unservable)
+		m.notify()
+	}
 	// Senders list entries in hash order, so an unchanged view compares
 	// equal and the steady state costs no decision (O(peers²) in vouches).
 	if heard == p.heard && hearsUs == p.hearsUs && electable == p.electable && slices.Equal(vouches, p.vouches) {

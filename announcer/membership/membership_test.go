@@ -20,14 +20,15 @@ var testSecret = []byte("0123456789abcdef-shared-secret")
 func TestMessageRoundTripAndRejections(t *testing.T) {
 	now := time.Unix(1700000000, 123)
 	msg := message{Kind: Leaving, Incarnation: 7, Seq: 42, Time: now, Electable: true, Node: "talos-w1",
-		Entries: []entry{{Hash: nameHash("talos-w2"), Flags: entryHeard | entryVouch}, {Hash: nameHash("talos-w3")}}}
+		Entries:    []entry{{Hash: nameHash("talos-w2"), Flags: entryHeard | entryVouch}, {Hash: nameHash("talos-w3")}},
+		Unservable: []uint32{nameHash("side"), nameHash("")}}
 	b, err := msg.marshal(testSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, err := unmarshal(b, testSecret)
 	if err != nil || got.Kind != Leaving || got.Incarnation != 7 || got.Seq != 42 || !got.Time.Equal(now) ||
-		got.Node != "talos-w1" || !got.Electable || !slices.Equal(got.Entries, msg.Entries) {
+		got.Node != "talos-w1" || !got.Electable || !slices.Equal(got.Entries, msg.Entries) || !slices.Equal(got.Unservable, msg.Unservable) {
 		t.Fatalf("round trip: %+v, %v", got, err)
 	}
 	flip := func(i int) []byte { c := slices.Clone(b); c[i] ^= 1; return c }
@@ -481,4 +482,34 @@ func TestSecretRotation(t *testing.T) {
 	if err := a.SetSecrets([][]byte{[]byte("short")}); err == nil {
 		t.Error("SetSecrets accepted a short secret")
 	}
+}
+
+// TestUnservableIsReported: what a node says it cannot serve reaches its
+// peers within a heartbeat, so their elections leave it out.
+func TestUnservableIsReported(t *testing.T) {
+	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret})
+	m1, m2 := c.members["n1"], c.members["n2"]
+	waitFor(t, 2*time.Second, "n2 sees n1", func() bool { return m2.Electable("n1") })
+	select {
+	case <-m2.Changes():
+	default:
+	}
+	m1.SetUnservable([]string{"side", "side"})
+	if m1.CanServe("n1", "side") || !m1.CanServe("n1", "main") {
+		t.Fatal("n1's own view of what it serves is wrong")
+	}
+	d := waitFor(t, time.Second, "n2 learns n1 cannot serve pool side", func() bool { return !m2.CanServe("n1", "side") })
+	if d > 50*time.Millisecond {
+		t.Errorf("learnt after %s, want a heartbeat out of turn", d)
+	}
+	if !m2.CanServe("n1", "main") || !m2.CanServe("ghost", "side") {
+		t.Error("CanServe refuses what was not reported")
+	}
+	select {
+	case <-m2.Changes():
+	case <-time.After(time.Second):
+		t.Error("no change signal for a peer's unservable list")
+	}
+	m1.SetUnservable(nil)
+	waitFor(t, time.Second, "n2 learns n1 can serve again", func() bool { return m2.CanServe("n1", "side") })
 }

@@ -15,6 +15,7 @@ import (
 //	magic "PVLB" | version u8 | kind u8 | incarnation u64 | seq u64 |
 //	unix nanos i64 | flags u8 | name length u8 | name |
 //	entry count u16 | entries: (name hash u32 | entry flags u8) ... |
+//	unservable count u16 | unservable: hash u32 ... |
 //	HMAC-SHA256 of everything before
 //
 // The incarnation is the sender's start time in nanoseconds, so a restarted
@@ -25,7 +26,9 @@ import (
 //
 // The entries are the sender's view of its peers (see quorum.go), one per
 // peer, named by a 32-bit FNV-1a hash of the node name to keep a heartbeat
-// of a 200-node cluster within one Ethernet frame. Version 1 carried no view;
+// of a 200-node cluster within one Ethernet frame. Unservable lists what the
+// sender cannot answer on (hashes of pool names, see SetUnservable), so no
+// node elects it for those VIPs. Version 1 carried no view;
 // its messages are refused (a rolling update from it splits membership until
 // every announcer runs version 2: see docs/architecture.md).
 const (
@@ -38,8 +41,10 @@ const (
 	// maxEntries bounds a message to about 10 KiB (fragmented on the node
 	// network beyond 200 peers, still one datagram).
 	maxEntries = 2000
+	// maxUnservable bounds the unservable list (pools a node cannot serve).
+	maxUnservable = 256
 	// maxMessageLen is the largest valid message, the receive buffer size.
-	maxMessageLen = headerLen + maxNameLen + 2 + maxEntries*entryLen + macLen
+	maxMessageLen = headerLen + maxNameLen + 2 + maxEntries*entryLen + 2 + maxUnservable*4 + macLen
 )
 
 // Kind says what a message announces.
@@ -77,6 +82,7 @@ type message struct {
 	Electable   bool
 	Node        string
 	Entries     []entry
+	Unservable  []uint32
 }
 
 // entry is the sender's view of one peer.
@@ -104,7 +110,10 @@ func (m message) marshal(secret []byte) ([]byte, error) {
 	if len(m.Entries) > maxEntries {
 		return nil, fmt.Errorf("%d peers, at most %d", len(m.Entries), maxEntries)
 	}
-	b := make([]byte, 0, headerLen+len(m.Node)+2+len(m.Entries)*entryLen+macLen)
+	if len(m.Unservable) > maxUnservable {
+		return nil, fmt.Errorf("%d unservable pools, at most %d", len(m.Unservable), maxUnservable)
+	}
+	b := make([]byte, 0, headerLen+len(m.Node)+2+len(m.Entries)*entryLen+2+len(m.Unservable)*4+macLen)
 	b = append(b, magic...)
 	b = append(b, version, byte(m.Kind))
 	b = binary.BigEndian.AppendUint64(b, m.Incarnation)
@@ -121,6 +130,10 @@ func (m message) marshal(secret []byte) ([]byte, error) {
 		b = binary.BigEndian.AppendUint32(b, e.Hash)
 		b = append(b, e.Flags)
 	}
+	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Unservable)))
+	for _, h := range m.Unservable {
+		b = binary.BigEndian.AppendUint32(b, h)
+	}
 	mac := hmac.New(sha256.New, secret)
 	mac.Write(b)
 	return mac.Sum(b), nil
@@ -130,7 +143,7 @@ func (m message) marshal(secret []byte) ([]byte, error) {
 // any field, so an unauthenticated sender learns nothing from how its packet
 // is treated.
 func unmarshal(b []byte, secrets ...[]byte) (message, error) {
-	if len(b) < headerLen+1+2+macLen || string(b[:4]) != magic {
+	if len(b) < headerLen+1+2+2+macLen || string(b[:4]) != magic {
 		return message{}, errMalformed
 	}
 	body, sum := b[:len(b)-macLen], b[len(b)-macLen:]
@@ -164,8 +177,14 @@ func unmarshal(b []byte, secrets ...[]byte) (message, error) {
 	rest := body[headerLen+n:]
 	count := int(binary.BigEndian.Uint16(rest))
 	rest = rest[2:]
-	if count > maxEntries || len(rest) != count*entryLen {
+	if count > maxEntries || len(rest) < count*entryLen+2 {
 		return message{}, fmt.Errorf("%w: %d entries in %d bytes", errMalformed, count, len(rest))
+	}
+	tail := rest[count*entryLen:]
+	nu := int(binary.BigEndian.Uint16(tail))
+	tail = tail[2:]
+	if nu > maxUnservable || len(tail) != nu*4 {
+		return message{}, fmt.Errorf("%w: %d unservable in %d bytes", errMalformed, nu, len(tail))
 	}
 	msg := message{
 		Kind:        kind,
@@ -184,6 +203,9 @@ func unmarshal(b []byte, secrets ...[]byte) (message, error) {
 			return message{}, fmt.Errorf("%w: entry flags %#x", errMalformed, e.Flags)
 		}
 		msg.Entries[i] = e
+	}
+	for i := range nu {
+		msg.Unservable = append(msg.Unservable, binary.BigEndian.Uint32(tail[i*4:]))
 	}
 	return msg, nil
 }
