@@ -8,7 +8,6 @@ package arp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -16,6 +15,7 @@ import (
 
 	mdarp "github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/packet"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
 
@@ -48,8 +48,13 @@ func MustRegister(reg prometheus.Registerer) {
 
 // Responder serves one interface.
 type Responder struct {
-	ifi    *net.Interface
-	client *mdarp.Client
+	ifi *net.Interface
+	// conn is a packet socket for ARP frames. Not mdarp.Client: it refuses
+	// interfaces without an IPv4 address, and a pool may name an interface
+	// that carries only VIPs (a VLAN for services), which needs none to
+	// answer.
+	conn *packet.Conn
+	buf  []byte
 	// won: the VIPs answered, their gratuitous bursts, and when another MAC
 	// last claimed one (its gratuitous ARP on takeover).
 	won *l2state.Set
@@ -65,11 +70,11 @@ func New(ifname string) (*Responder, error) {
 	if len(ifi.HardwareAddr) != 6 {
 		return nil, fmt.Errorf("arp: interface %q has no Ethernet address", ifname)
 	}
-	c, err := mdarp.Dial(ifi)
+	c, err := packet.Listen(ifi, packet.Raw, int(ethernet.EtherTypeARP), nil)
 	if err != nil {
 		return nil, fmt.Errorf("arp: opening socket on %q: %w", ifname, err)
 	}
-	r := &Responder{ifi: ifi, client: c}
+	r := &Responder{ifi: ifi, conn: c, buf: make([]byte, max(ifi.MTU, 128)+14)}
 	r.won = l2state.New(GratuitousSchedule, l2state.Hooks{
 		Keep:     netip.Addr.Is4,
 		Announce: r.gratuitous,
@@ -108,7 +113,7 @@ func (r *Responder) gratuitous(ip netip.Addr) {
 	// neighbour entry even within its locktime.
 	p, err := mdarp.NewPacket(mdarp.OperationRequest, r.ifi.HardwareAddr, ip, ethernet.Broadcast, ip)
 	if err == nil {
-		err = r.client.WriteTo(p, ethernet.Broadcast)
+		err = r.send(p, ethernet.Broadcast)
 	}
 	if err != nil {
 		sendErrors.WithLabelValues(r.ifi.Name).Inc()
@@ -120,34 +125,55 @@ func (r *Responder) gratuitous(ip netip.Addr) {
 
 // Run answers requests until ctx ends or Close is called.
 func (r *Responder) Run(ctx context.Context) error {
-	err := r.won.ReadLoop(ctx, r.client.SetReadDeadline, r.readOne)
+	err := r.won.ReadLoop(ctx, r.conn.SetReadDeadline, r.readOne)
 	if err != nil {
 		return fmt.Errorf("arp: reading on %s: %w", r.ifi.Name, err)
 	}
 	return nil
 }
 
+// send writes one ARP packet in an Ethernet frame from this interface to dst.
+func (r *Responder) send(p *mdarp.Packet, dst net.HardwareAddr) error {
+	pb, err := p.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	f := ethernet.Frame{Destination: dst, Source: r.ifi.HardwareAddr, EtherType: ethernet.EtherTypeARP, Payload: pb}
+	fb, err := f.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	_, err = r.conn.WriteTo(fb, &packet.Addr{HardwareAddr: dst})
+	return err
+}
+
 // readOne handles one received frame and returns only socket errors.
 func (r *Responder) readOne() error {
-	p, eth, err := r.client.Read()
+	n, _, err := r.conn.ReadFrom(r.buf)
 	if err != nil {
-		// The socket's errors are *net.OpError; anything else is a frame
-		// the parser rejected, which any host on the segment can send and
-		// must not stop the responder.
-		if _, ok := errors.AsType[*net.OpError](err); ok {
-			return err
-		}
-		klog.V(5).InfoS("Ignored malformed ARP frame", "interface", r.ifi.Name, "err", err)
+		return err
+	}
+	// Anything that does not parse is a frame any host on the segment can
+	// send: it must not stop the responder.
+	var f ethernet.Frame
+	var p mdarp.Packet
+	if f.UnmarshalBinary(r.buf[:n]) != nil || f.EtherType != ethernet.EtherTypeARP || p.UnmarshalBinary(f.Payload) != nil {
+		klog.V(5).InfoS("Ignored malformed ARP frame", "interface", r.ifi.Name)
 		return nil
 	}
-	if eth == nil || sameMAC(p.SenderHardwareAddr, r.ifi.HardwareAddr) {
+	if sameMAC(p.SenderHardwareAddr, r.ifi.HardwareAddr) {
 		return nil // our own packets come back on some setups
 	}
 	r.won.NoteClaim(p.SenderIP)
 	if p.Operation != mdarp.OperationRequest || !r.Serving(p.TargetIP) {
 		return nil
 	}
-	if err := r.client.Reply(p, r.ifi.HardwareAddr, p.TargetIP); err != nil {
+	reply, err := mdarp.NewPacket(mdarp.OperationReply, r.ifi.HardwareAddr, p.TargetIP, p.SenderHardwareAddr, p.SenderIP)
+	if err == nil {
+		// On the Ethernet layer to whoever sent the request.
+		err = r.send(reply, f.Source)
+	}
+	if err != nil {
 		sendErrors.WithLabelValues(r.ifi.Name).Inc()
 		klog.V(2).InfoS("ARP reply failed", "ip", p.TargetIP, "to", p.SenderIP, "err", err)
 		return nil
@@ -166,7 +192,7 @@ func (r *Responder) ClaimedSince(ip netip.Addr, t time.Time) bool {
 // Close stops bursts and the read loop and closes the socket.
 func (r *Responder) Close() error {
 	r.won.Close()
-	return r.client.Close()
+	return r.conn.Close()
 }
 
 func sameMAC(a, b net.HardwareAddr) bool {
