@@ -503,3 +503,84 @@ func TestAnnouncerNodesJoinAndLeave(t *testing.T) {
 		}
 	})
 }
+
+// TestAnnouncerPoolInterface: a pool names an interface only some nodes
+// have. The node that lacks it is never elected (it would win a VIP it
+// cannot answer: nobody would answer), and an owner whose interface goes
+// down hands the VIP over.
+func TestAnnouncerPoolInterface(t *testing.T) {
+	l := newAnnLab(t)
+	side := map[string]string{} // node -> MAC of its eth1
+	for _, n := range l.net.Nodes[1:] {
+		side[n.Name] = n.AddLink(t, "eth1").String()
+	}
+	for _, n := range l.net.Nodes {
+		l.start(t, n, l.secret)
+	}
+	first, last := netlab.VIP4(30), netlab.VIP4(39)
+	l.pool(t, "side", map[string]any{
+		"addresses": []any{first.String() + "-" + last.String()},
+		"announce":  map[string]any{"mode": "arp", "interfaces": []any{"eth1"}},
+	})
+	// A VIP the election would give node1, which has no eth1.
+	var cands []election.Candidate
+	for i, n := range l.net.Nodes {
+		cands = append(cands, election.Candidate{Name: n.Name, Zone: fmt.Sprintf("pve%d", i+1)})
+	}
+	var vip netip.Addr
+	for ip := first; ip.Compare(last) <= 0; ip = ip.Next() {
+		if w, _ := election.Elect(ip, cands, func(string) bool { return true }); w == l.net.Nodes[0].Name {
+			vip = ip
+			break
+		}
+	}
+	if !vip.IsValid() {
+		t.Fatal("no VIP in the side pool that node1 would win")
+	}
+	for _, n := range l.net.Nodes {
+		l.waitQuorum(t, n)
+	}
+	w := l.watch(t, 0, vip)
+	l.serviceInPool(t, "side", "side", false, vip)
+	ctx := context.Background()
+	var owner string
+	Eventually(t, 10*time.Second, "one eth1 answers "+vip.String(), func(ctx context.Context) error {
+		macs, err := l.net.Client.Arping(ctx, vip, 2, 100*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		if len(macs) != 1 {
+			return fmt.Errorf("answers %v", macs)
+		}
+		for n, m := range side {
+			if m == macs[0].String() {
+				owner = n
+				return nil
+			}
+		}
+		return fmt.Errorf("answer from %s, not an eth1", macs[0])
+	})
+	t.Logf("%s (node1's by the election) answered by %s's eth1", vip, owner)
+	if err := l.net.Client.Ping(ctx, vip, 2*time.Second); err != nil {
+		t.Errorf("ping %s: %v", vip, err)
+	}
+
+	if err := l.net.Host(owner).SetLink("eth1", false); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 5*time.Second, "the other eth1 answers", func(ctx context.Context) error {
+		macs, err := l.net.Client.Arping(ctx, vip, 1, 100*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		if len(macs) != 1 || macs[0].String() == side[owner] {
+			return fmt.Errorf("answers %v", macs)
+		}
+		return nil
+	})
+	time.Sleep(time.Second)
+	w.finish(t)
+	if err := l.net.Client.Ping(ctx, vip, 2*time.Second); err != nil {
+		t.Errorf("ping %s after %s's eth1 went down: %v", vip, owner, err)
+	}
+}
