@@ -22,6 +22,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -282,6 +283,11 @@ func (h *Host) RestoreLink() error {
 	return batch(h.lab.Switch, "link set "+h.port+" master "+BridgeName)
 }
 
+// BridgePort is the name of the host's port on the lab bridge (the veth end
+// in the switch namespace): the interface a Proxmox host's firewall filters
+// for the VM, as it does tap<vmid>i<n>.
+func (h *Host) BridgePort() string { return h.port }
+
 // Command returns a command that runs inside the host's namespace.
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.Netns, name}, args...)...)
@@ -416,6 +422,14 @@ func (l *Lab) onClose(fn func()) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.closers = append(l.closers, fn)
+}
+
+// Hosts lists every host on the lab bridge (nodes, client and hosts added
+// later), in the order they were added; empty after Close.
+func (l *Lab) Hosts() []*Host {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.hosts)
 }
 
 // Host returns the host with that name, or nil.
