@@ -426,7 +426,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 	c.reapStopped()
 	for ifname := range byIface {
 		if _, ok := c.responders[ifname]; !ok {
-			r, err := openL2(ifname, c.mayAnswer, func() { time.AfterFunc(reopenDelay, c.trigger) })
+			r, err := openL2(ifname, c.mayAnswer, c.cfg.Membership.MayAnswer, func() { time.AfterFunc(reopenDelay, c.trigger) })
 			if err != nil {
 				klog.ErrorS(err, "Cannot open ARP/NDP responder; leaving the elections of its pools", "interface", ifname)
 				for _, ip := range byIface[ifname] {
@@ -617,7 +617,7 @@ func (c *Controller) checkLinks() {
 		return
 	}
 	for ifname := range c.openFailed {
-		if r, err := openL2(ifname, func() bool { return false }, nil); err == nil {
+		if r, err := openL2(ifname, func() bool { return false }, nil, nil); err == nil {
 			r.close()
 			delete(c.openFailed, ifname)
 			klog.InfoS("ARP/NDP responder can be opened again", "interface", ifname)
@@ -661,10 +661,11 @@ func (c *Controller) defaultInterface(nodes []*v1.Node) (string, error) {
 }
 
 // openL2 starts the ARP and NDP responders of one interface. They answer
-// only while fence (the membership's MayAnswer) allows. If either stops on
+// only while fence (the membership's MayAnswer) allows, and re-assert a VIP
+// against another MAC's claim while reassert does. If either stops on
 // its own (its socket failed), both are stopped and onStop is called, so the
 // controller reopens them.
-func openL2(ifname string, fence func() bool, onStop func()) (*l2, error) {
+func openL2(ifname string, fence, reassert func() bool, onStop func()) (*l2, error) {
 	a, err := arp.New(ifname)
 	if err != nil {
 		return nil, err
@@ -676,6 +677,10 @@ func openL2(ifname string, fence func() bool, onStop func()) (*l2, error) {
 	}
 	a.SetFence(fence)
 	n.SetFence(fence)
+	// Re-assert only with the membership's own permission: never while
+	// handing over, when the successor's claim is what this node awaits.
+	a.SetReassert(reassert)
+	n.SetReassert(reassert)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &l2{arp: a, ndp: n, cancel: cancel, done: make(chan struct{})}
 	go func() {

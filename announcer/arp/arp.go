@@ -39,11 +39,15 @@ var (
 		Name: "pvelb_announcer_arp_send_errors_total",
 		Help: "ARP packets that could not be sent, by interface.",
 	}, []string{"interface"})
+	foreignClaims = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pvelb_announcer_arp_foreign_claims_total",
+		Help: "ARP packets from another MAC claiming a VIP this node answers for (a successor's takeover, or another responder for the address), by interface.",
+	}, []string{"interface"})
 )
 
 // MustRegister adds the package's metrics to reg (once per process).
 func MustRegister(reg prometheus.Registerer) {
-	reg.MustRegister(repliesSent, gratuitousSent, sendErrors)
+	reg.MustRegister(repliesSent, gratuitousSent, sendErrors, foreignClaims)
 }
 
 // Responder serves one interface.
@@ -102,6 +106,10 @@ func (r *Responder) SetIPs(ips []netip.Addr) { r.won.Replace(ips) }
 // SetFence makes every reply and gratuitous packet depend on f, the
 // membership's permission to answer.
 func (r *Responder) SetFence(f func() bool) { r.won.SetFence(f) }
+
+// SetReassert lets the responder answer another MAC's claim on a VIP it
+// serves with a gratuitous ARP while f allows (see l2state.NoteClaim).
+func (r *Responder) SetReassert(f func() bool) { r.won.SetReassert(f) }
 
 // Serving reports whether ip is currently answered.
 func (r *Responder) Serving(ip netip.Addr) bool { return r.won.Serving(ip) }
@@ -164,8 +172,14 @@ func (r *Responder) readOne() error {
 	if sameMAC(p.SenderHardwareAddr, r.ifi.HardwareAddr) {
 		return nil // our own packets come back on some setups
 	}
-	r.won.NoteClaim(p.SenderIP)
-	if p.Operation != mdarp.OperationRequest || !r.Serving(p.TargetIP) {
+	if r.won.NoteClaim(p.SenderIP) {
+		foreignClaims.WithLabelValues(r.ifi.Name).Inc()
+		klog.V(2).InfoS("Another MAC claims a VIP this node answers for", "ip", p.SenderIP, "mac", p.SenderHardwareAddr, "interface", r.ifi.Name)
+	}
+	// A request whose sender and target are the same address announces,
+	// it does not ask: another host claiming the VIP, which NoteClaim
+	// answered with a re-assertion if due. Replying would only echo it.
+	if p.Operation != mdarp.OperationRequest || p.SenderIP == p.TargetIP || !r.Serving(p.TargetIP) {
 		return nil
 	}
 	reply, err := mdarp.NewPacket(mdarp.OperationReply, r.ifi.HardwareAddr, p.TargetIP, p.SenderHardwareAddr, p.SenderIP)

@@ -47,8 +47,12 @@ type Set struct {
 	// answer with a stale view before its controller caught up.
 	fence atomic.Pointer[func() bool]
 
+	// reassert, when set, allows answering another MAC's claim on a VIP
+	// this node serves with one takeover packet (see NoteClaim).
+	reassert atomic.Pointer[func() bool]
+
 	mu  sync.Mutex
-	ips map[netip.Addr]context.CancelFunc // won VIPs -> cancels their takeover burst
+	ips map[netip.Addr]*entry // won VIPs
 	// claims: when another node last claimed a VIP we serve (its takeover
 	// packet), so a stopping node knows its successor is live.
 	claims map[netip.Addr]time.Time
@@ -56,12 +60,27 @@ type Set struct {
 	stop   context.CancelFunc
 }
 
+// entry is one VIP of the set.
+type entry struct {
+	cancel   context.CancelFunc // stops its takeover burst
+	since    time.Time
+	reassert time.Time // last re-assertion
+}
+
+// ReassertAfter is how long a VIP must have been served, and how long
+// since the last re-assertion, before another MAC's claim on it is answered
+// with a takeover packet: longer than every handover pvelb makes itself
+// (claims are delayed, leavers wait for their successor's claim), so a
+// re-assertion answers a foreign responder or a split view, never a
+// legitimate successor, and at most once a second.
+const ReassertAfter = time.Second
+
 // New returns an empty set whose newly won VIPs get a burst on schedule.
 func New(schedule []time.Duration, h Hooks) *Set {
 	ctx, stop := context.WithCancel(context.Background())
 	return &Set{
 		schedule: schedule, hooks: h,
-		ips: map[netip.Addr]context.CancelFunc{}, claims: map[netip.Addr]time.Time{},
+		ips: map[netip.Addr]*entry{}, claims: map[netip.Addr]time.Time{},
 		ctx: ctx, stop: stop,
 	}
 }
@@ -73,16 +92,23 @@ func Key(ip netip.Addr) netip.Addr { return ip.Unmap().WithZone("") }
 // Diff returns the addresses of want missing from have (won) and those of
 // have missing from want (lost), each sorted and without duplicates.
 func Diff(have, want []netip.Addr) (won, lost []netip.Addr) {
-	in := func(s []netip.Addr, ip netip.Addr) bool { return slices.Contains(s, ip) }
+	inHave := make(map[netip.Addr]bool, len(have))
+	for _, ip := range have {
+		inHave[ip] = true
+	}
+	inWant := make(map[netip.Addr]bool, len(want))
 	for _, ip := range want {
-		if !in(have, ip) && !in(won, ip) {
+		if !inHave[ip] && !inWant[ip] {
 			won = append(won, ip)
 		}
+		inWant[ip] = true
 	}
+	seen := make(map[netip.Addr]bool, len(have))
 	for _, ip := range have {
-		if !in(want, ip) && !in(lost, ip) {
+		if !inWant[ip] && !seen[ip] {
 			lost = append(lost, ip)
 		}
+		seen[ip] = true
 	}
 	slices.SortFunc(won, netip.Addr.Compare)
 	slices.SortFunc(lost, netip.Addr.Compare)
@@ -106,7 +132,7 @@ func (s *Set) Replace(ips []netip.Addr) {
 	}
 	won, lost := Diff(have, want)
 	for _, ip := range lost {
-		s.ips[ip]()
+		s.ips[ip].cancel()
 		delete(s.ips, ip)
 		if s.hooks.Lost != nil {
 			s.hooks.Lost(ip)
@@ -117,7 +143,7 @@ func (s *Set) Replace(ips []netip.Addr) {
 			s.hooks.Won(ip)
 		}
 		ctx, cancel := context.WithCancel(s.ctx)
-		s.ips[ip] = cancel
+		s.ips[ip] = &entry{cancel: cancel, since: time.Now()}
 		go s.burst(ctx, ip)
 	}
 }
@@ -159,15 +185,40 @@ func (s *Set) Serving(ip netip.Addr) bool {
 	return ok && s.fenceOpen()
 }
 
-// NoteClaim records that another node claimed ip now, if ip is ours; the
-// caller has checked the claim came from another link-layer address.
-func (s *Set) NoteClaim(ip netip.Addr) {
-	ip = Key(ip)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.ips[ip]; ok {
-		s.claims[ip] = time.Now()
+// SetReassert allows re-asserting VIPs against foreign claims while f
+// returns true (nil: never); see NoteClaim.
+func (s *Set) SetReassert(f func() bool) {
+	if f == nil {
+		s.reassert.Store(nil)
+		return
 	}
+	s.reassert.Store(&f)
+}
+
+// NoteClaim records that another link-layer address claimed ip now (the
+// caller checked it is not ours) and reports whether ip is one of ours. An
+// owner that has served ip for ReassertAfter, and may re-assert, answers
+// with one takeover packet (at most once per ReassertAfter), so clients
+// that followed a foreign claim come back.
+func (s *Set) NoteClaim(ip netip.Addr) bool {
+	ip = Key(ip)
+	now := time.Now()
+	s.mu.Lock()
+	w, ok := s.ips[ip]
+	if !ok {
+		s.mu.Unlock()
+		return false
+	}
+	s.claims[ip] = now
+	due := now.Sub(w.since) >= ReassertAfter && now.Sub(w.reassert) >= ReassertAfter
+	if due {
+		w.reassert = now
+	}
+	s.mu.Unlock()
+	if f := s.reassert.Load(); due && f != nil && (*f)() && s.fenceOpen() {
+		go s.hooks.Announce(ip)
+	}
+	return true
 }
 
 // ClaimedSince reports whether another node claimed ip after t.
@@ -232,7 +283,7 @@ func (s *Set) Close() {
 	s.stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.ips = map[netip.Addr]context.CancelFunc{}
+	s.ips = map[netip.Addr]*entry{}
 	if s.hooks.Closed != nil {
 		s.hooks.Closed()
 	}

@@ -277,3 +277,47 @@ func TestFenceSilencesAnswersAndBursts(t *testing.T) {
 		t.Fatal("not serving without a fence")
 	}
 }
+
+// TestReassertAnswersForeignClaims: a claim on a VIP served for at least
+// ReassertAfter is answered with one takeover packet, at most once per
+// ReassertAfter, only while allowed, and never for VIPs not served.
+func TestReassertAnswersForeignClaims(t *testing.T) {
+	var mu sync.Mutex
+	count := 0
+	s := New(nil, Hooks{ // no takeover burst: only re-assertions announce
+		Keep:     func(netip.Addr) bool { return true },
+		Announce: func(netip.Addr) { mu.Lock(); count++; mu.Unlock() },
+	})
+	defer s.Close()
+	announced := func() int { time.Sleep(20 * time.Millisecond); mu.Lock(); defer mu.Unlock(); return count }
+	vip, other := netip.MustParseAddr("192.0.2.200"), netip.MustParseAddr("192.0.2.201")
+	allowed := true
+	s.SetReassert(func() bool { return allowed })
+	s.Replace([]netip.Addr{vip})
+	if !s.NoteClaim(vip) || announced() != 0 {
+		t.Fatal("a claim right after winning was re-asserted (it may be a handover in progress)")
+	}
+	if s.NoteClaim(other) {
+		t.Fatal("a claim on an address not served counted as ours")
+	}
+	// Pretend the VIP has been served long enough.
+	s.mu.Lock()
+	s.ips[vip].since = time.Now().Add(-2 * ReassertAfter)
+	s.mu.Unlock()
+	s.NoteClaim(vip)
+	if n := announced(); n != 1 {
+		t.Fatalf("re-assertions after a claim on a settled VIP: %d, want 1", n)
+	}
+	s.NoteClaim(vip)
+	if n := announced(); n != 1 {
+		t.Fatalf("a second claim within ReassertAfter was re-asserted too (%d)", n)
+	}
+	s.mu.Lock()
+	s.ips[vip].reassert = time.Now().Add(-2 * ReassertAfter)
+	s.mu.Unlock()
+	allowed = false
+	s.NoteClaim(vip)
+	if n := announced(); n != 1 {
+		t.Fatalf("re-asserted while not allowed (%d)", n)
+	}
+}

@@ -49,6 +49,10 @@ var (
 		Name: "pvelb_announcer_ndp_advertisements_total",
 		Help: "Neighbor advertisements sent for won VIPs, by interface and kind (solicited answers a request, unsolicited is a takeover).",
 	}, []string{"interface", "kind"})
+	foreignClaims = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pvelb_announcer_ndp_foreign_claims_total",
+		Help: "Neighbor advertisements from another MAC for a VIP this node answers for (a successor's takeover, or another responder for the address), by interface.",
+	}, []string{"interface"})
 	sendErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pvelb_announcer_ndp_send_errors_total",
 		Help: "NDP packets that could not be sent or groups that could not be joined, by interface.",
@@ -61,7 +65,7 @@ var (
 
 // MustRegister adds the package's metrics to reg (once per process).
 func MustRegister(reg prometheus.Registerer) {
-	reg.MustRegister(advertisements, sendErrors, solicitations)
+	reg.MustRegister(advertisements, sendErrors, solicitations, foreignClaims)
 }
 
 // Responder serves one interface.
@@ -162,6 +166,11 @@ func (r *Responder) left(ip netip.Addr) {
 	klog.V(2).InfoS("Stopped answering NDP", "ip", ip, "interface", r.ifi.Name)
 }
 
+// SetReassert lets the responder answer another MAC's advertisement for a
+// VIP it serves with an unsolicited one while f allows (see
+// l2state.NoteClaim).
+func (r *Responder) SetReassert(f func() bool) { r.won.SetReassert(f) }
+
 // SetFence makes every advertisement depend on f, the membership's
 // permission to answer.
 func (r *Responder) SetFence(f func() bool) { r.won.SetFence(f) }
@@ -260,7 +269,10 @@ func (r *Responder) noteClaim(na *mdndp.NeighborAdvertisement) {
 	for _, o := range na.Options {
 		if lla, ok := o.(*mdndp.LinkLayerAddress); ok && lla.Direction == mdndp.Target &&
 			lla.Addr.String() != r.ifi.HardwareAddr.String() {
-			r.won.NoteClaim(na.TargetAddress)
+			if r.won.NoteClaim(na.TargetAddress) {
+				foreignClaims.WithLabelValues(r.ifi.Name).Inc()
+				klog.V(2).InfoS("Another MAC claims a VIP this node answers for", "ip", na.TargetAddress, "mac", lla.Addr, "interface", r.ifi.Name)
+			}
 		}
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -332,6 +334,39 @@ func TestAnnouncerTransitions(t *testing.T) {
 		}
 	})
 
+	t.Run("the owner re-asserts against a foreign responder", func(t *testing.T) {
+		cur := l.answering(t, vip, 5*time.Second)
+		if err := l.net.Client.Ping(ctx, vip, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond) // served for longer than l2state.ReassertAfter
+		rogue := l.net.Host("rogue")
+		if rogue == nil {
+			rogue = l.net.AddHost(t, "rogue", 99)
+		}
+		// Not exposed before the first claim: zero.
+		before, _ := l.scrape(cur, `pvelb_announcer_arp_foreign_claims_total{interface="eth0"}`)
+		w := l.watch(t, 0, vip)
+		sendGratuitous(t, rogue, vip)
+		Eventually(t, 3*time.Second, "the client's entry is back on the owner", func(ctx context.Context) error {
+			nb, err := l.net.Client.Neigh(ctx, vip)
+			if err != nil {
+				return err
+			}
+			if nb.MAC.String() != cur.MAC.String() {
+				return fmt.Errorf("entry %+v", nb)
+			}
+			return nil
+		})
+		w.finish(t)
+		if g := w.mon.Gratuitous(vip)[cur.MAC.String()]; len(g) != 1 {
+			t.Errorf("owner %s sent %d gratuitous ARP after the foreign claim, want exactly 1\n%s", cur.Name, len(g), w.mon.Timeline(vip))
+		}
+		if after := l.metric(t, cur, `pvelb_announcer_arp_foreign_claims_total{interface="eth0"}`); after <= before {
+			t.Errorf("foreign claims counted %v -> %v", before, after)
+		}
+	})
+
 	t.Run("secret rotation keeps every node in the membership", func(t *testing.T) {
 		w := l.watch(t, 0, vip, vip6)
 		newSecret := "rotated-membership-secret-9876543210"
@@ -582,5 +617,30 @@ func TestAnnouncerPoolInterface(t *testing.T) {
 	w.finish(t)
 	if err := l.net.Client.Ping(ctx, vip, 2*time.Second); err != nil {
 		t.Errorf("ping %s after %s's eth1 went down: %v", vip, owner, err)
+	}
+}
+
+// sendGratuitous makes host claim ip with a gratuitous ARP, as another
+// responder for the address (a second load balancer) would.
+func sendGratuitous(t *testing.T, host *netlab.Host, ip netip.Addr) {
+	t.Helper()
+	err := netlab.InNetns(host.Netns, func() error {
+		ifi, err := net.InterfaceByName(host.Link)
+		if err != nil {
+			return err
+		}
+		c, err := arp.Dial(ifi)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		p, err := arp.NewPacket(arp.OperationRequest, host.MAC, ip, ethernet.Broadcast, ip)
+		if err != nil {
+			return err
+		}
+		return c.WriteTo(p, ethernet.Broadcast)
+	})
+	if err != nil {
+		t.Fatalf("gratuitous ARP from %s: %v", host.Name, err)
 	}
 }
