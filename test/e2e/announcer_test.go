@@ -50,8 +50,15 @@ type annLab struct {
 
 func newAnnLab(t testing.TB) *annLab {
 	t.Helper()
+	return newAnnLabN(t, 3)
+}
+
+// newAnnLabN is newAnnLab with n nodes (netlab gives nodes octets 11..60,
+// so at most 50), for figures that depend on the cluster's size.
+func newAnnLabN(t testing.TB, n int) *annLab {
+	t.Helper()
 	netlab.RequireTools(t, "ping")
-	lab := netlab.New(t, netlab.Options{Nodes: 3, StrictARP: true})
+	lab := netlab.New(t, netlab.Options{Nodes: n, StrictARP: true})
 	// The control plane sits on the lab network: processes in node
 	// namespaces cannot reach the host's loopback.
 	ctl := lab.AddHost(t, "ctl", 5)
