@@ -61,6 +61,7 @@ type ControlPlane struct {
 	Config     *rest.Config
 
 	ownDir bool
+	opts   Options // as Start completed them, for components started later
 	procs  []*process
 	once   sync.Once
 }
@@ -83,7 +84,7 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 			return nil, err
 		}
 	}
-	cp := &ControlPlane{Dir: opts.Dir}
+	cp := &ControlPlane{Dir: opts.Dir, opts: opts}
 	if cp.Dir == "" {
 		if cp.Dir, err = os.MkdirTemp("", "pvelb-apiserver-"); err != nil {
 			return nil, err

@@ -34,16 +34,31 @@ func RepoRoot() (string, error) {
 
 // binaries maps each binary to the package the tools module builds it from.
 var binaries = map[string]string{
-	"kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
-	"etcd":           "go.etcd.io/etcd/server/v3",
+	"kube-apiserver":          "k8s.io/kubernetes/cmd/kube-apiserver",
+	"etcd":                    "go.etcd.io/etcd/server/v3",
+	"kube-proxy":              "k8s.io/kubernetes/cmd/kube-proxy",
+	"kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
 }
+
+// controlPlaneBinaries are what every control plane needs. kube-proxy and
+// kube-controller-manager are built only for the labs that ask for them, so
+// a test that needs just an apiserver never waits for their cold build.
+var controlPlaneBinaries = []string{"kube-apiserver", "etcd"}
 
 // EnsureBinaries returns the directory holding kube-apiserver and etcd
 // (env PVELB_KUBE_BIN_DIR, else <repo>/bin) and builds whichever is missing
-// from test/tools. A file lock keeps parallel test packages from building the
-// same binary at once; the first build takes minutes, later ones come from
-// the Go build cache.
-func EnsureBinaries(ctx context.Context, log io.Writer) (string, error) {
+// from test/tools, together with the extra binaries named (kube-proxy,
+// kube-controller-manager). A file lock keeps parallel test packages from
+// building the same binary at once; the first build takes minutes, later ones
+// come from the Go build cache. With PVELB_KUBE_BIN_DIR set nothing is built:
+// `make kube-bins` put every binary there.
+func EnsureBinaries(ctx context.Context, log io.Writer, extra ...string) (string, error) {
+	names := append(append([]string{}, controlPlaneBinaries...), extra...)
+	for _, name := range names {
+		if _, ok := binaries[name]; !ok {
+			return "", fmt.Errorf("no build recipe for binary %q", name)
+		}
+	}
 	if dir := os.Getenv("PVELB_KUBE_BIN_DIR"); dir != "" {
 		return dir, nil
 	}
@@ -65,7 +80,8 @@ func EnsureBinaries(ctx context.Context, log io.Writer) (string, error) {
 	}
 	defer func() { _ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) }()
 
-	for name, pkg := range binaries {
+	for _, name := range names {
+		pkg := binaries[name]
 		out := filepath.Join(dir, name)
 		if _, err := os.Stat(out); err == nil {
 			continue
