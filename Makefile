@@ -35,7 +35,7 @@ kubectl:
 # VIP, its Proxmox IPSet entries and a measured failover; then it waits for
 # kubectl until Ctrl-C. Needs root (namespaces; apt-get on Debian for the
 # tools) and Go; pass flags with DEMO_FLAGS="--nodes 4 --no-failover".
-DEMO_TOOLS := ip:iproute2 ping:iputils-ping arping:iputils-arping curl:curl sysctl:procps
+DEMO_TOOLS := ip:iproute2 ping:iputils-ping arping:iputils-arping curl:curl sysctl:procps nft:nftables
 DEMO_FLAGS ?=
 demo: demo-deps
 	@echo "==> building kube-apiserver, etcd and pvelb's commands"
@@ -46,11 +46,12 @@ demo: demo-deps
 	@echo "==> starting the lab (bin/pvelbctl lab $(DEMO_FLAGS))"
 	$(BIN)/pvelbctl lab $(DEMO_FLAGS)
 
-# What demo needs besides Go: root, and iproute2/iputils/curl/procps (installed with
-# apt-get on Debian when missing). Says exactly what is missing otherwise.
+# What demo needs besides Go: root, and iproute2/iputils/curl/procps/nftables (nft runs
+# the emulated Proxmox firewall on the lab bridge), installed with apt-get on Debian
+# when missing. Says exactly what is missing otherwise.
 demo-deps:
 	@if [ "$$(id -u)" != 0 ]; then \
-		echo "make demo: needs root: it creates network namespaces and installs Debian packages (iproute2 iputils-ping iputils-arping curl procps)."; \
+		echo "make demo: needs root: it creates network namespaces and installs Debian packages (iproute2 iputils-ping iputils-arping curl procps nftables)."; \
 		echo "           run: sudo make demo"; exit 1; fi
 	@missing=""; for t in $(DEMO_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
 	if [ -n "$$missing" ]; then \
@@ -62,7 +63,7 @@ demo-deps:
 	@command -v $(GO) >/dev/null || { echo "make demo: Go is missing: install Go 1.26 from https://go.dev/dl/ (Debian 12's golang package is too old) and put it on PATH"; exit 1; }
 	@$(GO) version | awk '{ v = $$3; sub(/^go/, "", v); split(v, a, "."); if (a[1] < 1 || (a[1] == 1 && a[2] < 26)) { print "make demo: " $$3 " is too old: pvelb needs Go 1.26 (https://go.dev/dl/)"; exit 1 } }'
 	@[ -f ../shared/pve-api/apidata-pve9.1.3.js ] || [ -n "$$PVELB_PVE_API_DIR" ] || { echo "make demo: the Proxmox API schema ../shared/pve-api/apidata-pve9.1.3.js is missing beside the checkout (or set PVELB_PVE_API_DIR)"; exit 1; }
-	@echo "==> prerequisites present (root, iproute2, iputils, curl, procps, Go, Proxmox API schema)."
+	@echo "==> prerequisites present (root, iproute2, iputils, curl, procps, nftables, Go, Proxmox API schema)."
 	@echo "    kubectl: Debian 12 does not package it; the demo builds bin/kubectl from the same Kubernetes sources."
 
 # Every test: unit, simulator, real-apiserver integration. Tests that need root
