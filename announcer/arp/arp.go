@@ -107,6 +107,10 @@ func (r *Responder) SetIPs(ips []netip.Addr) { r.won.Replace(ips) }
 // membership's permission to answer.
 func (r *Responder) SetFence(f func() bool) { r.won.SetFence(f) }
 
+// YieldOnClaim makes the responder stop answering each VIP as soon as
+// another MAC claims it (a graceful handover).
+func (r *Responder) YieldOnClaim() { r.won.YieldOnClaim() }
+
 // SetReassert lets the responder answer another MAC's claim on a VIP it
 // serves with a gratuitous ARP while f allows (see l2state.NoteClaim).
 func (r *Responder) SetReassert(f func() bool) { r.won.SetReassert(f) }

@@ -50,6 +50,9 @@ type Set struct {
 	// reassert, when set, allows answering another MAC's claim on a VIP
 	// this node serves with one takeover packet (see NoteClaim).
 	reassert atomic.Pointer[func() bool]
+	// yield: a claim by another MAC ends this node's answering for that
+	// VIP at once (a graceful handover, see YieldOnClaim).
+	yield atomic.Bool
 
 	mu  sync.Mutex
 	ips map[netip.Addr]*entry // won VIPs
@@ -210,6 +213,15 @@ func (s *Set) NoteClaim(ip netip.Addr) bool {
 		return false
 	}
 	s.claims[ip] = now
+	if s.yield.Load() {
+		w.cancel()
+		delete(s.ips, ip)
+		if s.hooks.Lost != nil {
+			s.hooks.Lost(ip)
+		}
+		s.mu.Unlock()
+		return true
+	}
 	due := now.Sub(w.since) >= ReassertAfter && now.Sub(w.reassert) >= ReassertAfter
 	if due {
 		w.reassert = now
@@ -220,6 +232,11 @@ func (s *Set) NoteClaim(ip netip.Addr) bool {
 	}
 	return true
 }
+
+// YieldOnClaim makes every later claim by another MAC end the answering of
+// that VIP at once, for a graceful handover: each VIP stops being answered
+// the moment its successor claims it, not when the last one is claimed.
+func (s *Set) YieldOnClaim() { s.yield.Store(true) }
 
 // ClaimedSince reports whether another node claimed ip after t.
 func (s *Set) ClaimedSince(ip netip.Addr, t time.Time) bool {

@@ -321,3 +321,22 @@ func TestReassertAnswersForeignClaims(t *testing.T) {
 		t.Fatalf("re-asserted while not allowed (%d)", n)
 	}
 }
+
+// TestYieldOnClaim: during a handover a VIP stops being answered the moment
+// another MAC claims it, while the others are still answered.
+func TestYieldOnClaim(t *testing.T) {
+	s := New(nil, Hooks{Keep: func(netip.Addr) bool { return true }, Announce: func(netip.Addr) {}})
+	defer s.Close()
+	a, b := netip.MustParseAddr("192.0.2.200"), netip.MustParseAddr("192.0.2.201")
+	s.Replace([]netip.Addr{a, b})
+	t0 := time.Now()
+	s.NoteClaim(a)
+	if !s.Serving(a) {
+		t.Fatal("a claim outside a handover stopped the answering")
+	}
+	s.YieldOnClaim()
+	s.NoteClaim(a)
+	if s.Serving(a) || !s.Serving(b) || !s.ClaimedSince(a, t0) || s.ClaimedSince(b, t0) {
+		t.Fatalf("after a's claim: serving a=%v b=%v, claimed a=%v b=%v", s.Serving(a), s.Serving(b), s.ClaimedSince(a, t0), s.ClaimedSince(b, t0))
+	}
+}

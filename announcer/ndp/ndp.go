@@ -166,6 +166,10 @@ func (r *Responder) left(ip netip.Addr) {
 	klog.V(2).InfoS("Stopped answering NDP", "ip", ip, "interface", r.ifi.Name)
 }
 
+// YieldOnClaim makes the responder stop answering each VIP as soon as
+// another MAC claims it (a graceful handover).
+func (r *Responder) YieldOnClaim() { r.won.YieldOnClaim() }
+
 // SetReassert lets the responder answer another MAC's advertisement for a
 // VIP it serves with an unsolicited one while f allows (see
 // l2state.NoteClaim).

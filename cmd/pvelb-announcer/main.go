@@ -264,7 +264,7 @@ func run(o *options) error {
 		MembershipPort:  o.membershipPort,
 		Interface:       o.iface,
 		HandoverTimeout: o.handoverTimeout,
-		ClaimDelay:      2 * o.interval,
+		ClaimDelay:      o.interval / 2,
 		Registerer:      reg,
 		BGP:             bgpCfg,
 	})
