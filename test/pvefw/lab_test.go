@@ -464,9 +464,17 @@ func TestLabClose(t *testing.T) {
 	if out, err := other.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	fw := New(lab, sim, Options{Variant: Nftables})
-	if err := fw.ApplyNow(); err != nil {
-		t.Fatal(err)
+	var logged []string
+	fw := New(lab, sim, Options{Variant: Nftables, Logf: func(format string, args ...any) {
+		logged = append(logged, fmt.Sprintf(format, args...))
+	}})
+	for range 2 {
+		if err := fw.ApplyNow(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(logged) != 1 || !strings.Contains(logged[0], "vm 101 net0: no lab host has MAC bc:24:11:00:00:01") {
+		t.Errorf("logged %q, want the unmatched NIC once", logged)
 	}
 	if !strings.Contains(fw.Ruleset(), `iifname "`+h.BridgePort()+`"`) || strings.Contains(fw.Ruleset(), "vm101") {
 		t.Errorf("ruleset:\n%s", fw.Ruleset())

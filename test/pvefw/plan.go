@@ -50,9 +50,10 @@ type Config struct {
 	// address is not in the IP filter set. proxmox-firewall generates that
 	// rule in the guest's in-chain, but after the chain's first rule jumps
 	// to pre-vm-in, whose `meta protocol arp accept` ends the evaluation: on
-	// a real host it never matches (proxmox-firewall as of 2026-05, in place
-	// since 2024-07). Off, the emulation does what a real host does; on, it
-	// does what the rule says, for tests of that stricter behaviour.
+	// a real host it never matches (proxmox-firewall's sources of May 2026;
+	// ARP has been accepted ahead of the guest chains since May 2024). Off,
+	// the emulation does what a real host does; on, it does what the rule
+	// says, for tests of that stricter behaviour.
 	DropInboundARP bool
 }
 

@@ -144,13 +144,16 @@ func (f *Firewall) ApplyNow() error {
 	for _, n := range unbound {
 		problems = append(problems, fmt.Errorf("vm %d net%d: no lab host has MAC %s", n.VMID, n.Net, n.MAC))
 	}
-	if msg := errors.Join(problems...); msg != nil && msg.Error() != f.skipped {
-		f.skipped = msg.Error()
-		if f.opts.Logf != nil {
-			f.opts.Logf("pvefw: skipped: %v", msg)
+	// Said once, not every pass: a NIC without a lab host stays so.
+	report := ""
+	if err := errors.Join(problems...); err != nil {
+		report = err.Error()
+	}
+	if report != f.skipped {
+		f.skipped = report
+		if report != "" && f.opts.Logf != nil {
+			f.opts.Logf("pvefw: skipped: %s", report)
 		}
-	} else if msg == nil {
-		f.skipped = ""
 	}
 	script := Script(f.opts.Table, f.opts.Variant, ports)
 	if _, err := f.nft(script, "-f", "-"); err != nil {
