@@ -23,7 +23,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 	"github.com/pvelb/pvelb/test/apiserver"
 	"github.com/pvelb/pvelb/test/netlab"
 )
@@ -75,22 +74,7 @@ func newAnnLabN(t testing.TB, n int) *annLab {
 	}
 	ctx := context.Background()
 	for i, h := range lab.Nodes {
-		// No pvelb-ccm runs here: the Nodes carry the admission it would
-		// write for VMs without an IP filter.
-		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: h.Name, Labels: map[string]string{
-			corev1.LabelTopologyZone: fmt.Sprintf("pve%d", i+1),
-		}, Annotations: map[string]string{eligibility.AnnotationAdmitted: eligibility.Unfiltered}}}
-		created, err := l.kube.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		created.Status.Addresses = []corev1.NodeAddress{
-			{Type: corev1.NodeInternalIP, Address: h.IPv4.Addr().String()},
-			{Type: corev1.NodeInternalIP, Address: h.IPv6.Addr().String()},
-		}
-		if _, err := l.kube.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		l.addNodeObject(t, h, fmt.Sprintf("pve%d", i+1))
 	}
 	pool := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "pvelb.io/v1alpha1", "kind": "IPPool",

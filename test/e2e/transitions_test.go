@@ -409,8 +409,8 @@ func TestAnnouncerTransitions(t *testing.T) {
 
 // addNodeObject creates the Node of a lab host as the kubelet and pvelb-ccm
 // would leave it: InternalIPs, a zone, and the admission of a VM without an
-// IP filter.
-func (l *annLab) addNodeObject(t *testing.T, h *netlab.Host, zone string) {
+// IP filter (no pvelb-ccm runs in these labs).
+func (l *annLab) addNodeObject(t testing.TB, h *netlab.Host, zone string) {
 	t.Helper()
 	ctx := context.Background()
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: h.Name,
