@@ -89,7 +89,7 @@ func benchRollingRestart(b *testing.B, nodes int) {
 		l.start(b, n, l.secret)
 	}
 	for _, n := range l.net.Nodes {
-		l.quorumWithin(b, n, 30*time.Second)
+		l.waitQuorum(b, n, 30*time.Second)
 	}
 	// One Service per VIP, as most clusters have them: each VIP is elected
 	// on its own, so the VIPs spread over the nodes.
@@ -189,7 +189,7 @@ func (l *annLab) rollOnce(b *testing.B, run int, vips []netip.Addr) rolloutFigur
 		}
 		exited := time.Now()
 		l.start(b, n, l.secret)
-		l.quorumWithin(b, n, 15*time.Second)
+		l.waitQuorum(b, n, 15*time.Second)
 		steps = append(steps, fmt.Sprintf("%s exit %s quorum %s", n.Name,
 			exited.Sub(ts).Round(time.Millisecond), time.Since(exited).Round(time.Millisecond)))
 		time.Sleep(rolloutSettle)
@@ -331,22 +331,6 @@ send:
 	mu.Lock()
 	defer mu.Unlock()
 	return seq, seq - len(replied), nil
-}
-
-// quorumWithin waits until the node's announcer reports that it may answer:
-// waitQuorum for a benchmark, with the wait bounded by the caller.
-func (l *annLab) quorumWithin(tb testing.TB, node *netlab.Host, timeout time.Duration) {
-	tb.Helper()
-	Eventually(tb, timeout, node.Name+" has quorum", func(context.Context) error {
-		v, err := l.scrape(node, "pvelb_announcer_membership_quorum")
-		if err != nil {
-			return err
-		}
-		if v != 1 {
-			return fmt.Errorf("quorum %v", v)
-		}
-		return nil
-	})
 }
 
 // rolloutFigures are what one rollout showed on the wire and to the pings.

@@ -142,10 +142,11 @@ func (l *annLab) signal(t *testing.T, node string, sig syscall.Signal) {
 	}
 }
 
-// waitQuorum waits until the node's announcer reports that it may answer.
-func (l *annLab) waitQuorum(t *testing.T, node *netlab.Host) {
+// waitQuorum waits up to timeout until the node's announcer reports that it
+// may answer.
+func (l *annLab) waitQuorum(t testing.TB, node *netlab.Host, timeout time.Duration) {
 	t.Helper()
-	Eventually(t, 15*time.Second, node.Name+" has quorum", func(context.Context) error {
+	Eventually(t, timeout, node.Name+" has quorum", func(context.Context) error {
 		v, err := l.scrape(node, "pvelb_announcer_membership_quorum")
 		if err != nil {
 			return err
@@ -179,7 +180,7 @@ func TestAnnouncerTransitions(t *testing.T) {
 	owner := l.answering(t, vip, 30*time.Second)
 	owner6 := l.answering(t, vip6, 10*time.Second)
 	for _, n := range l.net.Nodes {
-		l.waitQuorum(t, n)
+		l.waitQuorum(t, n, 15*time.Second)
 	}
 	ctx := context.Background()
 	// A node that owns neither VIP, if there is one.
@@ -208,7 +209,7 @@ func TestAnnouncerTransitions(t *testing.T) {
 		l.signal(t, n.Name, syscall.SIGKILL)
 		<-l.procs[n.Name].done
 		start(n)
-		l.waitQuorum(t, n)
+		l.waitQuorum(t, n, 15*time.Second)
 		time.Sleep(time.Until(t0.Add(4 * time.Second)))
 		pr := w.finish(t)
 		if g := w.mon.Gratuitous(vip)[n.MAC.String()]; len(g) > 0 {
@@ -317,7 +318,7 @@ func TestAnnouncerTransitions(t *testing.T) {
 				t.Fatalf("%s did not stop on SIGTERM", n.Name)
 			}
 			start(n)
-			l.waitQuorum(t, n)
+			l.waitQuorum(t, n, 15*time.Second)
 			time.Sleep(500 * time.Millisecond)
 		}
 		if time.Since(t0) > budget-2*time.Second {
@@ -474,7 +475,7 @@ func TestAnnouncerNodesJoinAndLeave(t *testing.T) {
 		}
 		l.addNodeObject(t, h, "pve4")
 		l.start(t, h, l.secret)
-		l.waitQuorum(t, h)
+		l.waitQuorum(t, h, 15*time.Second)
 		time.Sleep(2 * time.Second)
 		owners := w.everyVIPAnsweredOnce(t)
 		w.finish(t)
@@ -573,7 +574,7 @@ func TestAnnouncerPoolInterface(t *testing.T) {
 		t.Fatal("no VIP in the side pool that node1 would win")
 	}
 	for _, n := range l.net.Nodes {
-		l.waitQuorum(t, n)
+		l.waitQuorum(t, n, 15*time.Second)
 	}
 	w := l.watch(t, 0, vip)
 	l.serviceInPool(t, "side", "side", false, vip)
