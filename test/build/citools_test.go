@@ -22,6 +22,12 @@ var toolPackages = map[string]string{
 	"bird":   "bird2",
 	"birdc":  "bird2",
 	"nft":    "nftables",
+	// kube-proxy runs iptables, iptables-restore and iptables-save (and the
+	// ip6tables ones) in the data-path labs; the tests name these.
+	"iptables":       "iptables",
+	"ip6tables":      "iptables",
+	"iptables-save":  "iptables",
+	"ip6tables-save": "iptables",
 }
 
 // labTestOnly lists programs netlab runs only for tests, never for the demo
