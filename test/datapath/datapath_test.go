@@ -3,6 +3,7 @@ package datapath
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -67,7 +68,10 @@ func TestDataPath(t *testing.T) {
 	}
 }
 
-var vip = netlab.VIP4(0) // 192.0.2.200
+var (
+	vip  = netlab.VIP4(0) // 192.0.2.200
+	vip6 = netlab.VIP6(0) // 2001:db8:0:1::200
+)
 
 func testDataPath(t *testing.T, mode ProxyMode) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -103,35 +107,46 @@ func testDataPath(t *testing.T, mode ProxyMode) {
 		}
 		pods[name] = p
 	}
-	svc := createLBService(ctx, t, kube, "web", vip)
+	svc := createLBService(ctx, t, kube, "web", vip, vip6)
 	waitSlice(ctx, t, kube, "web", pods)
 
-	// Only node1 answers ARP for the VIP in this test (no announcer here).
+	// Only node1 answers ARP and NDP for the VIPs in this test (no
+	// announcer here).
 	node1, node2 := nodes[0], nodes[1]
 	bindVIP(t, node1.Host, vip)
+	bindVIP(t, node1.Host, vip6)
 	url := "http://" + vip.String() + "/"
 
 	t.Run("Cluster reaches every pod, masqueraded by the VIP's node", func(t *testing.T) {
-		seen := map[string]Answer{}
-		eventually(ctx, t, 60*time.Second, "both pods answer through "+vip.String(), func() error {
-			a, err := Get(ctx, lab.Client, url, 2*time.Second)
-			if err != nil {
-				return err
+		for _, c := range []struct {
+			vip         netip.Addr
+			gw, nodeLab netip.Addr
+		}{
+			{vip, node1.Gateway4, node1.Host.IPv4.Addr()},
+			{vip6, node1.Gateway6, node1.Host.IPv6.Addr()},
+		} {
+			url := "http://" + net.JoinHostPort(c.vip.String(), "80") + "/"
+			seen := map[string]Answer{}
+			eventually(ctx, t, 60*time.Second, "both pods answer through "+c.vip.String(), func() error {
+				a, err := Get(ctx, lab.Client, url, 2*time.Second)
+				if err != nil {
+					return err
+				}
+				seen[a.Pod] = a
+				if len(seen) < len(pods) {
+					return fmt.Errorf("answers from %v so far", keys(seen))
+				}
+				return nil
+			})
+			// Under Cluster the node that took the packet masquerades it: to
+			// its own pod from its gateway address on the veth, to another
+			// node's pod from its lab address.
+			if a := seen["web-1"]; a.Node != "node1" || a.From != c.gw.String() {
+				t.Errorf("%s: web-1 answered %+v, want node=node1 from=%s", c.vip, a, c.gw)
 			}
-			seen[a.Pod] = a
-			if len(seen) < len(pods) {
-				return fmt.Errorf("answers from %v so far", keys(seen))
+			if a := seen["web-2"]; a.Node != "node2" || a.From != c.nodeLab.String() {
+				t.Errorf("%s: web-2 answered %+v, want node=node2 from=%s", c.vip, a, c.nodeLab)
 			}
-			return nil
-		})
-		// Under Cluster the node that took the packet masquerades it: to its
-		// own pod from its gateway address on the veth, to another node's
-		// pod from its lab address.
-		if a := seen["web-1"]; a.Node != "node1" || a.From != node1.Gateway4.String() {
-			t.Errorf("web-1 answered %+v, want node=node1 from=%s", a, node1.Gateway4)
-		}
-		if a := seen["web-2"]; a.Node != "node2" || a.From != node1.Host.IPv4.Addr().String() {
-			t.Errorf("web-2 answered %+v, want node=node2 from=%s", a, node1.Host.IPv4.Addr())
 		}
 	})
 
@@ -206,12 +221,15 @@ func testDataPath(t *testing.T, mode ProxyMode) {
 	})
 }
 
-func createLBService(ctx context.Context, t *testing.T, kube kubernetes.Interface, name string, ip netip.Addr) *corev1.Service {
+// createLBService makes a dual-stack LoadBalancer Service selecting
+// app=<name>, with ips in its status.
+func createLBService(ctx context.Context, t *testing.T, kube kubernetes.Interface, name string, ips ...netip.Addr) *corev1.Service {
 	t.Helper()
 	s := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
 		Spec: corev1.ServiceSpec{
 			Type:                  corev1.ServiceTypeLoadBalancer,
+			IPFamilyPolicy:        ptr.To(corev1.IPFamilyPolicyRequireDualStack),
 			Selector:              map[string]string{"app": name},
 			ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyCluster,
 			Ports:                 []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP}},
@@ -222,7 +240,9 @@ func createLBService(ctx context.Context, t *testing.T, kube kubernetes.Interfac
 		t.Fatal(err)
 	}
 	// What pvelb-ccm would write; it is not part of this test.
-	s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip.String(), IPMode: ptr.To(corev1.LoadBalancerIPModeVIP)}}
+	for _, ip := range ips {
+		s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip.String(), IPMode: ptr.To(corev1.LoadBalancerIPModeVIP)})
+	}
 	if s, err = kube.CoreV1().Services("default").UpdateStatus(ctx, s, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -276,11 +296,19 @@ func onlyLocal(ctx context.Context, t *testing.T, client *netlab.Host, url, want
 	})
 }
 
-// bindVIP makes h answer ARP for ip by holding it on its lab link: this
-// test's stand-in for the announcer.
+// bindVIP makes h answer ARP or NDP for ip by holding it on its lab link:
+// this test's stand-in for the announcer.
 func bindVIP(t *testing.T, h *netlab.Host, ip netip.Addr) {
 	t.Helper()
-	if _, err := runIP(h.Netns, "addr add "+ip.String()+"/32 dev "+h.Link); err != nil {
+	cmd := "addr add " + netip.PrefixFrom(ip, ip.BitLen()).String() + " dev " + h.Link
+	if ip.Is6() {
+		// Deprecated at once (preferred_lft 0): it still answers NDP and
+		// takes traffic, but the kernel never picks it as a source, so the
+		// node masquerades from its own address as it would with an
+		// announcer (which binds no VIP to the link).
+		cmd += " nodad preferred_lft 0"
+	}
+	if _, err := runIP(h.Netns, cmd); err != nil {
 		t.Fatal(err)
 	}
 }
