@@ -11,11 +11,29 @@ import (
 	"strings"
 )
 
-// holder is what the allocator remembers of a Service that holds addresses:
-// the copy of the fields sharing depends on, taken at assignment time.
+// holder is what the allocator remembers of a Service that holds addresses.
 type holder struct {
+	// svc is the Service as last seen by Assign (or Restore): sharing is
+	// decided on what the Service is now, not on what it was when it got
+	// its addresses.
 	svc Service
+	// ips are the Service's addresses, in its ipFamilies order.
 	ips []netip.Addr
+	// leaving are addresses the Service no longer has but may still show in
+	// its status: they stay reserved for it until the caller reports (Shown)
+	// that the status no longer shows them, so that no other Service can
+	// show one of them at the same time.
+	leaving []netip.Addr
+	// forPool is the pvelb.io/pool the Service asked for when its addresses
+	// were chosen. An address outside the pool the Service names is kept
+	// while the request is unchanged (the pool changed, not the request), and
+	// given up once the request changes.
+	forPool string
+}
+
+// held is every address the holder reserves: its own and the leaving ones.
+func (h *holder) held() []netip.Addr {
+	return append(slices.Clone(h.ips), h.leaving...)
 }
 
 // Allocator tracks pools and which Services hold which addresses.
@@ -25,8 +43,10 @@ type Allocator struct {
 	holders map[netip.Addr][]ServiceKey // sorted keys per address
 	svcs    map[ServiceKey]*holder
 	used    addrSet
-	// sharing maps a sharing key to the addresses held under it, so a
-	// Service joining a group finds its address without scanning all holders.
+	// sharing maps a sharing group (namespace and sharing key, see
+	// groupOf) to the addresses its members have (leaving ones excluded), so
+	// a Service joining a group finds its address without scanning all
+	// holders.
 	sharing map[string]map[netip.Addr]struct{}
 }
 
@@ -152,56 +172,148 @@ func (a *Allocator) Assigned(key ServiceKey) []netip.Addr {
 	return nil
 }
 
-// Release frees every address the Service holds (shared addresses stay with
-// the other Services).
+// Release frees every address the Service holds at once (shared addresses
+// stay with the other Services). Use it when the Service is gone, so that
+// no status can show its addresses any more; otherwise use Withdraw.
 func (a *Allocator) Release(key ServiceKey) {
+	a.set(key, nil)
+}
+
+// Withdraw takes the Service's addresses away but keeps them reserved for it
+// as leaving addresses until Shown reports that its status no longer shows
+// them (or Release): freeing them earlier would let another Service show an
+// address that this one still shows.
+func (a *Allocator) Withdraw(key ServiceKey) {
 	h := a.svcs[key]
 	if h == nil {
 		return
 	}
-	for _, ip := range h.ips {
-		a.unhold(ip, key, h.svc.SharingKey)
-	}
-	delete(a.svcs, key)
+	a.set(key, &holder{svc: h.svc, leaving: union(h.leaving, h.ips), forPool: h.forPool})
 }
 
-func (a *Allocator) unhold(ip netip.Addr, key ServiceKey, sharingKey string) {
-	keys := slices.DeleteFunc(a.holders[ip], func(k ServiceKey) bool { return k == key })
-	if len(keys) > 0 {
-		a.holders[ip] = keys
+// Shown tells which addresses the Service's status shows now (nil when the
+// status shows none, or the Service is gone): leaving addresses it no longer
+// shows are freed. It reports whether any was.
+func (a *Allocator) Shown(key ServiceKey, shown []netip.Addr) bool {
+	h := a.svcs[key]
+	if h == nil || len(h.leaving) == 0 {
+		return false
+	}
+	keep := slices.DeleteFunc(slices.Clone(h.leaving), func(ip netip.Addr) bool { return !slices.Contains(shown, ip) })
+	if len(keep) == len(h.leaving) {
+		return false
+	}
+	a.set(key, &holder{svc: h.svc, ips: h.ips, leaving: keep, forPool: h.forPool})
+	return true
+}
+
+// Leaving returns the addresses the Service no longer has but that stay
+// reserved for it until its status stops showing them.
+func (a *Allocator) Leaving(key ServiceKey) []netip.Addr {
+	if h := a.svcs[key]; h != nil {
+		return slices.Clone(h.leaving)
+	}
+	return nil
+}
+
+// Held returns every address reserved for the Service: its own, then the
+// leaving ones.
+func (a *Allocator) Held(key ServiceKey) []netip.Addr {
+	if h := a.svcs[key]; h != nil {
+		return h.held()
+	}
+	return nil
+}
+
+// groupOf names a Service's sharing group: the sharing key within its
+// namespace. Keys are not shared across namespaces, so a Service in another
+// namespace cannot join a group by naming its key (it could take the group's
+// address off the air, e.g. with externalTrafficPolicy Local and no
+// endpoints).
+func groupOf(s *Service) string {
+	if s.SharingKey == "" {
+		return ""
+	}
+	return s.Key.Namespace + "/" + s.SharingKey
+}
+
+// set replaces what key holds with h (nil: nothing), keeping the per-address
+// holders, the used set and the sharing index in step.
+func (a *Allocator) set(key ServiceKey, h *holder) {
+	touched := map[netip.Addr]bool{}
+	var groups []string
+	if old := a.svcs[key]; old != nil {
+		for _, ip := range old.held() {
+			touched[ip] = true
+			a.holders[ip] = slices.DeleteFunc(a.holders[ip], func(k ServiceKey) bool { return k == key })
+		}
+		groups = append(groups, groupOf(&old.svc))
+		delete(a.svcs, key)
+	}
+	if h != nil && len(h.ips)+len(h.leaving) > 0 {
+		a.svcs[key] = h
+		for _, ip := range h.held() {
+			touched[ip] = true
+			keys := a.holders[ip]
+			i, found := slices.BinarySearchFunc(keys, key, func(x, y ServiceKey) int {
+				switch {
+				case x == y:
+					return 0
+				case x.less(y):
+					return -1
+				}
+				return 1
+			})
+			if !found {
+				a.holders[ip] = slices.Insert(keys, i, key)
+			}
+		}
+		groups = append(groups, groupOf(&h.svc))
+	}
+	for ip := range touched {
+		if len(a.holders[ip]) == 0 {
+			delete(a.holders, ip)
+			a.used.remove(ip)
+		} else {
+			a.used.add(ip)
+		}
+		for _, g := range groups {
+			a.reindex(ip, g)
+		}
+	}
+}
+
+// reindex records ip under group g exactly when some member of g has it
+// (leaving addresses do not count: nobody should join an address on its way
+// out).
+func (a *Allocator) reindex(ip netip.Addr, g string) {
+	if g == "" {
 		return
 	}
-	delete(a.holders, ip)
-	a.used.remove(ip)
-	if sharingKey != "" {
-		delete(a.sharing[sharingKey], ip)
-		if len(a.sharing[sharingKey]) == 0 {
-			delete(a.sharing, sharingKey)
+	for _, k := range a.holders[ip] {
+		if h := a.svcs[k]; groupOf(&h.svc) == g && slices.Contains(h.ips, ip) {
+			if a.sharing[g] == nil {
+				a.sharing[g] = map[netip.Addr]struct{}{}
+			}
+			a.sharing[g][ip] = struct{}{}
+			return
 		}
+	}
+	delete(a.sharing[g], ip)
+	if len(a.sharing[g]) == 0 {
+		delete(a.sharing, g)
 	}
 }
 
-func (a *Allocator) hold(ip netip.Addr, svc *Service) {
-	keys := a.holders[ip]
-	i, found := slices.BinarySearchFunc(keys, svc.Key, func(x, y ServiceKey) int {
-		switch {
-		case x == y:
-			return 0
-		case x.less(y):
-			return -1
+// union is a followed by the addresses of b it lacks.
+func union(a, b []netip.Addr) []netip.Addr {
+	out := slices.Clone(a)
+	for _, ip := range b {
+		if !slices.Contains(out, ip) {
+			out = append(out, ip)
 		}
-		return 1
-	})
-	if !found {
-		a.holders[ip] = slices.Insert(keys, i, svc.Key)
 	}
-	a.used.add(ip)
-	if svc.SharingKey != "" {
-		if a.sharing[svc.SharingKey] == nil {
-			a.sharing[svc.SharingKey] = map[netip.Addr]struct{}{}
-		}
-		a.sharing[svc.SharingKey][ip] = struct{}{}
-	}
+	return out
 }
 
 // canShare explains why svc may not use ip alongside its current holders
@@ -238,6 +350,8 @@ func sharingRefusal(s, o *Service) string {
 		return fmt.Sprintf("%s sets no %s", o.Key, AnnotationSharingKey)
 	case s.SharingKey != o.SharingKey:
 		return fmt.Sprintf("sharing keys differ (%q vs %q)", s.SharingKey, o.SharingKey)
+	case s.Key.Namespace != o.Key.Namespace:
+		return fmt.Sprintf("sharing keys are per namespace, and %s is in namespace %s", o.Key, o.Key.Namespace)
 	case s.etp() != o.etp():
 		return fmt.Sprintf("externalTrafficPolicy differs (%s vs %s)", s.etp(), o.etp())
 	case s.etp() == "Local" && !maps.Equal(s.Selector, o.Selector):
@@ -258,19 +372,37 @@ func sharingRefusal(s, o *Service) string {
 	return ""
 }
 
-// Assign gives svc its addresses. current are the addresses in the Service's
-// status (or what the allocator already holds for it): each is kept while it
-// still fits the request, so restarts and unrelated edits never move an
-// address. Otherwise requested addresses are honoured, else addresses are
-// picked from matching pools. On error nothing changes, and the Service keeps
-// what it held.
-func (a *Allocator) Assign(svc Service, current []netip.Addr) (Result, error) {
+// Assign gives svc its addresses. shown are the addresses its status shows;
+// they count only for a Service the allocator holds nothing for (after a
+// restore conflict, say): otherwise the allocator's own record wins, since a
+// status read from a cache may be older than the last Assign, and preferring
+// it would move an address twice (and free, for a moment, the one the
+// Service returns to).
+//
+// An address the Service has is kept while it still fits the request, so
+// restarts and unrelated edits never move an address. An address outside
+// the pool the Service names is kept while pvelb.io/pool is what it was
+// when the address was chosen: the pool changed, not the request. Otherwise
+// requested addresses are honoured, else addresses are picked from matching
+// pools. Addresses the Service gives up stay reserved for it as leaving (see
+// Withdraw) until Shown reports its status no longer shows them.
+//
+// On error the Service keeps what it holds as long as that may still be
+// held under the Service as it is now; an address it may no longer hold
+// (its ports now clash with a Service it shares with, say) becomes leaving.
+// The returned Result then describes what it keeps, so that the caller can
+// take the rest off its status.
+func (a *Allocator) Assign(svc Service, shown []netip.Addr) (Result, error) {
 	svc = cloneService(svc)
 	if err := validateService(&svc); err != nil {
-		return Result{}, err
+		return a.keepWhatFits(&svc, shown, err)
 	}
-	if h := a.svcs[svc.Key]; h != nil && len(current) == 0 {
-		current = h.ips
+	h := a.svcs[svc.Key]
+	current := shown
+	unchangedPool := false
+	if h != nil {
+		current = h.held()
+		unchangedPool = h.forPool == svc.RequestedPool
 	}
 	fams := svc.families()
 
@@ -279,13 +411,13 @@ func (a *Allocator) Assign(svc Service, current []netip.Addr) (Result, error) {
 	if len(svc.RequestedIPs) > 0 {
 		ips, err := a.checkRequested(&svc, fams)
 		if err != nil {
-			return Result{}, err
+			return a.keepWhatFits(&svc, shown, err)
 		}
 		chosen = ips
 	} else {
 		taken := map[netip.Addr]bool{}
 		for i, f := range fams {
-			ip, err := a.pickFamily(&svc, f, current, taken)
+			ip, err := a.pickFamily(&svc, f, current, unchangedPool, taken)
 			if err != nil {
 				dual := svc.IPFamilyPolicy == PreferDualStack
 				if dual && (i > 0 || len(fams) > 1) {
@@ -293,41 +425,89 @@ func (a *Allocator) Assign(svc Service, current []netip.Addr) (Result, error) {
 					continue
 				}
 				if svc.IPFamilyPolicy == RequireDualStack {
-					return Result{}, &Error{Reason: ReasonFamilyUnavailable, Address: addrOf(err), Pool: poolOfErr(err),
+					err = &Error{Reason: ReasonFamilyUnavailable, Address: addrOf(err), Pool: poolOfErr(err),
 						Msg: fmt.Sprintf("RequireDualStack needs an %s address: %v", f, err)}
 				}
-				return Result{}, err
+				return a.keepWhatFits(&svc, shown, err)
 			}
 			taken[ip] = true
 			chosen = append(chosen, ip)
 		}
 		if len(chosen) == 0 {
-			return Result{}, &Error{Reason: ReasonFamilyUnavailable,
-				Msg: "PreferDualStack: no address of any family: " + strings.Join(notes, "; ")}
+			return a.keepWhatFits(&svc, shown, &Error{Reason: ReasonFamilyUnavailable,
+				Msg: "PreferDualStack: no address of any family: " + strings.Join(notes, "; ")})
 		}
 	}
 
-	// Commit: drop what is no longer wanted, take what is new.
-	old := a.svcs[svc.Key]
-	changed := old == nil || !slices.Equal(old.ips, chosen)
-	if old != nil {
-		for _, ip := range old.ips {
-			a.unhold(ip, svc.Key, old.svc.SharingKey)
+	// Commit: what is no longer wanted is leaving, what is new is taken.
+	var leaving []netip.Addr
+	changed := h == nil || !slices.Equal(h.ips, chosen)
+	if h != nil {
+		leaving = slices.DeleteFunc(h.held(), func(ip netip.Addr) bool { return slices.Contains(chosen, ip) })
+	}
+	a.set(svc.Key, &holder{svc: svc, ips: chosen, leaving: leaving, forPool: svc.RequestedPool})
+	res := a.result(chosen)
+	res.Changed = changed || !sameSet(shown, chosen)
+	res.Notes = notes
+	return res, nil
+}
+
+// keepWhatFits is Assign's failure: the Service keeps each address it has
+// that it may still hold as it is now (a wanted family, shareable with the
+// other holders), and the others become leaving. The holder takes the
+// Service's new spec, so that others sharing with it are checked against
+// what it is now; forPool stays, as the request was not met. The Result
+// lists what is kept.
+func (a *Allocator) keepWhatFits(svc *Service, shown []netip.Addr, err error) (Result, error) {
+	return a.Keep(*svc, shown), err
+}
+
+// Keep is what a Service whose request cannot be met keeps: each address it
+// has that it may still hold as it is now (a wanted family, shareable with
+// the other holders); the others become leaving. The holder takes svc's
+// spec, so that Services sharing with it are checked against what it is
+// now; the recorded pool request stays, as it was not met. Callers use it
+// directly when the request does not even parse (svc then carries no
+// requested addresses). An invalid svc changes nothing.
+func (a *Allocator) Keep(svc Service, shown []netip.Addr) Result {
+	svc = cloneService(svc)
+	h := a.svcs[svc.Key]
+	if h == nil {
+		return Result{Changed: len(shown) > 0}
+	}
+	if validateService(&svc) != nil {
+		res := a.result(h.ips)
+		res.Changed = !sameSet(shown, h.ips)
+		return res
+	}
+	fams := svc.families()
+	keep := []netip.Addr{}
+	leaving := slices.Clone(h.leaving)
+	for _, ip := range h.ips {
+		if slices.Contains(fams, familyOf(ip)) && !slices.ContainsFunc(keep, func(k netip.Addr) bool { return familyOf(k) == familyOf(ip) }) &&
+			a.canShare(ip, &svc) == nil {
+			keep = append(keep, ip)
+		} else {
+			leaving = append(leaving, ip)
 		}
 	}
-	a.svcs[svc.Key] = &holder{svc: svc, ips: chosen}
-	for _, ip := range chosen {
-		a.hold(ip, &svc)
-	}
-	res := Result{IPs: slices.Clone(chosen), Changed: changed || !sameSet(current, chosen), Notes: notes}
-	for _, ip := range chosen {
+	a.set(svc.Key, &holder{svc: svc, ips: keep, leaving: leaving, forPool: h.forPool})
+	res := a.result(keep)
+	res.Changed = !sameSet(shown, keep)
+	return res
+}
+
+// result describes ips with the pools they belong to now.
+func (a *Allocator) result(ips []netip.Addr) Result {
+	res := Result{IPs: slices.Clone(ips)}
+	for _, ip := range ips {
 		name := ""
 		if p := a.poolOf(ip); p != nil {
 			name = p.Name
 		}
 		res.Pools = append(res.Pools, name)
 	}
-	return res, nil
+	return res
 }
 
 func addrOf(err error) netip.Addr {
@@ -489,14 +669,15 @@ func (a *Allocator) poolUsableFor(p *Pool, svc *Service, ip netip.Addr) error {
 }
 
 // pickFamily returns svc's address of family f: the current one if it still
-// fits, else one shared with its sharing group, else the lowest free one from
-// the first matching pool.
-func (a *Allocator) pickFamily(svc *Service, f Family, current []netip.Addr, taken map[netip.Addr]bool) (netip.Addr, error) {
+// fits (shareable, and in the pool it names unless unchangedPool says the
+// request is the one the address was chosen for), else one shared with its
+// sharing group, else the lowest free one from the first matching pool.
+func (a *Allocator) pickFamily(svc *Service, f Family, current []netip.Addr, unchangedPool bool, taken map[netip.Addr]bool) (netip.Addr, error) {
 	for _, ip := range current {
 		if familyOf(ip) != f || taken[ip] {
 			continue
 		}
-		if svc.RequestedPool != "" {
+		if svc.RequestedPool != "" && !unchangedPool {
 			if p := a.byName[svc.RequestedPool]; p != nil && !p.Contains(ip) {
 				continue // the Service now asks for another pool: honour it
 			}
@@ -510,10 +691,10 @@ func (a *Allocator) pickFamily(svc *Service, f Family, current []netip.Addr, tak
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	if svc.SharingKey != "" {
+	if g := groupOf(svc); g != "" {
 		var best netip.Addr
 		for _, p := range cands {
-			for ip := range a.sharing[svc.SharingKey] {
+			for ip := range a.sharing[g] {
 				if familyOf(ip) != f || taken[ip] || !p.Contains(ip) || a.canShare(ip, svc) != nil {
 					continue
 				}
@@ -610,14 +791,23 @@ func (a *Allocator) lowestFree(p *Pool, f Family, taken map[netip.Addr]bool) (ne
 
 // Restore replays addresses found in Services' status on start, before any
 // Assign, so that already-assigned Services keep their addresses. Items are
-// replayed oldest first (then by key), so when two Services claim one address
-// they may not share, the older keeps it; the newer loses that address and is
-// reported, and its next Assign picks another one. Addresses are restored even
-// outside every pool (they are kept, see SetPools). Restore never picks new
-// addresses.
+// replayed live Services first, then Services being deleted, each oldest
+// first (then by key): when two Services claim one address they may not
+// share, a live Service keeps it over one on its way out (whose status may
+// be a stale leftover), and of two live ones the older keeps it. The loser
+// loses that address and is reported; its next Assign picks another one.
+// A terminating Service's addresses are restored as leaving: reserved while
+// its status shows them, never handed to it again. The pool each Service
+// names is taken as the one its addresses were chosen for, so a restart
+// never moves an address out of a pool that shrank. Addresses are restored
+// even outside every pool (they are kept, see SetPools). Restore never picks
+// new addresses.
 func (a *Allocator) Restore(items []RestoreItem) []Conflict {
 	items = slices.Clone(items)
 	sort.SliceStable(items, func(i, j int) bool {
+		if items[i].Terminating != items[j].Terminating {
+			return !items[i].Terminating
+		}
 		if !items[i].Created.Equal(items[j].Created) {
 			return items[i].Created.Before(items[j].Created)
 		}
@@ -629,11 +819,17 @@ func (a *Allocator) Restore(items []RestoreItem) []Conflict {
 		if validateService(&svc) != nil {
 			continue
 		}
+		a.set(svc.Key, nil)
 		fams := svc.families()
 		var keep []netip.Addr
 		for _, ip := range it.Current {
 			if !slices.Contains(fams, familyOf(ip)) || slices.ContainsFunc(keep, func(k netip.Addr) bool { return familyOf(k) == familyOf(ip) }) {
-				continue // no longer wanted; Assign will settle it
+				if !it.Terminating {
+					continue // no longer wanted; Assign will settle it
+				}
+			}
+			if slices.Contains(keep, ip) {
+				continue
 			}
 			if err := a.canShare(ip, &svc); err != nil {
 				conflicts = append(conflicts, Conflict{Loser: svc.Key, Winner: err.Holder, Address: ip, Err: err})
@@ -641,19 +837,11 @@ func (a *Allocator) Restore(items []RestoreItem) []Conflict {
 			}
 			keep = append(keep, ip)
 		}
-		if old := a.svcs[svc.Key]; old != nil {
-			for _, ip := range old.ips {
-				a.unhold(ip, svc.Key, old.svc.SharingKey)
-			}
-			delete(a.svcs, svc.Key)
+		h := &holder{svc: svc, ips: keep, forPool: svc.RequestedPool}
+		if it.Terminating {
+			h.ips, h.leaving = nil, keep
 		}
-		if len(keep) == 0 {
-			continue
-		}
-		a.svcs[svc.Key] = &holder{svc: svc, ips: keep}
-		for _, ip := range keep {
-			a.hold(ip, &svc)
-		}
+		a.set(svc.Key, h)
 	}
 	return conflicts
 }

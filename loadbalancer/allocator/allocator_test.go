@@ -249,7 +249,19 @@ func TestAssignTable(t *testing.T) {
 			name:   "requested shared address, disjoint ports",
 			pools:  func() []Pool { return []Pool{pool(t, "a", "192.0.2.0/24")} },
 			before: []prior{{s: svc("default", "web", withIPs("192.0.2.10"), withShare("k"))}},
-			svc:    svc("other-ns", "dns", withIPs("192.0.2.10"), withShare("k"), withPorts(Port{"UDP", 53}, Port{"TCP", 53})), want: "192.0.2.10",
+			svc:    svc("default", "dns", withIPs("192.0.2.10"), withShare("k"), withPorts(Port{"UDP", 53}, Port{"TCP", 53})), want: "192.0.2.10",
+		},
+		{
+			name:   "sharing refused: another namespace naming the key",
+			pools:  func() []Pool { return []Pool{pool(t, "a", "192.0.2.0/24")} },
+			before: []prior{{s: svc("default", "web", withIPs("192.0.2.10"), withShare("k"))}},
+			svc:    svc("other-ns", "dns", withIPs("192.0.2.10"), withShare("k"), withPorts(Port{"UDP", 53})), reason: ReasonSharingRefused, errMsg: "sharing keys are per namespace",
+		},
+		{
+			name:   "same key in another namespace is another group",
+			pools:  func() []Pool { return []Pool{pool(t, "a", "192.0.2.0/24")} },
+			before: []prior{{s: svc("default", "web", withShare("k"))}},
+			svc:    svc("other-ns", "dns", withShare("k"), withPorts(Port{"UDP", 53})), want: "192.0.2.1",
 		},
 		{
 			name:   "same port number, other protocol is no clash",
@@ -481,10 +493,16 @@ func checkInvariants(t *testing.T, a *Allocator) {
 		}
 		for i := range keys {
 			h := a.svcs[keys[i]]
-			if h == nil || !slices.Contains(h.ips, ip) {
+			if h == nil || !slices.Contains(h.held(), ip) {
 				t.Fatalf("%s lists holder %s that does not hold it", ip, keys[i])
 			}
+			if !slices.Contains(h.ips, ip) {
+				continue // leaving: on its way out of the status, may clash meanwhile
+			}
 			for j := i + 1; j < len(keys); j++ {
+				if o := a.svcs[keys[j]]; !slices.Contains(o.ips, ip) {
+					continue
+				}
 				if why := sharingRefusal(&h.svc, &a.svcs[keys[j]].svc); why != "" {
 					t.Fatalf("address %s held by %s and %s which may not share: %s", ip, keys[i], keys[j], why)
 				}
@@ -492,9 +510,39 @@ func checkInvariants(t *testing.T, a *Allocator) {
 		}
 	}
 	for k, h := range a.svcs {
-		for _, ip := range h.ips {
+		if len(h.held()) == 0 {
+			t.Fatalf("%s is recorded holding nothing", k)
+		}
+		for _, ip := range h.held() {
 			if !slices.Contains(a.holders[ip], k) {
 				t.Fatalf("%s holds %s but is not listed as holder", k, ip)
+			}
+		}
+		for _, ip := range h.leaving {
+			if slices.Contains(h.ips, ip) {
+				t.Fatalf("%s has %s and is leaving it", k, ip)
+			}
+		}
+	}
+	// The sharing index lists exactly the addresses members of each group have.
+	for g, set := range a.sharing {
+		for ip := range set {
+			found := false
+			for _, k := range a.holders[ip] {
+				h := a.svcs[k]
+				found = found || (groupOf(&h.svc) == g && slices.Contains(h.ips, ip))
+			}
+			if !found {
+				t.Fatalf("sharing index lists %s under %s, but no member has it", ip, g)
+			}
+		}
+	}
+	for k, h := range a.svcs {
+		for _, ip := range h.ips {
+			if g := groupOf(&h.svc); g != "" {
+				if _, ok := a.sharing[g][ip]; !ok {
+					t.Fatalf("%s has %s in group %s, missing from the sharing index", k, ip, g)
+				}
 			}
 		}
 	}

@@ -319,29 +319,47 @@ func TestRandomOperationsKeepInvariants(t *testing.T) {
 			if rng.IntN(5) == 0 {
 				s.RequestedIPs = ips("192.0.2." + string(rune('0'+rng.IntN(10))))
 			}
-			before := snapshot(a)
 			cur := a.Assigned(key)
+			held := a.Held(key)
 			r, err := a.Assign(s, cur)
 			if err != nil {
 				if ReasonOf(err) == "" {
 					t.Fatalf("step %d: untyped error %v", step, err)
 				}
-				if snapshot(a) != before {
-					t.Fatalf("step %d: failed Assign changed state: %v", step, err)
+				// A failed Assign keeps a subset of what the Service had,
+				// and reserves the rest until its status drops it.
+				for _, ip := range r.IPs {
+					if !slices.Contains(cur, ip) {
+						t.Fatalf("step %d: failed Assign gave %s a new address %s", step, key, ip)
+					}
+				}
+				if now := a.Held(key); !sameSet(now, held) {
+					t.Fatalf("step %d: failed Assign changed what %s reserves: %s, was %s", step, key, strs(now), strs(held))
 				}
 				break
 			}
+			for _, ip := range held {
+				if !slices.Contains(a.Held(key), ip) {
+					t.Fatalf("step %d: Assign freed %s of %s before its status dropped it", step, ip, key)
+				}
+			}
 			// A new address (not kept, not shared, not requested) must be the lowest free one.
 			for _, ip := range r.IPs {
-				if slices.Contains(cur, ip) || len(a.Owner(ip)) > 1 || slices.Contains(s.RequestedIPs, ip) {
+				if slices.Contains(held, ip) || len(a.Owner(ip)) > 1 || slices.Contains(s.RequestedIPs, ip) {
 					continue
 				}
 				if lower := bruteLowestFree(a, s, ip); lower.IsValid() {
 					t.Fatalf("step %d: %s got %s but %s was free and eligible", step, key, ip, lower)
 				}
 			}
+		case op < 7:
+			a.Withdraw(key)
 		case op < 8:
-			a.Release(key)
+			if rng.IntN(3) == 0 {
+				a.Release(key)
+			} else {
+				a.Shown(key, a.Assigned(key)) // the status caught up
+			}
 		default:
 			a.SetPools(poolSets[rng.IntN(len(poolSets))])
 		}

@@ -219,4 +219,8 @@ type RestoreItem struct {
 	// Created is the Service's creation timestamp: on a conflict the older
 	// Service keeps the address.
 	Created time.Time
+	// Terminating is set for a Service being deleted: it loses a conflict
+	// to any live Service, and its addresses are only reserved until its
+	// status stops showing them.
+	Terminating bool
 }
