@@ -250,8 +250,11 @@ func TestRenderExistingSecret(t *testing.T) {
 	if got := d.Spec.Template.Spec.Volumes[0].Secret.SecretName; got != "my-pvelb-config" {
 		t.Errorf("cloud config Secret = %s, want my-pvelb-config", got)
 	}
-	if slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--leader-elect=true") {
-		t.Error("one replica needs no leader election")
+	// One replica still elects a leader: a rolling update runs the old pod
+	// (terminating) and the new one at once, and without the lease both
+	// would allocate.
+	if !slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--leader-elect=true") {
+		t.Error("one replica without leader election: a rolling update would run two active pods")
 	}
 	if n := count(objs, "DaemonSet") + count(objs, "Secret"); n != 0 {
 		t.Errorf("announcer disabled and existing Secret: rendered %d DaemonSets/Secrets", n)
