@@ -22,9 +22,11 @@ const classWorkers = 4
 
 // classController serves Services of loadBalancerClass pvelb.io/loadbalancer,
 // which the cloud-provider service controller leaves alone. It mirrors that
-// controller: the standard cleanup finalizer before allocating, the status
-// patched with ipMode VIP, the finalizer removed after releasing. Services of
-// any other class are never touched.
+// controller, with its own cleanup finalizer (ClassFinalizerName, see there
+// why not the standard one) before allocating, the status patched with
+// ipMode VIP, the status cleared and the finalizer removed after releasing.
+// Every write is conditional on the Service as read. Services of any other
+// class are never touched.
 type classController struct {
 	lb     *Controller
 	lister corelisters.ServiceLister
@@ -86,11 +88,23 @@ func isClass(svc *v1.Service) bool {
 // leftBehind reports a Service that stopped being a LoadBalancer while no
 // pvelb-ccm ran: the apiserver then clears its class, so only pvelb's
 // annotation and the finalizer say it was ours. Without this its finalizer
-// and addresses would stay until someone removed them by hand.
-func leftBehind(svc *v1.Service) bool {
+// and addresses would stay until someone removed them by hand. The standard
+// finalizer counts too (class Services carried it before
+// ClassFinalizerName) when no service controller runs to remove it
+// (classless false); when one runs, it is that controller's.
+func leftBehind(svc *v1.Service, classless bool) bool {
 	_, annotated := svc.Annotations[AnnotationAllocatedPool]
-	return annotated && svc.Spec.Type != v1.ServiceTypeLoadBalancer &&
-		svc.Spec.LoadBalancerClass == nil && servicehelper.HasLBFinalizer(svc)
+	return annotated && svc.Spec.Type != v1.ServiceTypeLoadBalancer && svc.Spec.LoadBalancerClass == nil &&
+		(hasFinalizer(svc, ClassFinalizerName) || (!classless && servicehelper.HasLBFinalizer(svc)))
+}
+
+func hasFinalizer(svc *v1.Service, f string) bool {
+	for _, x := range svc.Finalizers {
+		if x == f {
+			return true
+		}
+	}
+	return false
 }
 
 func (cc *classController) maybeEnqueue(o any) {
@@ -102,7 +116,7 @@ func (cc *classController) maybeEnqueue(o any) {
 	cc.mu.Lock()
 	owned := cc.owned[k]
 	cc.mu.Unlock()
-	if isClass(svc) || owned || leftBehind(svc) {
+	if isClass(svc) || owned || leftBehind(svc, cc.lb.ServesClassless()) {
 		cc.queue.Add(k)
 	}
 }
@@ -162,7 +176,7 @@ func (cc *classController) sync(ctx context.Context, key string) error {
 			stub := last.DeepCopy()
 			now := metav1.Now()
 			stub.DeletionTimestamp = &now // gone: no annotation to clean
-			if err := cc.lb.release(ctx, stub); err != nil {
+			if _, err := cc.lb.release(ctx, stub, viaClass, true); err != nil {
 				return err
 			}
 		}
@@ -177,7 +191,7 @@ func (cc *classController) sync(ctx context.Context, key string) error {
 	}
 	svc = svc.DeepCopy()
 	cc.mu.Lock()
-	owned := cc.owned[key] || leftBehind(svc)
+	owned := cc.owned[key] || leftBehind(svc, cc.lb.ServesClassless())
 	cc.mu.Unlock()
 	mine := isClass(svc)
 	if !mine && !owned {
@@ -185,20 +199,29 @@ func (cc *classController) sync(ctx context.Context, key string) error {
 	}
 
 	if svc.DeletionTimestamp != nil || svc.Spec.Type != v1.ServiceTypeLoadBalancer || !mine {
-		if err := cc.lb.release(ctx, svc); err != nil {
+		released, err := cc.lb.release(ctx, svc, viaClass, false)
+		if err != nil {
 			return err
 		}
-		if svc.DeletionTimestamp == nil && len(svc.Status.LoadBalancer.Ingress) > 0 {
-			if err := cc.patch(svc, func(s *v1.Service) { s.Status.LoadBalancer = v1.LoadBalancerStatus{} }); err != nil {
+		// The status is cleared before the finalizer goes, deleting or
+		// not: the addresses stay reserved while a status shows them, and
+		// another finalizer may keep the Service for long. A Service whose
+		// addresses the service controller holds now is its to write.
+		if released && len(svc.Status.LoadBalancer.Ingress) > 0 {
+			if err := cc.patch(ctx, svc, func(s *v1.Service) { s.Status.LoadBalancer = v1.LoadBalancerStatus{} }); err != nil {
 				return fmt.Errorf("clearing load balancer status: %w", err)
 			}
 		}
-		if servicehelper.HasLBFinalizer(svc) && (mine || owned) {
-			if err := cc.patch(svc, func(s *v1.Service) { s.Finalizers = without(s.Finalizers, FinalizerName) }); err != nil {
+		drop := []string{ClassFinalizerName}
+		if mine || (released && !cc.lb.ServesClassless()) {
+			drop = append(drop, FinalizerName) // left by older versions
+		}
+		if hasAny(svc.Finalizers, drop) {
+			if err := cc.patch(ctx, svc, func(s *v1.Service) { s.Finalizers = without(s.Finalizers, drop...) }); err != nil {
 				return fmt.Errorf("removing finalizer: %w", err)
 			}
 		}
-		if owned {
+		if owned && released {
 			cc.lb.event(svc, v1.EventTypeNormal, "DeletedLoadBalancer", "released the load balancer addresses")
 		}
 		cc.mu.Lock()
@@ -207,46 +230,68 @@ func (cc *classController) sync(ctx context.Context, key string) error {
 		return nil
 	}
 
-	if !servicehelper.HasLBFinalizer(svc) {
-		if err := cc.patch(svc, func(s *v1.Service) { s.Finalizers = append(s.Finalizers, FinalizerName) }); err != nil {
+	// Our finalizer, and not the standard one: a pvelb-class Service with
+	// the standard finalizer is one the service controller may take its
+	// delete path for (see ClassFinalizerName).
+	if !hasFinalizer(svc, ClassFinalizerName) || servicehelper.HasLBFinalizer(svc) {
+		if err := cc.patch(ctx, svc, func(s *v1.Service) {
+			s.Finalizers = append(without(s.Finalizers, FinalizerName, ClassFinalizerName), ClassFinalizerName)
+		}); err != nil {
 			return fmt.Errorf("adding finalizer: %w", err)
 		}
-		svc.Finalizers = append(svc.Finalizers, FinalizerName)
 	}
 	cc.mu.Lock()
 	cc.owned[key] = true
 	cc.mu.Unlock()
-	st, err := cc.lb.ensure(ctx, svc, "class")
+	st, err := cc.lb.ensure(ctx, svc, viaClass)
 	if err != nil {
 		return err
 	}
 	if servicehelper.LoadBalancerStatusEqual(&svc.Status.LoadBalancer, st) {
+		cc.lb.maybeCheckLeaving(svc)
 		return nil
 	}
-	if err := cc.patch(svc, func(s *v1.Service) { s.Status.LoadBalancer = *st }); err != nil {
+	if err := cc.patch(ctx, svc, func(s *v1.Service) { s.Status.LoadBalancer = *st }); err != nil {
 		return fmt.Errorf("updating load balancer status: %w", err)
 	}
 	cc.lb.event(svc, v1.EventTypeNormal, "EnsuredLoadBalancer", "Ensured load balancer")
 	return nil
 }
 
-// patch applies change to a copy of svc and patches the difference, the way
-// the service controller does (strategic merge on the status subresource,
-// which also carries finalizer changes).
-func (cc *classController) patch(svc *v1.Service, change func(*v1.Service)) error {
+// patch applies change to a copy of svc and writes the difference,
+// conditional on svc's resourceVersion (see conditionalPatch); svc becomes
+// the Service as written, so that the next write is conditional on this
+// one. The allocator learns what the status shows now.
+func (cc *classController) patch(ctx context.Context, svc *v1.Service, change func(*v1.Service)) error {
 	updated := svc.DeepCopy()
 	change(updated)
-	_, err := servicehelper.PatchService(cc.lb.kube.CoreV1(), svc, updated)
+	got, err := patchService(ctx, cc.lb.kube, svc, updated)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	*svc = *got
+	cc.lb.shown(keyOf(got), ingressIPs(got))
+	return nil
 }
 
-func without(list []string, s string) []string {
+func hasAny(list, of []string) bool {
+	for _, x := range list {
+		for _, y := range of {
+			if x == y {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func without(list []string, drop ...string) []string {
 	var out []string
 	for _, x := range list {
-		if x != s {
+		if !hasAny([]string{x}, drop) {
 			out = append(out, x)
 		}
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -52,13 +53,24 @@ const (
 	// addresses came from, in the order of status.loadBalancer.ingress. It is
 	// pvelb's record, separate from what the user asked for (pvelb.io/pool).
 	AnnotationAllocatedPool = "pvelb.io/allocated-pool"
-	// FinalizerName is the standard cleanup finalizer, used by the class
-	// controller too so that tools that know it keep working.
+	// FinalizerName is the standard cleanup finalizer: the service
+	// controller's, on class-less Services.
 	FinalizerName = "service.kubernetes.io/load-balancer-cleanup"
+	// ClassFinalizerName is the class controller's cleanup finalizer. It is
+	// not the standard one on purpose: the service controller takes every
+	// Service carrying the standard finalizer that stops being a
+	// LoadBalancer, whatever its class, and if the Service is a pvelb-class
+	// LoadBalancer again by the time its worker gets to it, the service
+	// controller runs its delete path: it removes the finalizer and clears
+	// the status behind the class controller's back.
+	ClassFinalizerName = "pvelb.io/load-balancer-cleanup"
 
 	defaultReadyTimeout = 30 * time.Second
 	vmRefreshPeriod     = 30 * time.Second
 	desiredDebounce     = 200 * time.Millisecond
+	// leavingRecheck is how often Services with leaving addresses are read
+	// again when no event said their status changed.
+	leavingRecheck = 10 * time.Second
 	poolStatusDebounce  = time.Second
 )
 
@@ -123,10 +135,23 @@ type Controller struct {
 	// unchanged one is not handed again (each hand-over costs a pass).
 	lastDesired *firewall.Desired
 
-	mu       sync.Mutex // guards everything below
-	alloc    *allocator.Allocator
-	pools    map[string]*poolState
+	// leavingQueue holds Services with leaving addresses (see
+	// allocator.Withdraw) to check against their live status.
+	leavingQueue workqueue.TypedRateLimitingInterface[allocator.ServiceKey]
+
+	mu    sync.Mutex // guards everything below
+	alloc *allocator.Allocator
+	pools map[string]*poolState
+	// assigned mirrors what the allocator reserves for each Service (its
+	// addresses and the leaving ones): all of them stay admitted in the
+	// firewall while a status may show them.
 	assigned map[allocator.ServiceKey][]netip.Addr
+	// owners says which controller (viaClass or viaServiceController) last
+	// ensured each Service: a controller releases only its own allocations,
+	// so the service controller's delete path, run late for a Service that
+	// became a pvelb-class LoadBalancer meanwhile, cannot release what the
+	// class controller just gave it (and the other way round).
+	owners map[allocator.ServiceKey]string
 	// last Event messages per Service, so a repeated state is not re-announced.
 	noNode      map[string]string
 	fwFailing   map[string]string
@@ -160,9 +185,13 @@ func New(opts Options) (*Controller, error) {
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "pvelb-desired"}),
 		poolStatCh:      make(chan struct{}, 1),
 		allocatedPoolCh: make(chan struct{}, 1),
+		leavingQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[allocator.ServiceKey](100*time.Millisecond, 10*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[allocator.ServiceKey]{Name: "pvelb-leaving"}),
 		alloc:           allocator.New(),
 		pools:           map[string]*poolState{},
 		assigned:        map[allocator.ServiceKey][]netip.Addr{},
+		owners:          map[allocator.ServiceKey]string{},
 		noNode:          map[string]string{},
 		fwFailing:       map[string]string{},
 		outsideSeen:     map[string]string{},
@@ -227,14 +256,26 @@ func (c *Controller) GetLoadBalancerName(_ context.Context, _ string, svc *v1.Se
 	return cloudprovider.DefaultLoadBalancerName(svc)
 }
 
-// GetLoadBalancer reports what pvelb holds for svc, even partially (an
-// address held, or only its own annotation left), so that the service
-// controller always calls EnsureLoadBalancerDeleted and nothing leaks.
-// Services of other classes are never reported, whatever their status says.
+// GetLoadBalancer reports what pvelb holds for svc through the service
+// controller, even partially (an address held, or only its own annotation
+// left), so that the service controller always calls
+// EnsureLoadBalancerDeleted and nothing leaks. Only the service controller
+// calls it, and only class-less Services are its: a Service of any class,
+// pvelb's included, or one the class controller holds addresses for, is
+// never reported, so that the service controller's delete path (which it
+// also takes for a pvelb-class Service it queued while that Service was
+// class-less or ClusterIP) releases nothing of the class controller's.
 func (c *Controller) GetLoadBalancer(_ context.Context, _ string, svc *v1.Service) (*v1.LoadBalancerStatus, bool, error) {
+	if svc.Spec.LoadBalancerClass != nil {
+		return nil, false, nil
+	}
+	key := keyOf(svc)
 	c.mu.Lock()
-	ips := c.alloc.Assigned(keyOf(svc))
+	ips, owner := c.alloc.Held(key), c.owners[key]
 	c.mu.Unlock()
+	if owner == viaClass {
+		return nil, false, nil
+	}
 	if len(ips) > 0 {
 		return statusFor(ips), true, nil
 	}
@@ -249,8 +290,15 @@ func (c *Controller) GetLoadBalancer(_ context.Context, _ string, svc *v1.Servic
 // computed from the Node informer with the service controller's predicates
 // and the pool's node selector, the same way for both controllers.
 func (c *Controller) EnsureLoadBalancer(ctx context.Context, _ string, svc *v1.Service, _ []*v1.Node) (*v1.LoadBalancerStatus, error) {
-	return c.ensure(ctx, svc, "service-controller")
+	return c.ensure(ctx, svc, viaServiceController)
 }
+
+// The controllers that ensure Services, as recorded in owners (and in the
+// allocations metric's label).
+const (
+	viaServiceController = "service-controller"
+	viaClass             = "class"
+)
 
 // UpdateLoadBalancer is called when the set of nodes changed; the firewall's
 // desired state follows the Node informer already, so this only nudges it.
@@ -262,33 +310,64 @@ func (c *Controller) UpdateLoadBalancer(ctx context.Context, _ string, _ *v1.Ser
 	return nil
 }
 
-// EnsureLoadBalancerDeleted releases svc's addresses; the firewall reconciler
-// then removes them from every IPSet.
+// EnsureLoadBalancerDeleted releases svc's addresses if the service
+// controller holds them (see GetLoadBalancer); the firewall reconciler then
+// removes them from every IPSet once the status no longer shows them.
 func (c *Controller) EnsureLoadBalancerDeleted(ctx context.Context, _ string, svc *v1.Service) error {
-	return c.release(ctx, svc)
+	if svc.Spec.LoadBalancerClass != nil {
+		return nil
+	}
+	_, err := c.release(ctx, svc, viaServiceController, false)
+	return err
 }
 
+// ensure allocates (or keeps) svc's addresses for the controller via and
+// returns its status. On failure the Service keeps only what it may still
+// hold as it is now; whatever else its status shows is taken off the status
+// here (the controllers leave the status alone on error), so that two
+// Services never show one address they may not share. svc is updated in
+// place with pvelb's writes (resourceVersion, annotations), so that the
+// caller's next write is conditional on them.
 func (c *Controller) ensure(ctx context.Context, svc *v1.Service, via string) (*v1.LoadBalancerStatus, error) {
 	if err := c.waitReady(ctx); err != nil {
 		return nil, err
 	}
+	shown := ingressIPs(svc)
+	key := keyOf(svc)
 	req, err := c.toRequest(svc)
 	var res allocator.Result
-	key := keyOf(svc)
+	c.mu.Lock()
 	if err == nil {
-		c.mu.Lock()
-		res, err = c.alloc.Assign(req, ingressIPs(svc))
-		if err == nil {
-			c.assigned[key] = res.IPs
-			c.metrics.services.Set(float64(len(c.assigned)))
-		}
-		c.mu.Unlock()
+		res, err = c.alloc.Assign(req, shown)
+	} else {
+		// A request that does not parse: keep what may still be held under
+		// the rest of the spec (its ports may clash now, say).
+		bare, _ := c.toRequest(&v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: svc.Namespace, Name: svc.Name, Labels: svc.Labels}, Spec: svc.Spec})
+		bare.RequestedIPs = nil
+		bare.Selector, bare.Labels = svc.Spec.Selector, svc.Labels
+		bare.SharingKey = strings.TrimSpace(svc.Annotations[allocator.AnnotationSharingKey])
+		res = c.alloc.Keep(bare, shown)
+	}
+	if err == nil || len(c.alloc.Held(key)) > 0 {
+		c.owners[key] = via
+	}
+	c.refreshLocked(key)
+	leaving := len(c.alloc.Leaving(key)) > 0
+	c.mu.Unlock()
+	if leaving {
+		c.leavingQueue.Add(key)
 	}
 	if err != nil {
 		reason := eventReason(err)
 		c.metrics.failures.WithLabelValues(reason).Inc()
 		c.event(svc, v1.EventTypeWarning, reason, "%v", err)
-		klog.InfoS("Address allocation failed", "service", klog.KObj(svc), "reason", reason, "err", err)
+		klog.InfoS("Address allocation failed", "service", klog.KObj(svc), "reason", reason, "err", err, "kept", res.IPs)
+		if !sameAddrs(shown, res.IPs) {
+			if perr := c.writeStatus(ctx, svc, res.IPs); perr != nil {
+				return nil, fmt.Errorf("%s: %w (and taking the addresses it may no longer hold off its status failed: %v)", reason, err, perr)
+			}
+			c.event(svc, v1.EventTypeWarning, reason, "the Service shows only %v now: it may not keep the other addresses as it is", res.IPs)
+		}
 		return nil, fmt.Errorf("%s: %w", reason, err)
 	}
 	if res.Changed {
@@ -307,29 +386,152 @@ func (c *Controller) ensure(ctx context.Context, svc *v1.Service, via string) (*
 	return statusFor(res.IPs), nil
 }
 
-func (c *Controller) release(ctx context.Context, svc *v1.Service) error {
-	if err := c.waitReady(ctx); err != nil {
+// writeStatus sets svc's status to ips, conditional on svc's
+// resourceVersion (a write based on an older read fails with a Conflict),
+// and tells the allocator what the status shows now.
+func (c *Controller) writeStatus(ctx context.Context, svc *v1.Service, ips []netip.Addr) error {
+	updated := svc.DeepCopy()
+	updated.Status.LoadBalancer = *statusFor(ips)
+	got, err := patchService(ctx, c.kube, svc, updated)
+	if apierrors.IsNotFound(err) {
+		c.shown(keyOf(svc), nil)
+		return nil
+	}
+	if err != nil {
 		return err
+	}
+	*svc = *got
+	c.shown(keyOf(svc), ingressIPs(got))
+	return nil
+}
+
+// shown tells the allocator what key's status shows (nil: gone, or none).
+func (c *Controller) shown(key allocator.ServiceKey, ips []netip.Addr) {
+	c.mu.Lock()
+	freed := c.alloc.Shown(key, ips)
+	c.refreshLocked(key)
+	c.mu.Unlock()
+	if freed {
+		klog.V(2).InfoS("Addresses no longer shown released", "service", key.String())
+		c.kickDesired()
+		c.kickPoolStatus()
+	}
+}
+
+// refreshLocked updates assigned (and the metric) for key from the
+// allocator. c.mu is held.
+func (c *Controller) refreshLocked(key allocator.ServiceKey) {
+	if held := c.alloc.Held(key); len(held) > 0 {
+		c.assigned[key] = held
+	} else {
+		delete(c.assigned, key)
+		delete(c.owners, key)
+	}
+	c.metrics.services.Set(float64(len(c.assigned)))
+}
+
+// release takes svc's addresses away if the controller via holds them (or
+// nobody does), and reports whether it did: a Service another controller
+// holds addresses for is left to that controller. The addresses stay
+// reserved until svc's status no longer shows them (gone: the Service no
+// longer exists, so nothing shows them).
+func (c *Controller) release(ctx context.Context, svc *v1.Service, via string, gone bool) (bool, error) {
+	if err := c.waitReady(ctx); err != nil {
+		return false, err
 	}
 	key := keyOf(svc)
 	c.mu.Lock()
-	_, held := c.assigned[key]
-	c.alloc.Release(key)
-	delete(c.assigned, key)
-	delete(c.noNode, key.String())
-	c.metrics.services.Set(float64(len(c.assigned)))
-	c.mu.Unlock()
-	if held {
-		klog.InfoS("Addresses released", "service", klog.KObj(svc))
+	held := c.alloc.Held(key)
+	if owner := c.owners[key]; len(held) > 0 && owner != "" && owner != via {
+		c.mu.Unlock()
+		klog.V(2).InfoS("Not releasing addresses another controller holds", "service", klog.KObj(svc), "holder", owner, "caller", via)
+		return false, nil
 	}
-	if svc.DeletionTimestamp == nil {
+	if gone {
+		c.alloc.Release(key)
+	} else {
+		c.alloc.Withdraw(key)
+	}
+	delete(c.owners, key)
+	delete(c.noNode, key.String())
+	c.refreshLocked(key)
+	leaving := len(c.alloc.Leaving(key)) > 0
+	c.mu.Unlock()
+	if len(held) > 0 {
+		klog.InfoS("Addresses released", "service", klog.KObj(svc), "via", via)
+	}
+	if leaving {
+		c.leavingQueue.Add(key)
+	}
+	if svc.DeletionTimestamp == nil && !gone {
 		if err := c.recordPools(ctx, svc, nil); err != nil {
-			return err
+			return true, err
 		}
 	}
 	c.kickDesired()
 	c.kickPoolStatus()
-	return nil
+	return true, nil
+}
+
+// leavingLoop frees leaving addresses once a Service's status, read from
+// the apiserver (a cache may not have seen a status write yet), no longer
+// shows them. Informer events and pvelb's own writes queue the Services;
+// a periodic pass catches what no event announces.
+func (c *Controller) leavingLoop(ctx context.Context) {
+	go func() { <-ctx.Done(); c.leavingQueue.ShutDown() }()
+	go func() {
+		t := time.NewTicker(leavingRecheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			c.mu.Lock()
+			var keys []allocator.ServiceKey
+			for k := range c.assigned {
+				if len(c.alloc.Leaving(k)) > 0 {
+					keys = append(keys, k)
+				}
+			}
+			c.mu.Unlock()
+			for _, k := range keys {
+				c.leavingQueue.Add(k)
+			}
+		}
+	}()
+	for {
+		key, quit := c.leavingQueue.Get()
+		if quit {
+			return
+		}
+		svc, err := c.kube.CoreV1().Services(key.Namespace).Get(ctx, key.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			c.shown(key, nil)
+			c.leavingQueue.Forget(key)
+		case err != nil:
+			klog.V(2).InfoS("Reading a Service to free the addresses it no longer shows", "service", key.String(), "err", err)
+			c.leavingQueue.AddRateLimited(key)
+		default:
+			c.shown(key, ingressIPs(svc))
+			c.leavingQueue.Forget(key)
+		}
+		c.leavingQueue.Done(key)
+	}
+}
+
+// maybeCheckLeaving queues svc if it has leaving addresses: its status may
+// have dropped them.
+func (c *Controller) maybeCheckLeaving(svc *v1.Service) {
+	key := keyOf(svc)
+	c.mu.Lock()
+	leaving := len(c.alloc.Leaving(key)) > 0
+	c.mu.Unlock()
+	if leaving {
+		c.leavingQueue.Add(key)
+	}
 }
 
 // recordPools keeps AnnotationAllocatedPool in line with the pools the held
@@ -340,9 +542,15 @@ func (c *Controller) recordPools(ctx context.Context, svc *v1.Service, pools []s
 	if (remove && !ok) || (!remove && ok && have == want) {
 		return nil
 	}
-	_, err := c.kube.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, allocatedPoolPatch(want, remove, ""), metav1PatchOptions)
+	// Conditional on the Service as read, like every write pvelb makes to a
+	// Service: a replica that lost the lease while paused must not write
+	// what it decided from an older state.
+	got, err := c.kube.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, allocatedPoolPatch(want, remove, svc.ResourceVersion), metav1PatchOptions)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("recording annotation %s: %w", AnnotationAllocatedPool, err)
+	}
+	if err == nil {
+		svc.ResourceVersion, svc.Annotations = got.ResourceVersion, got.Annotations
 	}
 	return nil
 }

@@ -242,29 +242,30 @@ func TestBuildPoolsRefusesOverlapsAndBadSpecs(t *testing.T) {
 func TestLeftBehind(t *testing.T) {
 	class := ClassName
 	other := "example.com/other"
-	svc := func(typ v1.ServiceType, cls *string, annotated, finalizer bool) *v1.Service {
-		s := &v1.Service{Spec: v1.ServiceSpec{Type: typ, LoadBalancerClass: cls}}
+	svc := func(typ v1.ServiceType, cls *string, annotated bool, finalizers ...string) *v1.Service {
+		s := &v1.Service{Spec: v1.ServiceSpec{Type: typ, LoadBalancerClass: cls}, ObjectMeta: metav1.ObjectMeta{Finalizers: finalizers}}
 		if annotated {
 			s.Annotations = map[string]string{AnnotationAllocatedPool: "default"}
-		}
-		if finalizer {
-			s.Finalizers = []string{FinalizerName}
 		}
 		return s
 	}
 	for _, tc := range []struct {
-		name string
-		svc  *v1.Service
-		want bool
+		name      string
+		svc       *v1.Service
+		classless bool // a service controller runs
+		want      bool
 	}{
-		{"became ClusterIP while pvelb-ccm was down", svc(v1.ServiceTypeClusterIP, nil, true, true), true},
-		{"still a LoadBalancer (the service controller's)", svc(v1.ServiceTypeLoadBalancer, nil, true, true), false},
-		{"pvelb class: handled as a class Service", svc(v1.ServiceTypeLoadBalancer, &class, true, true), false},
-		{"another class", svc(v1.ServiceTypeLoadBalancer, &other, false, true), false},
-		{"no pvelb annotation", svc(v1.ServiceTypeClusterIP, nil, false, true), false},
-		{"finalizer already gone", svc(v1.ServiceTypeClusterIP, nil, true, false), false},
+		{"became ClusterIP while pvelb-ccm was down", svc(v1.ServiceTypeClusterIP, nil, true, ClassFinalizerName), true, true},
+		{"same, no service controller", svc(v1.ServiceTypeClusterIP, nil, true, ClassFinalizerName), false, true},
+		{"standard finalizer of an older version, no service controller", svc(v1.ServiceTypeClusterIP, nil, true, FinalizerName), false, true},
+		{"standard finalizer: the service controller's", svc(v1.ServiceTypeClusterIP, nil, true, FinalizerName), true, false},
+		{"still a LoadBalancer (the service controller's)", svc(v1.ServiceTypeLoadBalancer, nil, true, FinalizerName), true, false},
+		{"pvelb class: handled as a class Service", svc(v1.ServiceTypeLoadBalancer, &class, true, ClassFinalizerName), true, false},
+		{"another class", svc(v1.ServiceTypeLoadBalancer, &other, false, FinalizerName), true, false},
+		{"no pvelb annotation", svc(v1.ServiceTypeClusterIP, nil, false, ClassFinalizerName), true, false},
+		{"finalizer already gone", svc(v1.ServiceTypeClusterIP, nil, true), false, false},
 	} {
-		if got := leftBehind(tc.svc); got != tc.want {
+		if got := leftBehind(tc.svc, tc.classless); got != tc.want {
 			t.Errorf("%s: leftBehind = %v, want %v", tc.name, got, tc.want)
 		}
 	}

@@ -88,6 +88,25 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 	poolInf := dynFactory.ForResource(IPPoolResource)
 
 	c.class = newClassController(c, svcInf)
+	// A Service with leaving addresses is read again whenever it changes:
+	// its status may no longer show them.
+	if _, err := svcInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, n any) {
+			if svc, ok := n.(*v1.Service); ok {
+				c.maybeCheckLeaving(svc)
+			}
+		},
+		DeleteFunc: func(o any) {
+			if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			if svc, ok := o.(*v1.Service); ok {
+				c.maybeCheckLeaving(svc)
+			}
+		},
+	}); err != nil {
+		return err
+	}
 	c.admitted = newAdmittedWriter(kube, c.nodes)
 	if _, err := nodeInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { c.kickDesired() },
@@ -153,6 +172,7 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 	klog.InfoS("LoadBalancer state restored", "services", len(c.assigned), "pools", len(c.pools))
 
 	go c.desiredLoop(ctx)
+	go c.leavingLoop(ctx)
 	go c.admitted.run(ctx)
 	go c.poolStatusLoop(ctx)
 	go c.allocatedPoolLoop(ctx)
@@ -175,9 +195,11 @@ func nodeChangeMatters(o, n *v1.Node) bool {
 }
 
 // restore replays the addresses in the status of every Service pvelb serves,
-// so a restart never moves an address. The allocator restores older Services
-// first: of two that claim one address, the newer loses it and gets a
-// Warning Event (its next ensure picks another).
+// so a restart never moves an address. The allocator restores live Services
+// before terminating ones and older before newer: of two that claim one
+// address, the other loses it and gets a Warning Event (its next ensure
+// picks another). A terminating Service's addresses stay reserved until its
+// status no longer shows them.
 func (c *Controller) restore() error {
 	svcs, err := c.services.List(labels.Everything())
 	if err != nil {
@@ -196,18 +218,30 @@ func (c *Controller) restore() error {
 			req, _ = c.toRequest(&v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: svc.Namespace, Name: svc.Name}, Spec: svc.Spec})
 			req.RequestedIPs = nil
 		}
-		items = append(items, allocator.RestoreItem{Service: req, Current: ingressIPs(svc), Created: svc.CreationTimestamp.Time})
+		items = append(items, allocator.RestoreItem{Service: req, Current: ingressIPs(svc), Created: svc.CreationTimestamp.Time,
+			Terminating: svc.DeletionTimestamp != nil})
 		byKey[req.Key] = svc
 	}
 	c.mu.Lock()
 	conflicts := c.alloc.Restore(items)
-	for k := range byKey {
-		if ips := c.alloc.Assigned(k); len(ips) > 0 {
-			c.assigned[k] = ips
+	var leaving []allocator.ServiceKey
+	for k, svc := range byKey {
+		if len(c.alloc.Held(k)) == 0 {
+			continue
+		}
+		c.owners[k] = viaServiceController
+		if isClass(svc) {
+			c.owners[k] = viaClass
+		}
+		c.refreshLocked(k)
+		if len(c.alloc.Leaving(k)) > 0 {
+			leaving = append(leaving, k)
 		}
 	}
-	c.metrics.services.Set(float64(len(c.assigned)))
 	c.mu.Unlock()
+	for _, k := range leaving {
+		c.leavingQueue.Add(k)
+	}
 	for _, cf := range conflicts {
 		if svc := byKey[cf.Loser]; svc != nil {
 			c.event(svc, v1.EventTypeWarning, EventRestoreConflict,
