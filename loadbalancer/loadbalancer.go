@@ -70,8 +70,8 @@ const (
 	desiredDebounce     = 200 * time.Millisecond
 	// leavingRecheck is how often Services with leaving addresses are read
 	// again when no event said their status changed.
-	leavingRecheck = 10 * time.Second
-	poolStatusDebounce  = time.Second
+	leavingRecheck     = 10 * time.Second
+	poolStatusDebounce = time.Second
 )
 
 // Event reasons pvelb uses on Services (besides the allocator's reasons).
@@ -188,14 +188,14 @@ func New(opts Options) (*Controller, error) {
 		leavingQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[allocator.ServiceKey](100*time.Millisecond, 10*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[allocator.ServiceKey]{Name: "pvelb-leaving"}),
-		alloc:           allocator.New(),
-		pools:           map[string]*poolState{},
-		assigned:        map[allocator.ServiceKey][]netip.Addr{},
-		owners:          map[allocator.ServiceKey]string{},
-		noNode:          map[string]string{},
-		fwFailing:       map[string]string{},
-		outsideSeen:     map[string]string{},
-		nodeVMs:         map[string]vmLocation{},
+		alloc:       allocator.New(),
+		pools:       map[string]*poolState{},
+		assigned:    map[allocator.ServiceKey][]netip.Addr{},
+		owners:      map[allocator.ServiceKey]string{},
+		noNode:      map[string]string{},
+		fwFailing:   map[string]string{},
+		outsideSeen: map[string]string{},
+		nodeVMs:     map[string]vmLocation{},
 	}
 	if opts.Firewall.Enabled {
 		fw, err := firewall.New(opts.Clients, firewall.Options{

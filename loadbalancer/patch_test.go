@@ -18,7 +18,9 @@ func TestConditionalPatch(t *testing.T) {
 		change func(*v1.Service)
 		want   string
 	}{
-		{"status", func(s *v1.Service) { s.Status.LoadBalancer = *statusFor([]netip.Addr{netip.MustParseAddr("192.0.2.1")}) },
+		{"status", func(s *v1.Service) {
+			s.Status.LoadBalancer = *statusFor([]netip.Addr{netip.MustParseAddr("192.0.2.1")})
+		},
 			`{"metadata":{"resourceVersion":"42"},"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.1","ipMode":"VIP"}]}}}`},
 		{"finalizer added", func(s *v1.Service) { s.Finalizers = append(s.Finalizers, ClassFinalizerName) },
 			`{"metadata":{"$setElementOrder/finalizers":["example.com/hold","pvelb.io/load-balancer-cleanup"],"finalizers":["pvelb.io/load-balancer-cleanup"],"resourceVersion":"42"}}`},
