@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pvelb/pvelb/test/netlab"
 	"time"
 )
 
@@ -44,12 +45,15 @@ func (l *Lab) failover(ctx context.Context) error {
 	}
 	time.Sleep(300 * time.Millisecond)
 	l.p.say("%s answers for %s; pulling its cable (its bridge port leaves vmbr0)", old.host.Name, l.vip)
-	fault := time.Now()
 	if err := old.host.CutLink(); err != nil {
 		stopPing()
 		<-done
 		return err
 	}
+	// The fault counts from when the cable is out, not from when the
+	// command to pull it started: pings sent while `ip` was still running
+	// reached the old owner, and their replies would pass for a failover.
+	fault := time.Now()
 	restored := false
 	restore := func() {
 		if !restored {
@@ -77,13 +81,19 @@ func (l *Lab) failover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	nb, err := l.net.Client.Neigh(ctx, l.vip)
-	if err != nil {
+	var nb netlab.Neighbor
+	var now *vm
+	if err := poll(ctx, 5*time.Second, "the client's neighbour entry moves", func(ctx context.Context) error {
+		var err error
+		if nb, err = l.net.Client.Neigh(ctx, l.vip); err != nil {
+			return err
+		}
+		if now = l.nodeByMAC(nb.MAC); now == nil || now == old {
+			return fmt.Errorf("after the cut the client resolves %s to %s, not to another node", l.vip, nb.MAC)
+		}
+		return nil
+	}); err != nil {
 		return err
-	}
-	now := l.nodeByMAC(nb.MAC)
-	if now == nil || now == old {
-		return fmt.Errorf("after the cut the client resolves %s to %s, not to another node", l.vip, nb.MAC)
 	}
 	l.p.say("%s took over: the client's neighbour entry for %s is now %s (%s, VM %d on %s)",
 		now.host.Name, l.vip, nb.MAC, now.host.Name, now.vmid, now.pveHost)
