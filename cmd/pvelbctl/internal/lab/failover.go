@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/pvelb/pvelb/test/netlab"
 	"time"
+
+	"github.com/pvelb/pvelb/test/netlab"
 )
 
 // failover pulls the answering node's cable while the client pings every
