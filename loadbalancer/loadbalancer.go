@@ -413,8 +413,18 @@ func (c *Controller) shown(key allocator.ServiceKey, ips []netip.Addr) {
 	c.mu.Unlock()
 	if freed {
 		klog.V(2).InfoS("Addresses no longer shown released", "service", key.String())
-		c.kickDesired()
-		c.kickPoolStatus()
+		c.freed()
+	}
+}
+
+// freed follows addresses becoming free: the firewall and the pools' status
+// change, and class Services whose allocation failed may get one now (the
+// service controller retries its own with backoff).
+func (c *Controller) freed() {
+	c.kickDesired()
+	c.kickPoolStatus()
+	if c.class != nil {
+		c.class.requeueUnassigned()
 	}
 }
 
@@ -468,8 +478,7 @@ func (c *Controller) release(ctx context.Context, svc *v1.Service, via string, g
 			return true, err
 		}
 	}
-	c.kickDesired()
-	c.kickPoolStatus()
+	c.freed()
 	return true, nil
 }
 
