@@ -28,6 +28,7 @@ var ippoolGVR = schema.GroupVersionResource{Group: "pvelb.io", Version: "v1alpha
 const (
 	lbClass        = "pvelb.io/loadbalancer"
 	lbFinalizer    = "service.kubernetes.io/load-balancer-cleanup"
+	classFinalizer = "pvelb.io/load-balancer-cleanup"
 	clusterSet     = "pvelb-vips"
 	vmSet          = "ipfilter-net0"
 	userClusterIP  = "192.0.2.250"
@@ -298,14 +299,15 @@ func TestLoadBalancer(t *testing.T) {
 
 	ctx := context.Background()
 	svcs := l.Client.CoreV1().Services
-	// Class Services carry the standard finalizer; the foreign one is untouched.
+	// Class Services carry pvelb's finalizer, not the service controller's;
+	// the foreign one is untouched.
 	for i := range class {
 		s, err := svcs("team").Get(ctx, fmt.Sprintf("class-%d", i), metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Contains(s.Finalizers, lbFinalizer) {
-			t.Errorf("class-%d finalizers %v lack %s", i, s.Finalizers, lbFinalizer)
+		if !slices.Equal(s.Finalizers, []string{classFinalizer}) {
+			t.Errorf("class-%d finalizers %v, want only %s", i, s.Finalizers, classFinalizer)
 		}
 	}
 	Consistently(t, 3*time.Second, "foreign-class and conflicting Services get nothing", func(ctx context.Context) error {
