@@ -91,7 +91,7 @@ func (l *Lab) printAccess() {
 	p.plain("")
 	p.plain("Inside the lab network (the apiserver listens on %s in namespace %s):", l.ctl.IPv4.Addr(), l.ctl.Netns)
 	p.plain("  ip netns exec %s %s --kubeconfig %s get nodes", l.ctl.Netns, kubectl, l.cp.Kubeconfig)
-	p.plain("  ip netns exec %s ping %s          # the client", l.net.Client.Netns, l.vip)
+	p.plain("  ip netns exec %s curl http://%s/          # the client, answered by a pod", l.net.Client.Netns, l.vip)
 	p.plain("  ip netns exec %s ip neigh          # which MAC answers", l.net.Client.Netns)
 	p.plain("Logs: %s/*.log", l.dir)
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/pvelb/pvelb/test/datapath"
 	"github.com/pvelb/pvelb/test/netlab"
 )
 
@@ -39,7 +40,15 @@ func (l *Lab) startAnnouncers(ctx context.Context) error {
 		}
 	}
 	l.p.say("%d announcers ready; they watch each other with authenticated UDP heartbeats on the node network", len(l.vms))
-	l.p.say("each node has kube-ipvs0 with arp_ignore=1/arp_announce=2, so only an announcer answers ARP for a VIP")
+	proxies, err := l.dp.StartKubeProxies(ctx, datapath.ProxyOptions{Mode: datapath.IPTables})
+	if err != nil {
+		return err
+	}
+	for _, p := range proxies {
+		l.p.say("kube-proxy on %s: mode iptables, rules synced (log: %s)", p.Node.Name, p.LogFile)
+	}
+	l.p.say("iptables mode, not IPVS: IPVS needs the ip_vs kernel module, which this kernel lacks")
+	l.p.say("no strictARP needed: iptables/nftables kube-proxy binds no VIP to an interface, so only an announcer answers ARP for it")
 	return nil
 }
 

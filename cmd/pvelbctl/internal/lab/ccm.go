@@ -30,9 +30,9 @@ firewall:
   enabled: true
   clusterIPSet: %s
   nics: [net0]
-  resyncPeriod: 30s
+  resyncPeriod: %s
 `, region, net.JoinHostPort(l.ctl.IPv4.Addr().String(), strconv.Itoa(pvePort)), tokenID, secretFile,
-		filepath.Join(l.dir, "pve-ca.pem"), clusterIPSet)
+		filepath.Join(l.dir, "pve-ca.pem"), clusterIPSet, fwResync)
 	path := filepath.Join(l.dir, "cloud-config.yaml")
 	return path, os.WriteFile(path, []byte(cfg), 0o600)
 }

@@ -40,7 +40,16 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 	l.kube = kubernetes.NewForConfigOrDie(cp.Config)
 	l.dyn = dynamic.NewForConfigOrDie(cp.Config)
 	l.p.say("kube-apiserver ready at %s", cp.URL)
-	return l.applyCRDs(ctx)
+	if err := l.applyCRDs(ctx); err != nil {
+		return err
+	}
+	// EndpointSlices for kube-proxy and the announcers, and the default
+	// ServiceAccount without which no Pod is admitted.
+	if err := cp.StartControllerManager(ctx, apiserver.ControllerManagerOptions{}); err != nil {
+		return err
+	}
+	l.p.say("kube-controller-manager ready (controllers: %s)", strings.Join(apiserver.DataPathControllers, ", "))
+	return nil
 }
 
 func (l *Lab) applyCRDs(ctx context.Context) error {

@@ -27,7 +27,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/pvelb/pvelb/test/apiserver"
+	"github.com/pvelb/pvelb/test/datapath"
 	"github.com/pvelb/pvelb/test/netlab"
+	"github.com/pvelb/pvelb/test/pvefw"
 	"github.com/pvelb/pvelb/test/pvesim"
 )
 
@@ -109,6 +111,8 @@ type Lab struct {
 	secret  string
 	cleanup []func()
 	vip     netip.Addr
+	fw      *pvefw.Firewall
+	dp      *datapath.Network
 }
 
 // Run builds the lab, runs the demo, then waits for ctx to end (unless
@@ -124,7 +128,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if opts.Out == nil {
 		opts.Out = os.Stdout
 	}
-	l := &Lab{opts: opts, ann: map[string]*proc{}, p: &printer{w: opts.Out, start: time.Now(), total: 10}}
+	l := &Lab{opts: opts, ann: map[string]*proc{}, p: &printer{w: opts.Out, start: time.Now(), total: 12}}
 	if !opts.Failover {
 		l.p.total--
 	}
@@ -141,16 +145,18 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	steps := []step{
 		{"Network: a bridge standing for Proxmox's vmbr0 (192.0.2.0/24), node, client and control-plane namespaces", l.startNetwork},
-		{"Kubernetes: kube-apiserver and etcd in the control-plane namespace, pvelb CRDs", l.startControlPlane},
-		{"Proxmox VE simulator: VMs on two Proxmox hosts, their ipfilter-net0 IPSets seeded with their own addresses", l.startProxmox},
+		{"Kubernetes: kube-apiserver, etcd and kube-controller-manager in the control-plane namespace, pvelb CRDs", l.startControlPlane},
+		{"Proxmox VE simulator and its firewall: VMs on two Proxmox hosts, their ipfilter-net0 IPSets seeded with their own addresses and pod CIDRs", l.startProxmox},
 		{"pvelb-ccm, and Nodes registered as kubelets with --cloud-provider=external do", l.startCCMAndNodes},
-		{"pvelb-announcer on every node (kube-proxy IPVS strictARP emulated)", l.startAnnouncers},
-		{"IPPool and a LoadBalancer Service (kubectl create service loadbalancer web --tcp=80:80)", l.createService},
+		{"pvelb-announcer and kube-proxy (iptables mode) on every node", l.startAnnouncers},
+		{"Two backend pods labelled app=web, as a Deployment's would be", l.startPods},
+		{"IPPool and a LoadBalancer Service (kubectl create service loadbalancer web --tcp=80:8080)", l.createService},
 		{"Proxmox firewall IPSets admitting the VIP", l.showIPSets},
-		{"The client reaches the VIP", l.reachVIP},
+		{"The client reaches the VIP: curl answered by a pod", l.reachVIP},
+		{"A VIP missing from Proxmox's filter: a user deletes its entry; the ARP replies are dropped until pvelb repairs it", l.withheld},
 	}
 	if opts.Failover {
-		steps = append(steps, step{"Failover: the announcing node loses its network (cable pulled); the client pings every 10 ms", l.failover})
+		steps = append(steps, step{"Failover: the announcing node loses its network (cable pulled); the client pings and sends an HTTP request every 10 ms", l.failover})
 	}
 	steps = append(steps, step{"kubectl access from the host", l.exposeAPI})
 
@@ -186,12 +192,14 @@ func (l *Lab) preflight() error {
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root (network namespaces): run as root, e.g. sudo make demo")
 	}
-	for _, tool := range []string{"ip", "ping", "curl"} {
+	// nft runs the emulated Proxmox firewall; kube-proxy runs iptables,
+	// iptables-save and iptables-restore (and the ip6tables ones).
+	for _, tool := range []string{"ip", "ping", "curl", "nft", "iptables", "ip6tables", "iptables-save", "ip6tables-save"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, fmt.Sprintf("%s (Debian: apt-get install iproute2 iputils-ping curl)", tool))
+			missing = append(missing, fmt.Sprintf("%s (Debian: apt-get install iproute2 iputils-ping curl nftables iptables)", tool))
 		}
 	}
-	for _, b := range []string{"kube-apiserver", "etcd", "pvelb-ccm", "pvelb-announcer"} {
+	for _, b := range []string{"kube-apiserver", "etcd", "kube-controller-manager", "kube-proxy", "pvelb-ccm", "pvelb-announcer"} {
 		if _, err := os.Stat(filepath.Join(l.opts.BinDir, b)); err != nil {
 			missing = append(missing, fmt.Sprintf("%s in %s (make kube-bins build)", b, l.opts.BinDir))
 		}

@@ -11,7 +11,7 @@ import (
 // startNetwork builds the namespaces and bridge and assigns each node a
 // Proxmox VM (ID, host, UUID) for the simulator.
 func (l *Lab) startNetwork(context.Context) error {
-	n, err := netlab.Build(netlab.Options{Nodes: l.opts.Nodes, StrictARP: true}, func(f string, a ...any) {
+	n, err := netlab.Build(netlab.Options{Nodes: l.opts.Nodes}, func(f string, a ...any) {
 		l.p.say(f, a...)
 	})
 	if err != nil {

@@ -3,12 +3,16 @@ package lab
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/pvelb/pvelb/test/datapath"
 )
 
 // startCCMAndNodes starts pvelb-ccm, registers the Nodes as kubelets would
@@ -60,6 +64,32 @@ func (l *Lab) startCCMAndNodes(ctx context.Context) error {
 			n.Labels[corev1.LabelTopologyZone], n.Labels[corev1.LabelInstanceTypeStable], internalIP(&n), taints)
 	}
 	tw.print()
+	return l.podNetwork(ctx)
+}
+
+// podNetwork gives every node its pod CIDRs and routes as a host-gateway
+// CNI (flannel host-gw, the ptp plugin) would, for the pods and kube-proxy
+// of the later steps.
+func (l *Lab) podNetwork(ctx context.Context) error {
+	dir := filepath.Join(l.dir, "datapath")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	dp, err := datapath.New(l.net, datapath.Options{Client: l.kube, Kubeconfig: l.cp.Kubeconfig, BinDir: l.opts.BinDir, Dir: dir})
+	if err != nil {
+		return err
+	}
+	l.dp = dp
+	l.onTeardown(dp.Close)
+	nodes, err := dp.AddNodes(ctx)
+	if err != nil {
+		return err
+	}
+	var cidrs []string
+	for _, n := range nodes {
+		cidrs = append(cidrs, fmt.Sprintf("%s %s", n.Name, n.PodCIDR4))
+	}
+	l.p.say("pod network (host-gateway CNI, routes between the nodes): %s", strings.Join(cidrs, ", "))
 	return nil
 }
 

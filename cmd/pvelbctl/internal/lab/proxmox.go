@@ -12,10 +12,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pvelb/pvelb/provider/pve"
+	"github.com/pvelb/pvelb/test/datapath"
 	"github.com/pvelb/pvelb/test/netlab"
+	"github.com/pvelb/pvelb/test/pvefw"
 	"github.com/pvelb/pvelb/test/pvesim"
 )
 
@@ -32,7 +35,7 @@ func (l *Lab) startProxmox(ctx context.Context) error {
 		return err
 	}
 	l.sim = sim
-	for _, v := range l.vms {
+	for i, v := range l.vms {
 		if err := sim.AddVM(pvesim.VM{
 			VMID: v.vmid, Node: v.pveHost, Name: v.host.Name, UUID: v.uuid,
 			Cores: 2, Sockets: 1, MemoryMiB: 4096,
@@ -42,11 +45,24 @@ func (l *Lab) startProxmox(ctx context.Context) error {
 		}); err != nil {
 			return err
 		}
-		// A careful user runs the IP filter with the VM's own address
-		// admitted: without it Proxmox drops the VM's own traffic.
+		// A careful user runs the IP filter with the VM's own addresses
+		// admitted: without them Proxmox drops the VM's own traffic. The
+		// pod CIDRs too: a host-gateway CNI routes pod traffic between
+		// nodes unencapsulated, from the pods' addresses.
 		sim.SetFirewallOptions(v.vmid, true, true)
-		sim.SeedIPSet(vmScope(v), vmIPSet, pve.IPSetEntry{CIDR: v.host.IPv4.Addr().String(), Comment: "node address"})
+		pod4, pod6, err := datapath.NodePodCIDRs(i + 1)
+		if err != nil {
+			return err
+		}
+		sim.SeedIPSet(vmScope(v), vmIPSet,
+			pve.IPSetEntry{CIDR: v.host.IPv4.Addr().String(), Comment: "node address"},
+			pve.IPSetEntry{CIDR: v.host.IPv6.Addr().String(), Comment: "node address"},
+			pve.IPSetEntry{CIDR: pod4.String(), Comment: "pod CIDR (host-gateway CNI)"},
+			pve.IPSetEntry{CIDR: pod6.String(), Comment: "pod CIDR (host-gateway CNI)"})
 	}
+	// Neither Proxmox firewall daemon filters anything while the
+	// datacenter firewall is off.
+	sim.SetClusterFirewall(true)
 	addr := net.JoinHostPort(l.ctl.IPv4.Addr().String(), strconv.Itoa(pvePort))
 	cert, caPEM, err := pvesim.SelfSignedTLS(l.ctl.IPv4.Addr().String())
 	if err != nil {
@@ -76,11 +92,54 @@ func (l *Lab) startProxmox(ctx context.Context) error {
 	tw := l.table()
 	tw.row("PROXMOX HOST\tVMID\tNAME\tNET0\tFIREWALL\tipfilter-net0")
 	for _, v := range l.vms {
+		var cidrs []string
+		for _, e := range sim.IPSetEntries(vmScope(v), vmIPSet) {
+			cidrs = append(cidrs, e.CIDR)
+		}
 		tw.row("%s\t%d\t%s\tvirtio=%s,bridge=vmbr0,firewall=1\tenabled, ipfilter=1\t%s",
-			v.pveHost, v.vmid, v.host.Name, v.host.MAC, v.host.IPv4.Addr())
+			v.pveHost, v.vmid, v.host.Name, v.host.MAC, strings.Join(cidrs, " "))
 	}
 	tw.print()
 	l.p.say("Proxmox API: https://%s/api2/json (token %s, in the control-plane namespace)", addr, tokenID)
+	return l.startFirewall(ctx)
+}
+
+// fwPeriod is how often the emulated firewall applies the simulator's state.
+// pve-firewall does it every 10 s; the demo would spend most of its time
+// waiting for that, so it runs ten times as often and says so.
+const fwPeriod = time.Second
+
+// startFirewall runs the emulated Proxmox firewall (pve-firewall's IP and
+// ARP filters, as nftables rules on the lab bridge) from the simulator's
+// state, so what pvelb writes to Proxmox, or fails to, decides whether the
+// client's traffic passes.
+func (l *Lab) startFirewall(ctx context.Context) error {
+	logf, err := os.OpenFile(filepath.Join(l.dir, "pvefw.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	fw := pvefw.New(l.net, l.sim, pvefw.Options{Variant: pvefw.Classic, Period: fwPeriod, Logf: func(f string, a ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(logf, "%s %s\n", time.Now().Format(time.RFC3339Nano), fmt.Sprintf(f, a...))
+	}})
+	if err := fw.ApplyNow(); err != nil {
+		_ = logf.Close()
+		return err
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); _ = fw.Run(rctx) }()
+	l.fw = fw
+	l.onTeardown(func() {
+		cancel()
+		<-done
+		_ = fw.Close()
+		_ = logf.Close()
+	})
+	l.p.say("Proxmox firewall emulated on vmbr0 (pve-firewall's IP and ARP filters as nftables rules in the bridge's namespace):")
+	l.p.say("it applies the simulator's state every %s here; real Proxmox applies changes every ~10 s", fwPeriod)
 	return nil
 }
 

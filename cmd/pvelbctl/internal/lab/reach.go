@@ -8,14 +8,15 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/pvelb/pvelb/test/datapath"
 	"github.com/pvelb/pvelb/test/netlab"
 )
 
-// answering pings the VIP once from the client and reads which MAC the
-// client's kernel resolved it to.
+// answering sends one HTTP request to the VIP from the client and reads
+// which MAC the client's kernel resolved it to.
 func (l *Lab) answering(ctx context.Context) (*vm, netlab.Neighbor, error) {
 	c := l.net.Client
-	if err := c.Ping(ctx, l.vip, 2*time.Second); err != nil {
+	if _, err := datapath.Get(ctx, c, l.vipURL(), 2*time.Second); err != nil {
 		return nil, netlab.Neighbor{}, err
 	}
 	nb, err := c.Neigh(ctx, l.vip)
@@ -32,19 +33,42 @@ func (l *Lab) answering(ctx context.Context) (*vm, netlab.Neighbor, error) {
 	return v, nb, nil
 }
 
-// reachVIP shows the client pinging the VIP and which node answered.
+// reachVIP shows the client's HTTP requests answered by the pods through
+// the VIP, its pings, and which node answers ARP for the VIP.
 func (l *Lab) reachVIP(ctx context.Context) error {
 	c := l.net.Client
 	var out string
-	if err := poll(ctx, 30*time.Second, "client pings "+l.vip.String(), func(ctx context.Context) error {
+	t0 := time.Now()
+	if err := poll(ctx, 30*time.Second, "client's curl "+l.vipURL(), func(ctx context.Context) error {
 		var err error
-		out, err = c.Run(ctx, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", l.vip.String())
+		out, err = l.curl(ctx, time.Second)
 		return err
 	}); err != nil {
 		return err
 	}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		l.p.say("client$ %s", line)
+	l.p.say("client$ curl %s   (answered %s after the IPSets showed the VIP)", l.vipURL(), since(t0))
+	l.p.say("%s", out)
+	// Fresh connections, so kube-proxy picks a backend for each.
+	seen := map[string]bool{}
+	for i := 0; i < 20 && len(seen) < len(podNames); i++ {
+		if out, err := l.curl(ctx, time.Second); err == nil {
+			if a, err := datapath.ParseAnswer(out); err == nil && !seen[a.Pod] {
+				seen[a.Pod] = true
+				if len(seen) > 1 {
+					l.p.say("client$ curl %s", l.vipURL())
+					l.p.say("%s", out)
+				}
+			}
+		}
+	}
+	l.p.say("kube-proxy spreads new connections over the pods; from= is the node that masqueraded the client (externalTrafficPolicy Cluster)")
+	if out, err := c.Run(ctx, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", l.vip.String()); err == nil {
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			l.p.say("client$ %s", line)
+		}
+	} else {
+		l.p.say("client$ ping -c 3 %s -> no reply: kube-proxy in iptables mode forwards only the Service's ports", l.vip)
+		l.p.say("(IPVS mode binds the VIP to kube-ipvs0, so the node would answer ping; it needs ip_vs, which this kernel lacks)")
 	}
 	v, nb, err := l.answering(ctx)
 	if err != nil {

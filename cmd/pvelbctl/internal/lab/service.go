@@ -11,10 +11,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/pvelb/pvelb/test/datapath"
 )
 
-// createService creates the IPPool and a LoadBalancer Service, waits for
-// its EXTERNAL-IP and binds it on every node as kube-proxy would.
+// createService creates the IPPool and a LoadBalancer Service selecting the
+// pods, and waits for its EXTERNAL-IP.
 func (l *Lab) createService(ctx context.Context) error {
 	pool := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "pvelb.io/v1alpha1", "kind": "IPPool",
@@ -33,7 +35,8 @@ func (l *Lab) createService(ctx context.Context) error {
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeLoadBalancer,
 			Selector: map[string]string{"app": serviceName},
-			Ports:    []corev1.ServicePort{{Name: "80-80", Port: 80, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}},
+			Ports: []corev1.ServicePort{{Name: "80-8080", Port: 80, Protocol: corev1.ProtocolTCP,
+				TargetPort: intstr.FromInt32(datapath.DefaultPodPort)}},
 		},
 	}
 	t0 := time.Now()
@@ -64,13 +67,6 @@ func (l *Lab) createService(ctx context.Context) error {
 	tw.row("%s\t%s\t%s\t%s\t80:%d/TCP", got.Name, got.Spec.Type, got.Spec.ClusterIP, vip, got.Spec.Ports[0].NodePort)
 	tw.print()
 	l.p.say("EXTERNAL-IP %s assigned %s after the Service was created (pool %s)", vip, since(t0), got.Annotations["pvelb.io/allocated-pool"])
-	// kube-proxy in IPVS mode binds every LoadBalancer IP to kube-ipvs0 on
-	// every node; no kube-proxy runs here, so the lab does it.
-	for _, v := range l.vms {
-		if err := v.host.AddVIP(vip); err != nil {
-			return err
-		}
-	}
-	l.p.say("as kube-proxy (IPVS) would, %s is bound to kube-ipvs0 on every node", vip)
+	l.p.say("kube-proxy on every node now DNATs %s:80 to the pods; an announcer answers ARP for it", vip)
 	return nil
 }
