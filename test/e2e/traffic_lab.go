@@ -11,8 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -650,3 +652,151 @@ func checkNodeTraffic(t testing.TB, ps []*pinger) {
 // metaDelete deletes in the foreground of nothing: the defaults, named for
 // the call sites.
 func metaDelete() metav1.DeleteOptions { return metav1.DeleteOptions{} }
+
+// hammer sends a request through a VIP every period, each on a new
+// connection (a new load-balancing decision and, on the node, a new
+// conntrack entry), and records every failure with its time.
+type hammer struct {
+	start  time.Time
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	ok       int
+	failures []string
+	byNode   map[string]int
+}
+
+func (l *trafficLab) hammer(url string, every time.Duration) *hammer {
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &hammer{start: time.Now(), cancel: cancel, byNode: map[string]int{}}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			h.wg.Add(1)
+			go func(sent time.Time) {
+				defer h.wg.Done()
+				// Not ctx: a request under way when the hammer stops
+				// still counts.
+				a, err := l.get(context.Background(), url, 2*time.Second)
+				h.mu.Lock()
+				defer h.mu.Unlock()
+				if err != nil {
+					h.failures = append(h.failures, fmt.Sprintf("+%s: %v", sent.Sub(h.start).Round(time.Millisecond), err))
+					return
+				}
+				h.ok++
+				h.byNode[a.Node]++
+			}(time.Now())
+		}
+	}()
+	return h
+}
+
+// stop ends the requests, waits for those under way and returns what
+// happened.
+func (h *hammer) stop() (ok int, failures []string, byNode map[string]int) {
+	h.cancel()
+	h.wg.Wait()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ok, h.failures, h.byNode
+}
+
+// keeper holds one HTTP keep-alive connection through a VIP and sends a
+// request on it every period, as a client with a pooled connection does. A
+// second dial means the first connection broke (Go's transport silently
+// redials an idempotent request whose reused connection died), so dials
+// counts what a user would see as a reset.
+type keeper struct {
+	start  time.Time
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu     sync.Mutex
+	dials  []string
+	ok     int
+	errs   []string
+	answer map[string]int // pod name -> answers
+}
+
+func (l *trafficLab) keepAlive(url string, every time.Duration) *keeper {
+	ctx, cancel := context.WithCancel(context.Background())
+	k := &keeper{start: time.Now(), cancel: cancel, done: make(chan struct{}), answer: map[string]int{}}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := l.net.Client.DialContext(ctx, network, addr)
+			k.mu.Lock()
+			if err == nil {
+				k.dials = append(k.dials, fmt.Sprintf("+%s: %s", time.Since(k.start).Round(time.Millisecond), c.LocalAddr()))
+			} else {
+				k.dials = append(k.dials, fmt.Sprintf("+%s: %v", time.Since(k.start).Round(time.Millisecond), err))
+			}
+			k.mu.Unlock()
+			return c, err
+		},
+		MaxIdleConnsPerHost: 1,
+		MaxConnsPerHost:     1,
+	}
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: tr}
+	go func() {
+		defer close(k.done)
+		defer tr.CloseIdleConnections()
+		for {
+			sent := time.Now()
+			req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
+			resp, err := hc.Do(req)
+			var body []byte
+			if err == nil {
+				body, err = io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+			}
+			var a datapath.Answer
+			if err == nil {
+				a, err = datapath.ParseAnswer(string(body))
+			}
+			k.mu.Lock()
+			if err != nil {
+				k.errs = append(k.errs, fmt.Sprintf("+%s: %v", sent.Sub(k.start).Round(time.Millisecond), err))
+			} else {
+				k.ok++
+				k.answer[a.Pod]++
+			}
+			k.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Until(sent.Add(every))):
+			}
+		}
+	}()
+	return k
+}
+
+func (k *keeper) stop() (ok int, errs, dials []string, answers map[string]int) {
+	k.cancel()
+	<-k.done
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.ok, k.errs, k.dials, k.answer
+}
+
+// nodeByMACHost is nodeByMAC returning the host.
+func (l *annLab) nodeByMACHost(m net.HardwareAddr) *netlab.Host { return l.net.Host(l.nodeByMAC(m)) }
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
