@@ -326,6 +326,21 @@ func TestClassSwitchKeepsClassAllocation(t *testing.T) {
 	l.createPool(t, "main", map[string]any{"addresses": []any{"203.0.113.0/27"}})
 	ccm, _ := l.startCCM(t)
 	l.waitNodesInitialised(t)
+	// A class Service with the standard finalizer (as older versions left
+	// them) gets pvelb's own instead.
+	l.createService(t, "default", "legacy", withClass(lbClass), withFinalizer(lbFinalizer))
+	l.waitIPs(t, "default", "legacy", 1)
+	Eventually(t, 30*time.Second, "legacy carries pvelb's finalizer only", func(ctx context.Context) error {
+		s, err := l.Client.CoreV1().Services("default").Get(ctx, "legacy", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(s.Finalizers, []string{classFinalizer}) {
+			return errorf("finalizers %v", s.Finalizers)
+		}
+		return nil
+	})
+
 	const n = 10
 	for i := range n {
 		l.createService(t, "default", fmt.Sprintf("sw-%d", i))
@@ -385,6 +400,42 @@ func TestClassSwitchKeepsClassAllocation(t *testing.T) {
 	for _, name := range []string{"held-class", "held-classless"} {
 		l.dropFinalizer(t, "default", name, holdFinalizer)
 	}
+	l.waitHeldAsShown(t)
+	noViolations(t, watch, 0)
+}
+
+// TestTerminatingHolderKeepsItsAddress: a pvelb-class Service deleted while
+// another finalizer keeps it (here without a service controller, whose own
+// cleanup would clear the status) still shows its address until pvelb clears
+// its status: no other Service gets the address meanwhile, and a restart
+// with the terminating Service still there takes no address from a live one.
+func TestTerminatingHolderKeepsItsAddress(t *testing.T) {
+	l := lbLab(t, "loadBalancer:\n  serveClasslessServices: false\nfirewall:\n  resyncPeriod: 3s\n")
+	l.createPool(t, "main", map[string]any{"addresses": []any{"203.0.113.0/29"}})
+	ccm, _ := l.startCCM(t)
+	l.waitNodesInitialised(t)
+	watch := watchAddressInvariant(t, l.Client)
+	l.createService(t, "default", "old", withClass(lbClass), withFinalizer(holdFinalizer))
+	ip := l.waitIPs(t, "default", "old", 1)[0]
+	if err := l.Client.CoreV1().Services("default").Delete(context.Background(), "old", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	l.createService(t, "default", "new", withClass(lbClass))
+	got := l.waitIPs(t, "default", "new", 1)[0]
+	if shown := l.ipsOf(t, "default", "old"); len(shown) > 0 && got == ip {
+		t.Errorf("new got %s while the terminating old still shows it", got)
+	}
+	l.waitHeldAsShown(t)
+	before := l.snapshot(t)
+	ccm.Stop()
+	l.startCCM(t)
+	Consistently(t, 4*time.Second, "addresses after a restart", func(context.Context) error {
+		if now := l.snapshot(t); !maps.Equal(now, before) {
+			return errorf("addresses changed:\nbefore %v\nafter  %v", before, now)
+		}
+		return nil
+	})
+	l.dropFinalizer(t, "default", "old", holdFinalizer)
 	l.waitHeldAsShown(t)
 	noViolations(t, watch, 0)
 }
