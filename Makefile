@@ -35,15 +35,18 @@ kubectl:
 	@mkdir -p $(BIN)
 	cd test/tools && $(GO) build -o $(BIN)/kubectl k8s.io/kubernetes/cmd/kubectl
 
-# The lab on one machine: real apiserver and etcd, the Proxmox simulator,
-# pvelb-ccm and three announcer nodes in network namespaces, a Service with a
-# VIP, its Proxmox IPSet entries and a measured failover; then it waits for
-# kubectl until Ctrl-C. Needs root (namespaces; apt-get on Debian for the
-# tools) and Go; pass flags with DEMO_FLAGS="--nodes 4 --no-failover".
-DEMO_TOOLS := ip:iproute2 ping:iputils-ping arping:iputils-arping curl:curl sysctl:procps nft:nftables
+# The lab on one machine: real apiserver, etcd and kube-controller-manager,
+# the Proxmox simulator with its firewall emulated on the lab bridge,
+# pvelb-ccm and three nodes running pvelb-announcer and kube-proxy (iptables
+# mode) in network namespaces, two pods behind a Service with a VIP, its
+# Proxmox IPSet entries, curl through the VIP, the drops while a VIP's entry
+# is missing and a failover measured by HTTP; then it waits for kubectl until
+# Ctrl-C. Needs root (namespaces; apt-get on Debian for the tools) and Go;
+# pass flags with DEMO_FLAGS="--nodes 4 --no-failover".
+DEMO_TOOLS := ip:iproute2 ping:iputils-ping arping:iputils-arping curl:curl sysctl:procps nft:nftables iptables:iptables ip6tables:iptables iptables-save:iptables ip6tables-save:iptables
 DEMO_FLAGS ?=
 demo: demo-deps
-	@echo "==> building kube-apiserver, etcd and pvelb's commands"
+	@echo "==> building kube-apiserver, etcd, kube-proxy, kube-controller-manager and pvelb's commands"
 	@echo "    the first build compiles Kubernetes: about 10 minutes on 2 cores (later runs: seconds)."
 	@echo "    progress: a line per 100 compiled packages"
 	@set -o pipefail; GOFLAGS="$(GOFLAGS) -v" $(MAKE) --no-print-directory kube-bins kubectl build 2>&1 | \
@@ -51,12 +54,12 @@ demo: demo-deps
 	@echo "==> starting the lab (bin/pvelbctl lab $(DEMO_FLAGS))"
 	$(BIN)/pvelbctl lab $(DEMO_FLAGS)
 
-# What demo needs besides Go: root, and iproute2/iputils/curl/procps/nftables (nft runs
-# the emulated Proxmox firewall on the lab bridge), installed with apt-get on Debian
-# when missing. Says exactly what is missing otherwise.
+# What demo needs besides Go: root, and iproute2/iputils/curl/procps/nftables/iptables
+# (nft runs the emulated Proxmox firewall on the lab bridge, kube-proxy runs iptables),
+# installed with apt-get on Debian when missing. Says exactly what is missing otherwise.
 demo-deps:
 	@if [ "$$(id -u)" != 0 ]; then \
-		echo "make demo: needs root: it creates network namespaces and installs Debian packages (iproute2 iputils-ping iputils-arping curl procps nftables)."; \
+		echo "make demo: needs root: it creates network namespaces and installs Debian packages (iproute2 iputils-ping iputils-arping curl procps nftables iptables)."; \
 		echo "           run: sudo make demo"; exit 1; fi
 	@missing=""; for t in $(DEMO_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
 	if [ -n "$$missing" ]; then \

@@ -1,12 +1,15 @@
 // Package lab is `pvelbctl lab`: the whole of pvelb running on one machine,
-// for a person to watch and explore. A real kube-apiserver and etcd, the
-// Proxmox VE simulator, pvelb-ccm and one pvelb-announcer per node run in
-// network namespaces joined by a bridge (standing for Proxmox's vmbr0), with
-// a client namespace that reaches the VIP through the kernel's own ARP. The
-// lab then creates an IPPool and a Service and shows, step by step, what
+// for a person to watch and explore. A real kube-apiserver, etcd and
+// kube-controller-manager, the Proxmox VE simulator with Proxmox's firewall
+// emulated on the bridge (test/pvefw), pvelb-ccm, and per node
+// pvelb-announcer and the real kube-proxy (test/datapath) run in network
+// namespaces joined by a bridge (standing for Proxmox's vmbr0), with two pods
+// and a client namespace that reaches the VIP through the kernel's own ARP.
+// The lab then creates an IPPool and a Service and shows, step by step, what
 // pvelb does: Nodes initialised from their VMs, the EXTERNAL-IP, the Proxmox
-// IPSet entries, the client reaching the VIP and a failover with its
-// measured time. Everything is torn down when the lab stops, also on error.
+// IPSet entries, curl through the VIP answered by a pod, the drops while a
+// VIP's entry is missing and its repair, and a failover with its measured
+// time. Everything is torn down when the lab stops, also on error.
 package lab
 
 import (
