@@ -18,7 +18,7 @@ func runLab(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := pflag.NewFlagSet("pvelbctl lab", pflag.ContinueOnError)
 	o := lab.Options{Out: stdout}
 	var noFailover bool
-	fs.IntVar(&o.Nodes, "nodes", 3, "Kubernetes nodes (Proxmox VMs, two thirds on pve1, the rest on pve2), 2..20")
+	fs.IntVar(&o.Nodes, "nodes", 3, "Kubernetes nodes (Proxmox VMs, two thirds on pve1, the rest on pve2), 2..8")
 	fs.BoolVar(&noFailover, "no-failover", false, "skip the failover step")
 	fs.BoolVar(&o.KeepGoing, "keep-going", false, "when a demo check fails, keep the lab running for inspection")
 	fs.BoolVar(&o.ExitAfterDemo, "exit-after-demo", false, "tear down right after the scripted part instead of waiting for Ctrl-C")

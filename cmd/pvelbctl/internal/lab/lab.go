@@ -125,8 +125,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if opts.Nodes == 0 {
 		opts.Nodes = 3
 	}
-	if opts.Nodes < 2 || opts.Nodes > 20 {
-		return fmt.Errorf("--nodes: %d out of 2..20 (a failover needs a second node)", opts.Nodes)
+	// The pod ranges hold datapath.MaxNodes nodes' blocks.
+	if opts.Nodes < 2 || opts.Nodes > datapath.MaxNodes {
+		return fmt.Errorf("--nodes: %d out of 2..%d (a failover needs a second node; the pod ranges hold %d nodes)", opts.Nodes, datapath.MaxNodes, datapath.MaxNodes)
 	}
 	if opts.Out == nil {
 		opts.Out = os.Stdout

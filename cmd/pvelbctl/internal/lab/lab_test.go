@@ -56,7 +56,7 @@ func TestPreflightNamesWhatIsMissing(t *testing.T) {
 }
 
 func TestRunRefusesBadNodeCount(t *testing.T) {
-	for _, n := range []int{1, 21, -1} {
+	for _, n := range []int{1, 9, 21, -1} {
 		if err := Run(context.Background(), Options{Nodes: n}); err == nil || !strings.Contains(err.Error(), "--nodes") {
 			t.Errorf("Nodes %d: error %v, want one naming --nodes", n, err)
 		}

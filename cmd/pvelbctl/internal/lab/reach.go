@@ -49,15 +49,17 @@ func (l *Lab) reachVIP(ctx context.Context) error {
 	l.p.say("client$ curl %s   (answered %s after the IPSets showed the VIP)", l.vipURL(), since(t0))
 	l.p.say("%s", out)
 	// Fresh connections, so kube-proxy picks a backend for each.
-	seen := map[string]bool{}
+	first, err := datapath.ParseAnswer(out)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{first.Pod: true}
 	for i := 0; i < 20 && len(seen) < len(podNames); i++ {
 		if out, err := l.curl(ctx, time.Second); err == nil {
 			if a, err := datapath.ParseAnswer(out); err == nil && !seen[a.Pod] {
 				seen[a.Pod] = true
-				if len(seen) > 1 {
-					l.p.say("client$ curl %s", l.vipURL())
-					l.p.say("%s", out)
-				}
+				l.p.say("client$ curl %s", l.vipURL())
+				l.p.say("%s", out)
 			}
 		}
 	}
