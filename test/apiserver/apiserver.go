@@ -279,42 +279,27 @@ func waitReady(ctx context.Context, cp *ControlPlane, ca []byte) error {
 		Timeout:   2 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
 	}
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	var last string
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cp.URL+"/readyz", nil)
-		req.Header.Set("Authorization", "Bearer "+cp.Token)
-		resp, err := hc.Do(req)
-		if err == nil {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))
-		} else {
-			last = err.Error()
-		}
-		if err := cp.exited(); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("kube-apiserver not ready after %s: %s (logs in %s)", readyTimeout, last, cp.Dir)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return cp.poll(ctx, "kube-apiserver", func(ctx context.Context) string {
+		return getOK(ctx, hc, cp.URL+"/readyz", "Bearer "+cp.Token)
+	})
 }
 
 // waitReadyNetns polls from inside the namespace: the host cannot reach it.
 func waitReadyNetns(ctx context.Context, cp *ControlPlane, netns string) error {
+	return cp.poll(ctx, "kube-apiserver in netns "+netns, func(ctx context.Context) string {
+		return curlOK(ctx, netns, "--cacert", cp.CAFile, "-H", "Authorization: Bearer "+cp.Token, cp.URL+"/readyz")
+	})
+}
+
+// poll calls probe every 200 ms until it returns "" (healthy), a process of
+// the control plane exits, or readyTimeout passes; probe's last answer names
+// what was wrong.
+func (cp *ControlPlane) poll(ctx context.Context, name string, probe func(context.Context) string) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	for {
-		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", netns, "curl", "-sf",
-			"--cacert", cp.CAFile, "-H", "Authorization: Bearer "+cp.Token, cp.URL+"/readyz").CombinedOutput()
-		if err == nil && strings.TrimSpace(string(out)) == "ok" {
+		last := probe(ctx)
+		if last == "" {
 			return nil
 		}
 		if err := cp.exited(); err != nil {
@@ -322,10 +307,44 @@ func waitReadyNetns(ctx context.Context, cp *ControlPlane, netns string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kube-apiserver in netns %s not ready after %s (logs in %s)", netns, readyTimeout, cp.Dir)
+			return fmt.Errorf("%s not ready after %s: %s (logs in %s)", name, readyTimeout, last, cp.Dir)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// getOK GETs url and returns "" on 200, else what came back.
+func getOK(ctx context.Context, hc *http.Client, url, authorization string) string {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	_ = resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		return ""
+	}
+	return fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))
+}
+
+// curlOK fetches with curl inside netns (the test process cannot reach
+// addresses there) and returns "" when the body is "ok", else what came back.
+func curlOK(ctx context.Context, netns string, args ...string) string {
+	out, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", netns, "curl", "-s", "--max-time", "2"}, args...)...).CombinedOutput()
+	if err == nil && strings.TrimSpace(string(out)) == "ok" {
+		return ""
+	}
+	if s := strings.TrimSpace(string(out)); s != "" {
+		return s
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return "empty answer"
 }
 
 // exited reports a process that already died, with the tail of its log, so a

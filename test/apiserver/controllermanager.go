@@ -3,12 +3,9 @@ package apiserver
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -103,43 +100,16 @@ func (cp *ControlPlane) StartControllerManager(ctx context.Context, opts Control
 // inside the control plane's namespace when it has one (the host cannot
 // reach it there).
 func (cp *ControlPlane) waitHealthz(ctx context.Context, name, url string) error {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
 	hc := &http.Client{
 		Timeout: 2 * time.Second,
 		// The component's certificate is self-signed and only this probe
 		// reads it.
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
 	}
-	var last string
-	for {
+	return cp.poll(ctx, name, func(ctx context.Context) string {
 		if cp.opts.Netns != "" {
-			out, err := exec.CommandContext(ctx, "ip", "netns", "exec", cp.opts.Netns, "curl", "-sk", "--max-time", "2", url).CombinedOutput()
-			if err == nil && strings.TrimSpace(string(out)) == "ok" {
-				return nil
-			}
-			last = strings.TrimSpace(string(out))
-		} else {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-			resp, err := hc.Do(req)
-			if err == nil {
-				body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-				_ = resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return nil
-				}
-				last = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))
-			} else {
-				last = err.Error()
-			}
+			return curlOK(ctx, cp.opts.Netns, "-k", url)
 		}
-		if err := cp.exited(); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s not healthy after %s: %s (logs in %s)", name, readyTimeout, last, cp.Dir)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+		return getOK(ctx, hc, url, "")
+	})
 }
