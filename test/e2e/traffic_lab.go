@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -723,6 +724,7 @@ type keeper struct {
 
 	mu     sync.Mutex
 	dials  []string
+	ends   []string // how connections ended, as their reader or writer saw it
 	ok     int
 	errs   []string
 	answer map[string]int // pod name -> answers
@@ -735,13 +737,13 @@ func (l *trafficLab) keepAlive(url string, every time.Duration) *keeper {
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := l.net.Client.DialContext(ctx, network, addr)
 			k.mu.Lock()
-			if err == nil {
-				k.dials = append(k.dials, fmt.Sprintf("+%s: %s", time.Since(k.start).Round(time.Millisecond), c.LocalAddr()))
-			} else {
+			defer k.mu.Unlock()
+			if err != nil {
 				k.dials = append(k.dials, fmt.Sprintf("+%s: %v", time.Since(k.start).Round(time.Millisecond), err))
+				return nil, err
 			}
-			k.mu.Unlock()
-			return c, err
+			k.dials = append(k.dials, fmt.Sprintf("+%s: %s", time.Since(k.start).Round(time.Millisecond), c.LocalAddr()))
+			return &watchedConn{Conn: c, k: k}, nil
 		},
 		MaxIdleConnsPerHost: 1,
 		MaxConnsPerHost:     1,
@@ -781,12 +783,47 @@ func (l *trafficLab) keepAlive(url string, every time.Duration) *keeper {
 	return k
 }
 
-func (k *keeper) stop() (ok int, errs, dials []string, answers map[string]int) {
+// watchedConn records how a keeper's connection ended: the transport
+// redials silently, so the cause is only seen here.
+type watchedConn struct {
+	net.Conn
+	k    *keeper
+	once sync.Once
+}
+
+func (c *watchedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil {
+		c.ended("read", err)
+	}
+	return n, err
+}
+
+func (c *watchedConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.ended("write", err)
+	}
+	return n, err
+}
+
+func (c *watchedConn) ended(op string, err error) {
+	if errors.Is(err, net.ErrClosed) {
+		return // closed by this side: the keeper stopping
+	}
+	c.once.Do(func() {
+		c.k.mu.Lock()
+		defer c.k.mu.Unlock()
+		c.k.ends = append(c.k.ends, fmt.Sprintf("+%s: %s %s: %v", time.Since(c.k.start).Round(time.Millisecond), c.LocalAddr(), op, err))
+	})
+}
+
+func (k *keeper) stop() (ok int, errs, dials, ends []string, answers map[string]int) {
 	k.cancel()
 	<-k.done
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.ok, k.errs, k.dials, k.answer
+	return k.ok, k.errs, k.dials, k.ends, k.answer
 }
 
 // nodeByMACHost is nodeByMAC returning the host.

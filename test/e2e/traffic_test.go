@@ -58,6 +58,10 @@ func TestTrafficFirewall(t *testing.T) {
 
 	t.Run("on: HTTP through the VIP, node traffic never dropped", func(t *testing.T) {
 		const observe = 25 * time.Second
+		before, err := l.fw.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
 		pings := l.nodeTraffic(observe)
 		t0 := time.Now()
 		l.restartCCM(t, false)
@@ -75,6 +79,16 @@ func TestTrafficFirewall(t *testing.T) {
 			t.Errorf("the edits took %s, longer than the pings", time.Since(t0))
 		}
 		checkNodeTraffic(t, pings)
+		// Drops during the edits, per VM, for the report: the winner's
+		// include the VIP's own frames until its admission bit.
+		after, err := l.fw.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range l.net.Nodes {
+			vm := l.vmid[n.Name]
+			t.Logf("VM %d (%s): %d frames dropped while pvelb edited", vm, n.Name, after[vm]-before[vm])
+		}
 		if _, err := l.get(context.Background(), url, 2*time.Second); err != nil {
 			t.Errorf("GET %s after the edits: %v", url, err)
 		}
@@ -253,7 +267,7 @@ func TestTrafficTransitions(t *testing.T) {
 		change(mark)
 		time.Sleep(2 * time.Second)
 		ok, failures, byNode := h.stop()
-		kok, kerrs, dials, pods := k.stop()
+		kok, kerrs, dials, ends, pods := k.stop()
 		w.finish(t)
 		t.Logf("steps:\n%s", strings.Join(marks, "\n"))
 		t.Logf("new connections: %d answered %v, %d failed; keep-alive: %d answered by %v, %d failed, dials %v; %s answered by %v",
@@ -262,8 +276,8 @@ func TestTrafficTransitions(t *testing.T) {
 			t.Errorf("%d of %d requests on new connections failed:\n%s", len(failures), ok+len(failures), strings.Join(failures, "\n"))
 		}
 		if len(kerrs) > 0 || len(dials) != 1 {
-			t.Errorf("the keep-alive connection did not survive: %d requests failed %v, dials %v\n%s",
-				len(kerrs), kerrs, dials, w.mon.Timeline(vip))
+			t.Errorf("the keep-alive connection did not survive: %d requests failed %v, dials %v, connections ended %v\n%s",
+				len(kerrs), kerrs, dials, ends, w.mon.Timeline(vip))
 		}
 	}
 
