@@ -129,6 +129,10 @@ func (c *Controller) syncAllocatedPools(ctx context.Context) (retry bool) {
 		}
 		// Conditional on the Service as read: one released or ensured
 		// since is left to that path, which records its own value.
+		if err := c.fence.check(); err != nil {
+			klog.V(2).InfoS("Not recording pools", "err", err)
+			return true
+		}
 		_, err = c.kube.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType,
 			allocatedPoolPatch(want, false, svc.ResourceVersion), metav1PatchOptions)
 		switch {

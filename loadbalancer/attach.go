@@ -23,7 +23,11 @@ import (
 //     (MetalLB, Cilium) and never get pvelb's finalizer;
 //   - as an Initialize hook, so the class controller, the firewall reconciler
 //     and the IPPool status writer run in the elected leader only.
-func Attach(cloud *provider.Cloud) (*Controller, error) {
+//
+// lease is pvelb-ccm's leader-election Lease (nil without leader election):
+// allocation and Service writes stop as soon as this replica may no longer
+// lead (see leaseFence).
+func Attach(cloud *provider.Cloud, lease *Lease) (*Controller, error) {
 	if os.Getenv(NoopEnv) == "1" {
 		klog.InfoS("WARNING: benchmark baseline: the LoadBalancer does nothing", "env", NoopEnv)
 		cloud.SetLoadBalancer(noopLoadBalancer{})
@@ -34,7 +38,7 @@ func Attach(cloud *provider.Cloud) (*Controller, error) {
 	for _, cl := range cfg.Clusters {
 		clients[cl.Region] = cloud.Client(cl.Region)
 	}
-	c, err := New(Options{Clients: clients, Firewall: cfg.Firewall, LoadBalancer: cfg.LoadBalancer})
+	c, err := New(Options{Clients: clients, Firewall: cfg.Firewall, LoadBalancer: cfg.LoadBalancer, Lease: lease})
 	if err != nil {
 		return nil, err
 	}

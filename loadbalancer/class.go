@@ -265,7 +265,7 @@ func (cc *classController) sync(ctx context.Context, key string) error {
 func (cc *classController) patch(ctx context.Context, svc *v1.Service, change func(*v1.Service)) error {
 	updated := svc.DeepCopy()
 	change(updated)
-	got, err := patchService(ctx, cc.lb.kube, svc, updated)
+	got, err := cc.lb.patchService(ctx, svc, updated)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

@@ -100,6 +100,9 @@ type Options struct {
 	// ReadyTimeout is how long a call waits for allocations to be restored
 	// from existing Services after start (default 30s).
 	ReadyTimeout time.Duration
+	// Lease is pvelb-ccm's leader-election Lease (nil without leader
+	// election): allocation and every Service write are fenced by it.
+	Lease *Lease
 }
 
 // Controller is pvelb's LoadBalancer: allocation, status, firewall wiring,
@@ -131,6 +134,9 @@ type Controller struct {
 	allocatedPoolCh chan struct{}
 	// admitted publishes what each Node's VM admits (set by Start).
 	admitted *admittedWriter
+	// fence stops allocation and Service writes once this replica may no
+	// longer lead (nil: no leader election).
+	fence *leaseFence
 	// lastDesired is the desired state last handed to the reconciler: an
 	// unchanged one is not handed again (each hand-over costs a pass).
 	lastDesired *firewall.Desired
@@ -332,6 +338,9 @@ func (c *Controller) ensure(ctx context.Context, svc *v1.Service, via string) (*
 	if err := c.waitReady(ctx); err != nil {
 		return nil, err
 	}
+	if err := c.fence.check(); err != nil {
+		return nil, err
+	}
 	shown := ingressIPs(svc)
 	key := keyOf(svc)
 	req, err := c.toRequest(svc)
@@ -392,7 +401,7 @@ func (c *Controller) ensure(ctx context.Context, svc *v1.Service, via string) (*
 func (c *Controller) writeStatus(ctx context.Context, svc *v1.Service, ips []netip.Addr) error {
 	updated := svc.DeepCopy()
 	updated.Status.LoadBalancer = *statusFor(ips)
-	got, err := patchService(ctx, c.kube, svc, updated)
+	got, err := c.patchService(ctx, svc, updated)
 	if apierrors.IsNotFound(err) {
 		c.shown(keyOf(svc), nil)
 		return nil
@@ -447,6 +456,9 @@ func (c *Controller) refreshLocked(key allocator.ServiceKey) {
 // longer exists, so nothing shows them).
 func (c *Controller) release(ctx context.Context, svc *v1.Service, via string, gone bool) (bool, error) {
 	if err := c.waitReady(ctx); err != nil {
+		return false, err
+	}
+	if err := c.fence.check(); err != nil {
 		return false, err
 	}
 	key := keyOf(svc)
@@ -554,6 +566,9 @@ func (c *Controller) recordPools(ctx context.Context, svc *v1.Service, pools []s
 	// Conditional on the Service as read, like every write pvelb makes to a
 	// Service: a replica that lost the lease while paused must not write
 	// what it decided from an older state.
+	if err := c.fence.check(); err != nil {
+		return err
+	}
 	got, err := c.kube.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, allocatedPoolPatch(want, remove, svc.ResourceVersion), metav1PatchOptions)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("recording annotation %s: %w", AnnotationAllocatedPool, err)

@@ -8,7 +8,6 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
-	"k8s.io/client-go/kubernetes"
 )
 
 // conditionalPatch is the strategic merge patch from svc to updated (status
@@ -45,11 +44,15 @@ func conditionalPatch(svc, updated *v1.Service) ([]byte, error) {
 
 // patchService writes the difference between svc and updated through the
 // status subresource (which also takes finalizer changes), conditional on
-// svc's resourceVersion, and returns the Service as written.
-func patchService(ctx context.Context, kube kubernetes.Interface, svc, updated *v1.Service) (*v1.Service, error) {
+// svc's resourceVersion and on this replica still leading (see leaseFence),
+// and returns the Service as written.
+func (c *Controller) patchService(ctx context.Context, svc, updated *v1.Service) (*v1.Service, error) {
+	if err := c.fence.check(); err != nil {
+		return nil, err
+	}
 	patch, err := conditionalPatch(svc, updated)
 	if err != nil {
 		return nil, err
 	}
-	return kube.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.StrategicMergePatchType, patch, metav1PatchOptions, "status")
+	return c.kube.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.StrategicMergePatchType, patch, metav1PatchOptions, "status")
 }

@@ -164,6 +164,14 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 		}
 	}
 
+	if c.opts.Lease != nil {
+		f := newLeaseFence(kube, *c.opts.Lease)
+		if err := f.start(ctx); err != nil {
+			return err
+		}
+		c.fence = f
+		go f.run(ctx)
+	}
 	c.poolsChanged(poolInf.Informer().GetStore())
 	if err := c.restore(); err != nil {
 		return err

@@ -67,6 +67,17 @@ func controllers() map[string]app.ControllerInitFuncConstructor {
 	return out
 }
 
+// fenceLease is the leader-election Lease the LoadBalancer fences its writes
+// with, or nil when there is none (leader election off, or an older lock).
+func fenceLease(c *config.CompletedConfig) *loadbalancer.Lease {
+	le := c.ComponentConfig.Generic.LeaderElection
+	if !le.LeaderElect || le.ResourceLock != "leases" {
+		return nil
+	}
+	return &loadbalancer.Lease{Namespace: le.ResourceNamespace, Name: le.ResourceName,
+		Duration: le.LeaseDuration.Duration, Poll: le.RetryPeriod.Duration}
+}
+
 // initCloud builds the cloud provider. For "proxmox" the config is loaded by
 // path, so relative tokenSecretFile/caFile paths resolve against the config
 // file's directory; other names go through the generic registry.
@@ -93,7 +104,7 @@ func initCloud(c *config.CompletedConfig) cloudprovider.Interface {
 	if pc, ok := cloud.(*provider.Cloud); ok {
 		// LoadBalancer (class-less Services, if configured) and, in the
 		// leader, the class controller and the firewall reconciler.
-		if _, err := loadbalancer.Attach(pc); err != nil {
+		if _, err := loadbalancer.Attach(pc, fenceLease(c)); err != nil {
 			klog.Fatalf("LoadBalancer could not be initialized: %v", err)
 		}
 	}

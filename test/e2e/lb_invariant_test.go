@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -436,6 +438,83 @@ func TestTerminatingHolderKeepsItsAddress(t *testing.T) {
 		return nil
 	})
 	l.dropFinalizer(t, "default", "old", holdFinalizer)
+	l.waitHeldAsShown(t)
+	noViolations(t, watch, 0)
+}
+
+// signal sends sig to the process's group (pvelb-ccm has no children, but
+// Start put it in its own group).
+func (p *Process) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	if err := syscall.Kill(-p.cmd.Process.Pid, sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPausedLeaderWritesNothing: the leader is paused (SIGSTOP) long enough
+// for the standby to take over; the new leader releases the addresses of
+// deleted Services and gives them to new ones. When the old leader runs
+// again its workers find those events at once, in any order (a new Service
+// before the deletion that freed its address), while its elector may take
+// a renew deadline to give up; it must write nothing: no address moves and
+// no two Services show one address. Three rounds, each with a new standby.
+func TestPausedLeaderWritesNothing(t *testing.T) {
+	l := lbLab(t, "loadBalancer:\n  serveClasslessServices: false\nfirewall:\n  resyncPeriod: 3s\n")
+	l.createPool(t, "main", map[string]any{"addresses": []any{"203.0.113.0/27"}})
+	leader, _ := l.startCCM(t)
+	l.waitNodesInitialised(t)
+	watch := watchAddressInvariant(t, l.Client)
+	const k = 6
+	for round := range 3 {
+		for i := range k {
+			l.createService(t, "default", fmt.Sprintf("d%d-%d", round, i), withClass(lbClass))
+		}
+		for i := range k {
+			l.waitIPs(t, "default", fmt.Sprintf("d%d-%d", round, i), 1)
+		}
+		standby, _ := l.startCCM(t)
+		time.Sleep(time.Second)
+		leader.signal(t, syscall.SIGSTOP)
+		time.Sleep(6 * time.Second) // lease 4 s: the standby leads now
+		for i := range k {
+			if err := l.Client.CoreV1().Services("default").Delete(context.Background(), fmt.Sprintf("d%d-%d", round, i), metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		Eventually(t, 30*time.Second, "deleted Services gone", func(ctx context.Context) error {
+			for i := range k {
+				if _, err := l.Client.CoreV1().Services("default").Get(ctx, fmt.Sprintf("d%d-%d", round, i), metav1.GetOptions{}); err == nil {
+					return errorf("d%d-%d still there", round, i)
+				}
+			}
+			return nil
+		})
+		for i := range k {
+			l.createService(t, "default", fmt.Sprintf("n%d-%d", round, i), withClass(lbClass))
+		}
+		for i := range k {
+			l.waitIPs(t, "default", fmt.Sprintf("n%d-%d", round, i), 1)
+		}
+		before := l.snapshot(t)
+		leader.signal(t, syscall.SIGCONT)
+		Eventually(t, 20*time.Second, "the old leader exits", func(context.Context) error {
+			if !leader.Exited() {
+				return errorf("still running")
+			}
+			return nil
+		})
+		// What the old leader tried in the window between waking up and
+		// its elector giving up (renew deadline 3 s).
+		fenced := strings.Count(leader.Output(), "may no longer lead")
+		t.Logf("round %d: the old leader's attempts refused by the fence: %d", round, fenced)
+		Consistently(t, 2*time.Second, "addresses after the old leader ran again", func(context.Context) error {
+			if now := l.snapshot(t); !maps.Equal(now, before) {
+				return errorf("addresses changed:\nbefore %v\nafter  %v", before, now)
+			}
+			return nil
+		})
+		leader = standby
+	}
 	l.waitHeldAsShown(t)
 	noViolations(t, watch, 0)
 }
