@@ -569,14 +569,44 @@ func (c *Controller) recordPools(ctx context.Context, svc *v1.Service, pools []s
 	if err := c.fence.check(); err != nil {
 		return err
 	}
-	got, err := c.kube.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, allocatedPoolPatch(want, remove, svc.ResourceVersion), metav1PatchOptions)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("recording annotation %s: %w", AnnotationAllocatedPool, err)
+	rv := svc.ResourceVersion
+	for attempt := 0; ; attempt++ {
+		got, err := c.kube.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, allocatedPoolPatch(want, remove, rv), metav1PatchOptions)
+		if err == nil {
+			svc.ResourceVersion, svc.Annotations = got.ResourceVersion, got.Annotations
+			return nil
+		}
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		// The service controller hands EnsureLoadBalancer the Service as it
+		// read it before adding its finalizer, so the first write always
+		// met a newer version: failing made it retry 5 s later. The value
+		// written depends only on this allocation, decided under the lease
+		// (the fence is checked again): write it onto the current Service,
+		// as long as it is still the same one and still wants an address.
+		if !apierrors.IsConflict(err) || attempt == 2 {
+			return fmt.Errorf("recording annotation %s: %w", AnnotationAllocatedPool, err)
+		}
+		cur, gerr := c.kube.CoreV1().Services(svc.Namespace).Get(ctx, svc.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(gerr) {
+			return nil
+		}
+		if gerr != nil {
+			return fmt.Errorf("recording annotation %s: %w", AnnotationAllocatedPool, gerr)
+		}
+		if cur.UID != svc.UID || cur.DeletionTimestamp != nil || cur.Spec.Type != v1.ServiceTypeLoadBalancer {
+			return fmt.Errorf("recording annotation %s: %w", AnnotationAllocatedPool, err)
+		}
+		if err := c.fence.check(); err != nil {
+			return err
+		}
+		rv = cur.ResourceVersion
+		if have, ok := cur.Annotations[AnnotationAllocatedPool]; (remove && !ok) || (!remove && ok && have == want) {
+			svc.ResourceVersion, svc.Annotations = cur.ResourceVersion, cur.Annotations
+			return nil
+		}
 	}
-	if err == nil {
-		svc.ResourceVersion, svc.Annotations = got.ResourceVersion, got.Annotations
-	}
-	return nil
 }
 
 // toRequest converts a Service into the allocator's terms.
