@@ -364,6 +364,9 @@ type churnRun struct {
 	sideSmall bool
 
 	kills, stops, apiRestarts, outages, faults int
+	// Written by the monitor, read after it stopped.
+	changes, windows int           // address changes seen, edit windows (two Services on one address)
+	maxWindow        time.Duration // the longest edit window
 }
 
 const (
@@ -425,6 +428,32 @@ func TestChurn(t *testing.T) {
 	writes := r.rec.writes()
 	t.Logf("churn: seed %d: %d operations in %s (%d checkpoints), %d replica kills, %d graceful leader stops, %d leader changes (Lease transitions), %d apiserver restarts, %d Proxmox outages, %d fault injections, %d IPSet writes recorded",
 		cfg.seed, done, elapsed.Round(time.Second), checkpoints, r.kills, r.stops, transitions, r.apiRestarts, r.outages, r.faults, len(writes))
+	ops := map[string]int{}
+	r.log.mu.Lock()
+	for _, e := range r.log.events {
+		if e.N > 0 {
+			op := e.Op
+			if op == "edit" {
+				op += " " + strings.FieldsFunc(e.Detail, func(c rune) bool { return c == '=' || c == '(' })[0]
+			}
+			ops[op]++
+		}
+	}
+	r.log.mu.Unlock()
+	var counts []string
+	for _, k := range slices.Sorted(maps.Keys(ops)) {
+		counts = append(counts, fmt.Sprintf("%s %d", k, ops[k]))
+	}
+	t.Logf("churn: operations: %s", strings.Join(counts, ", "))
+	r.log.mu.Lock()
+	for _, e := range r.log.events {
+		if e.disruptive() || strings.HasPrefix(e.Op, "proxmox-outage") || e.Err != "" && e.N > 0 && !strings.Contains(e.Err, "not found") {
+			t.Logf("churn: %s", e)
+		}
+	}
+	r.log.mu.Unlock()
+	t.Logf("churn: %d address changes seen, %d edit windows with two Services on one address (longest %s), %d violations",
+		r.changes, r.windows, r.maxWindow.Round(time.Millisecond), len(r.log.violations))
 	r.report()
 }
 
@@ -945,6 +974,11 @@ func (r *churnRun) monitor() (stop func()) {
 	last := map[string]shown{}
 	open := map[string]*Violation{}
 	judge := func(v Violation) {
+		r.windows++
+		r.maxWindow = max(r.maxWindow, v.Duration())
+		if v.Duration() > editWindow {
+			r.t.Logf("churn: edit window longer than %s (excused only next to a replica kill, leader stop or apiserver restart): %s", editWindow, v)
+		}
 		if !r.log.excused(v) {
 			r.log.violate(churnViolation{At: v.First, What: "address shown twice: " + v.String(), Svcs: v.Services})
 		}
@@ -999,6 +1033,7 @@ func (r *churnRun) monitor() (stop func()) {
 					if !ok && cur == "" {
 						continue
 					}
+					r.changes++
 					r.log.add(churnEvent{At: now, Op: "seen", Svc: id, Detail: fmt.Sprintf("ingress [%s] (was [%s])", cur, prev.ips)})
 					if prev.ips != "" {
 						if at, ok := r.log.lastMayMove(id); !ok || now.Sub(at) > movableFor {
