@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -73,6 +75,9 @@ func Load(path string) (*Config, error) {
 func Parse(data []byte, baseDir string) (*Config, error) {
 	jsonData, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
+		if e := unreadable(data); e != nil {
+			return nil, e
+		}
 		// Syntax errors and duplicate keys: the YAML library names the line.
 		return nil, fmt.Errorf("cloud config: %w", err)
 	}
@@ -103,6 +108,34 @@ func Parse(data []byte, baseDir string) (*Config, error) {
 		return nil, errors.Join(v.errs...)
 	}
 	return cfg, nil
+}
+
+// unreadable finds the first character the YAML reader refuses (invalid
+// UTF-8, or one outside YAML's printable set, such as DEL or a C1 control)
+// and says where it is. The reader's own error names neither the line nor the
+// character, so an invisible one pasted into the file could not be found.
+// It is only consulted after the YAML library refused the document.
+func unreadable(data []byte) error {
+	if bytes.HasPrefix(data, []byte{0xfe, 0xff}) || bytes.HasPrefix(data, []byte{0xff, 0xfe}) {
+		return nil // UTF-16, which the YAML library decodes itself
+	}
+	line, col := 1, 1
+	for i := 0; i < len(data); {
+		r, n := utf8.DecodeRune(data[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			return fmt.Errorf("cloud config: line %d, column %d: invalid UTF-8", line, col)
+		case r == '\n':
+			line, col = line+1, 0
+		case r == '\t' || r == '\r' || r == 0x85 || r >= 0x20 && r <= 0x7e ||
+			r >= 0xa0 && r <= 0xd7ff || r >= 0xe000 && r <= 0xfffd || r >= 0x10000:
+		default:
+			return fmt.Errorf("cloud config: line %d, column %d: character %U is not allowed in YAML", line, col, r)
+		}
+		i += n
+		col++
+	}
+	return nil
 }
 
 type validator struct {

@@ -20,7 +20,7 @@ const validSecret = "0b8c7f3e-5a1d-4c2b-9e6f-7a8b9c0d1e2f"
 
 // testDir holds a token secret file, a CA bundle and a non-PEM file, and is
 // used as the base dir so relative paths are exercised.
-func testDir(t *testing.T) string {
+func testDir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	write := func(name, content string) {
@@ -39,7 +39,7 @@ func testDir(t *testing.T) string {
 	return dir
 }
 
-func selfSignedPEM(t *testing.T) string {
+func selfSignedPEM(t testing.TB) string {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -189,6 +189,8 @@ func TestParseErrors(t *testing.T) {
 		{"empty document", "", []string{"clusters: at least one cluster is required"}},
 		{"not a mapping", "- a\n- b\n", []string{"cloud config: must be a mapping, got a list"}},
 		{"yaml syntax", "clusters: [\n", []string{"cloud config:"}},
+		{"control character", "clusters: []\nfoo: \"a\x7fb\"\n", []string{"cloud config: line 2, column 8: character U+007F is not allowed in YAML"}},
+		{"invalid UTF-8", "a: \xff\n", []string{"cloud config: line 1, column 4: invalid UTF-8"}},
 		{"duplicate key", "clusters: []\nclusters: []\n", []string{`"clusters" already set`}},
 		{"clusters not a list", "clusters: {region: a}\n", []string{"clusters: must be a list, got a mapping"}},
 		{"cluster item not a mapping", "clusters: [x]\n", []string{"clusters[0]: must be a mapping, got a string"}},

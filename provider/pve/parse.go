@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"regexp"
@@ -50,7 +51,10 @@ func (f *flexInt) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	x, err := strconv.ParseFloat(s, 64)
-	if err != nil {
+	// ParseFloat also takes NaN, Inf and numbers past int64 (which ParseInt
+	// refused above); converting those to int64 gives an arbitrary value,
+	// so a huge vmid or maxmem would silently become another number.
+	if err != nil || math.IsNaN(x) || x < math.MinInt64 || x >= math.MaxInt64 {
 		return fmt.Errorf("not a number: %s", b)
 	}
 	*f = flexInt(x)
@@ -143,7 +147,10 @@ func parseClusterVMs(data []byte) ([]VMResource, error) {
 	return out, nil
 }
 
-var netKeyRE = regexp.MustCompile(`^net(\d+)$`)
+// netKeyRE matches the netN keys Proxmox writes, whose index has no leading
+// zero: "net01" would otherwise name NIC 1 as well as "net1", and which of
+// the two won would depend on map order.
+var netKeyRE = regexp.MustCompile(`^net(0|[1-9][0-9]*)$`)
 
 // parseVMConfig reads /nodes/{node}/qemu/{vmid}/config.
 func parseVMConfig(data []byte) (*VMConfig, error) {
