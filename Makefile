@@ -7,7 +7,7 @@ LDFLAGS := -s -w
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build kube-bins kubectl demo demo-deps test test-unit lint bench generate clean
+.PHONY: all build kube-bins kubectl demo demo-deps test test-unit lint bench soak generate clean
 
 all: build
 
@@ -96,6 +96,19 @@ lint:
 # Go benchmarks and scenario runs; figures go to docs/benchmarks.md.
 bench: kube-bins build
 	PVELB_KUBE_BIN_DIR=$(BIN) PVELB_BIN_DIR=$(BIN) $(GO) test -count=1 -run '^$$' -bench . -benchmem -timeout 60m ./...
+
+# The churn suite's long run (TestChurn in test/e2e; `make test` runs its short
+# seeded run): random Service, IPPool, replica, apiserver and Proxmox operations
+# with the address and IPSet invariants checked all along. A violation prints
+# the seed (replay it with SOAK_SEED=...) and the timeline of the Services
+# involved. About 0.2 s per operation on 2 cores; SOAK_DURATION bounds the run.
+SOAK_OPS ?= 20000
+SOAK_DURATION ?= 3h
+SOAK_SEED ?=
+SOAK_TIMEOUT ?= 4h
+soak: kube-bins build
+	PVELB_SOAK_OPS=$(SOAK_OPS) PVELB_SOAK_DURATION=$(SOAK_DURATION) PVELB_SOAK_SEED=$(SOAK_SEED) \
+		PVELB_KUBE_BIN_DIR=$(BIN) PVELB_BIN_DIR=$(BIN) $(GO) test -count=1 -v -run '^TestChurn$$' -timeout $(SOAK_TIMEOUT) ./test/e2e/
 
 clean:
 	rm -rf $(BIN)

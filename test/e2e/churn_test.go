@@ -23,6 +23,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -169,12 +170,15 @@ func (c *churnLog) lastMayMove(svc string) (time.Time, bool) {
 
 // excused tells whether a sharing violation is the window an edit leaves
 // open: an operation on one of the Services just before it began, and it
-// lasted no longer than editWindow, or a lease duration and a restart more
-// when a replica was killed or the apiserver restarted around it.
-func (c *churnLog) excused(v Violation) bool {
+// ended within editWindow, or, when a replica was killed or stopped or the
+// apiserver restarted around it, within editWindow plus startWindow after a
+// replica next acquired the lease (acquired lists those times): without a
+// leader nobody can close the window.
+func (c *churnLog) excused(v Violation, acquired []time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	edited, disrupted := false, false
+	edited := false
+	var disrupted time.Time
 	for _, e := range c.events {
 		if e.N == 0 {
 			continue
@@ -183,25 +187,43 @@ func (c *churnLog) excused(v Violation) bool {
 			edited = true
 		}
 		if e.disruptive() && e.At.After(v.First.Add(-10*time.Second)) && !e.At.After(v.Last) {
-			disrupted = true
+			disrupted = e.At
 		}
 	}
-	grace := editWindow
-	if disrupted {
-		grace += 10 * time.Second
+	if !edited || !v.Ended {
+		return false
 	}
-	return edited && v.Ended && v.Duration() <= grace
+	if v.Duration() <= editWindow {
+		return true
+	}
+	if disrupted.IsZero() {
+		return false
+	}
+	for _, a := range acquired {
+		if a.After(disrupted) {
+			return !v.Last.After(a.Add(editWindow + startWindow))
+		}
+	}
+	// It ended before any replica led again: the user's next edit closed
+	// it, and nobody was there to close it earlier.
+	return true
 }
 
-// timeline prints the events about svcs and the global ones between from and
-// to, in order.
+// startWindow is what a new leader may take, besides editWindow, to close an
+// edit's window: it syncs every Service once when it starts.
+const startWindow = 2 * time.Second
+
+// timeline prints the events about svcs and the global ones (replica kills,
+// outages, pool edits) between from and to, in order.
 func (c *churnLog) timeline(svcs []string, from, to time.Time) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var b strings.Builder
 	for _, e := range c.events {
-		global := e.Svc == "" && !e.At.Before(from) && !e.At.After(to)
-		if slices.Contains(svcs, e.Svc) || global {
+		if e.At.Before(from) || e.At.After(to) {
+			continue
+		}
+		if e.Svc == "" || slices.Contains(svcs, e.Svc) {
 			b.WriteString("    " + e.String() + "\n")
 		}
 	}
@@ -358,14 +380,15 @@ type churnRun struct {
 	names []string             // every name the run may use, "ns/name"
 
 	replicas  []*Process // the two running replicas (a Deployment's pods)
-	all       []*Process // every replica ever started, for their logs
+	allMu     sync.Mutex
+	all       []*Process // every replica ever started, for their logs; under allMu
 	outageEnd time.Time  // zero when Proxmox is up
 	mainSmall bool       // pool "main" shrunk
 	sideSmall bool
 
 	kills, stops, apiRestarts, outages, faults int
 	// Written by the monitor, read after it stopped.
-	changes, windows int           // address changes seen, edit windows (two Services on one address)
+	changes, windows int           // address changes seen, edit windows (two Services on one address); changes under log.mu
 	maxWindow        time.Duration // the longest edit window
 }
 
@@ -412,6 +435,11 @@ func TestChurn(t *testing.T) {
 		if n%100 == 0 || n == cfg.ops {
 			r.checkpoint(n)
 			checkpoints++
+			if cfg.long {
+				// Progress for a run of hours (go test -v streams it).
+				t.Logf("churn: %d operations in %s, %d leader changes, %d address changes seen", n,
+					time.Since(start).Round(time.Second), r.leaseTransitions()-transitions0, r.monitorChanges())
+			}
 		}
 		if r.failed() {
 			break
@@ -457,6 +485,12 @@ func TestChurn(t *testing.T) {
 	r.report()
 }
 
+func (r *churnRun) monitorChanges() int {
+	r.log.mu.Lock()
+	defer r.log.mu.Unlock()
+	return r.changes
+}
+
 func (r *churnRun) failed() bool {
 	r.log.mu.Lock()
 	defer r.log.mu.Unlock()
@@ -478,7 +512,10 @@ func (r *churnRun) report() {
 			break
 		}
 		var logs strings.Builder
-		for _, p := range r.all {
+		r.allMu.Lock()
+		all := slices.Clone(r.all)
+		r.allMu.Unlock()
+		for _, p := range all {
 			for line := range strings.SplitSeq(p.Output(), "\n") {
 				for _, s := range v.Svcs {
 					if strings.Contains(line, s) || strings.Contains(line, strings.Replace(s, "/", `" name="`, 1)) {
@@ -494,7 +531,7 @@ func (r *churnRun) report() {
 		}
 		r.t.Errorf("churn violation (seed %d, PVELB_SOAK_SEED=%d replays it) at %s: %s\ntimeline of %v:\n%sreplica log lines:\n%s",
 			r.cfg.seed, r.cfg.seed, v.At.Format("15:04:05.000"), v.What, v.Svcs,
-			r.log.timeline(v.Svcs, v.At.Add(-30*time.Second), v.At.Add(5*time.Second)), strings.Join(lines, "\n"))
+			r.log.timeline(v.Svcs, v.At.Add(-60*time.Second), v.At.Add(30*time.Second)), strings.Join(lines, "\n"))
 	}
 }
 
@@ -502,7 +539,34 @@ func (r *churnRun) report() {
 func (r *churnRun) startReplica() {
 	p, _ := r.l.startCCM(r.t)
 	r.replicas = append(r.replicas, p)
+	r.allMu.Lock()
 	r.all = append(r.all, p)
+	r.allMu.Unlock()
+}
+
+// acquisitions returns when any replica acquired the lease, in order, from
+// the klog timestamps of their "Successfully acquired lease" lines.
+func (r *churnRun) acquisitions() []time.Time {
+	r.allMu.Lock()
+	all := slices.Clone(r.all)
+	r.allMu.Unlock()
+	var out []time.Time
+	now := time.Now()
+	for _, p := range all {
+		for line := range strings.SplitSeq(p.Output(), "\n") {
+			if !strings.Contains(line, "Successfully acquired lease") || len(line) < 21 {
+				continue
+			}
+			// "I1201 11:59:43.927400 ...": klog has no year; local time.
+			at, err := time.ParseInLocation("0102 15:04:05.000000", line[1:21], time.Local)
+			if err != nil {
+				continue
+			}
+			out = append(out, at.AddDate(now.Year(), 0, 0))
+		}
+	}
+	slices.SortFunc(out, func(a, b time.Time) int { return a.Compare(b) })
+	return out
 }
 
 // superviseReplicas restarts replicas that exited (a leader that lost its
@@ -635,6 +699,21 @@ func (r *churnRun) create(n int, id string) {
 	}
 	e := churnEvent{At: time.Now(), N: n, Op: "create", Svc: id, Detail: s.describe(), MayMove: true}
 	_, err := r.l.Client.CoreV1().Services(ns).Create(context.Background(), svc, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		// The Service this run deleted under that name is still terminating
+		// (its finalizer waits for the leader). Waiting for it keeps the
+		// run's operations a function of the seed alone.
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		for ctx.Err() == nil {
+			if _, err = r.l.Client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		cancel()
+		e.Detail += " (after waiting for the deleted one to go)"
+		_, err = r.l.Client.CoreV1().Services(ns).Create(context.Background(), svc, metav1.CreateOptions{})
+	}
 	if err != nil {
 		e.Err = err.Error()
 	} else {
@@ -975,11 +1054,12 @@ func (r *churnRun) monitor() (stop func()) {
 	open := map[string]*Violation{}
 	judge := func(v Violation) {
 		r.windows++
+		acquired := r.acquisitions()
 		r.maxWindow = max(r.maxWindow, v.Duration())
 		if v.Duration() > editWindow {
 			r.t.Logf("churn: edit window longer than %s (excused only next to a replica kill, leader stop or apiserver restart): %s", editWindow, v)
 		}
-		if !r.log.excused(v) {
+		if !r.log.excused(v, acquired) {
 			r.log.violate(churnViolation{At: v.First, What: "address shown twice: " + v.String(), Svcs: v.Services})
 		}
 	}
@@ -995,10 +1075,16 @@ func (r *churnRun) monitor() (stop func()) {
 				// Sharing.
 				seen := map[string]bool{}
 				for _, v := range addressViolations(list.Items) {
-					id := v.Address + "|" + strings.Join(v.Services, ",") + "|" + v.Why
+					// One window per address and pair, whatever the reason:
+					// an edit may change the reason (keys differ, then no
+					// key) while the window stays open.
+					id := v.Address + "|" + strings.Join(v.Services, ",")
 					seen[id] = true
 					if o := open[id]; o != nil {
 						o.Last = now
+						if !strings.Contains(o.Why, v.Why) {
+							o.Why += ", then " + v.Why
+						}
 					} else {
 						v.First, v.Last = now, now
 						open[id] = &v
@@ -1033,7 +1119,9 @@ func (r *churnRun) monitor() (stop func()) {
 					if !ok && cur == "" {
 						continue
 					}
+					r.log.mu.Lock()
 					r.changes++
+					r.log.mu.Unlock()
 					r.log.add(churnEvent{At: now, Op: "seen", Svc: id, Detail: fmt.Sprintf("ingress [%s] (was [%s])", cur, prev.ips)})
 					if prev.ips != "" {
 						if at, ok := r.log.lastMayMove(id); !ok || now.Sub(at) > movableFor {
