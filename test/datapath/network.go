@@ -45,6 +45,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/pvelb/pvelb/test/netlab"
 )
@@ -254,7 +255,7 @@ func (n *Network) ensureNodeObject(ctx context.Context, node *Node) error {
 		{Type: corev1.NodeInternalIP, Address: node.Host.IPv6.Addr().String()},
 		{Type: corev1.NodeHostName, Address: node.Name},
 	}
-	cur, err := kube.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
+	_, err := kube.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		obj := &corev1.Node{
 			ObjectMeta: metav1.ObjectMeta{Name: node.Name, Labels: map[string]string{
@@ -278,28 +279,36 @@ func (n *Network) ensureNodeObject(ctx context.Context, node *Node) error {
 	if err != nil {
 		return err
 	}
-	// podCIDRs can be set once and never changed: a Node that already has
-	// others belongs to a different addressing and cannot join.
-	if len(cur.Spec.PodCIDRs) > 0 && !slices.Equal(cur.Spec.PodCIDRs, cidrs) {
-		return fmt.Errorf("already has podCIDRs %v, want %v", cur.Spec.PodCIDRs, cidrs)
-	}
-	if len(cur.Spec.PodCIDRs) == 0 {
-		cur.Spec.PodCIDR, cur.Spec.PodCIDRs = cidrs[0], cidrs
-		if cur, err = kube.CoreV1().Nodes().Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+	// pvelb-ccm writes the same Node while it initialises it (providerID,
+	// labels, pvelb.io/admitted): a conflict means re-read and redo.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := kube.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
+		if err != nil {
 			return err
 		}
-	}
-	missing := false
-	for _, a := range addrs {
-		if !slices.Contains(cur.Status.Addresses, a) {
-			cur.Status.Addresses = append(cur.Status.Addresses, a)
-			missing = true
+		// podCIDRs can be set once and never changed: a Node that already
+		// has others belongs to a different addressing and cannot join.
+		if len(cur.Spec.PodCIDRs) > 0 && !slices.Equal(cur.Spec.PodCIDRs, cidrs) {
+			return fmt.Errorf("already has podCIDRs %v, want %v", cur.Spec.PodCIDRs, cidrs)
 		}
-	}
-	if missing {
-		_, err = kube.CoreV1().Nodes().UpdateStatus(ctx, cur, metav1.UpdateOptions{})
-	}
-	return err
+		if len(cur.Spec.PodCIDRs) == 0 {
+			cur.Spec.PodCIDR, cur.Spec.PodCIDRs = cidrs[0], cidrs
+			if cur, err = kube.CoreV1().Nodes().Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+				return err
+			}
+		}
+		missing := false
+		for _, a := range addrs {
+			if !slices.Contains(cur.Status.Addresses, a) {
+				cur.Status.Addresses = append(cur.Status.Addresses, a)
+				missing = true
+			}
+		}
+		if missing {
+			_, err = kube.CoreV1().Nodes().UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+		}
+		return err
+	})
 }
 
 // Node returns the node with that name, or nil.
