@@ -430,7 +430,13 @@ func TestChurn(t *testing.T) {
 			r.outageEnd = time.Time{}
 			r.log.add(churnEvent{At: time.Now(), N: n, Op: "proxmox-up"})
 		}
+		opStart := time.Now()
 		r.step(n)
+		if d := time.Since(opStart); d > 10*time.Second {
+			// Slow operations explain a slow run: a create waiting for a
+			// terminating Service, an apiserver restart under load.
+			t.Logf("churn: operation %d took %s", n, d.Round(100*time.Millisecond))
+		}
 		done = n
 		if n%100 == 0 || n == cfg.ops {
 			r.checkpoint(n)
@@ -976,11 +982,19 @@ func (r *churnRun) checkpoint(n int) {
 		r.superviseReplicas()
 		if last = r.converged(ctx); last == nil {
 			r.log.add(churnEvent{At: time.Now(), Op: "converged", Detail: fmt.Sprintf("after operation %d", n)})
+			if d := 90*time.Second - time.Until(deadline(ctx)); d > 10*time.Second {
+				r.t.Logf("churn: converged %s after operation %d", d.Round(100*time.Millisecond), n)
+			}
 			return
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	r.log.violate(churnViolation{At: time.Now(), What: fmt.Sprintf("IPSets not equal to what is held 90 s after operation %d: %v", n, last), Svcs: r.namesIn(last)})
+}
+
+func deadline(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
 }
 
 // namesIn returns the run's Service names an error message mentions.
