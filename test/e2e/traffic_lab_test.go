@@ -452,10 +452,6 @@ func tlDualStack(s *corev1.Service) {
 	s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
 }
 
-func tlSelect(app string) tlSvc {
-	return func(s *corev1.Service) { s.Spec.Selector = map[string]string{"app": app} }
-}
-
 func tlPort(p int32) tlSvc {
 	return func(s *corev1.Service) { s.Spec.Ports[0].Port = p }
 }
@@ -587,9 +583,6 @@ func (l *trafficLab) owner(t testing.TB, vip netip.Addr, timeout time.Duration) 
 	t.Helper()
 	return (&annLab{net: l.net}).answering(t, vip, timeout)
 }
-
-// host returns the lab node of that name.
-func (l *trafficLab) host(name string) *netlab.Host { return l.net.Host(name) }
 
 // pinger pings from one lab host to another address for a fixed time, to
 // prove the hosts' own traffic keeps flowing.
