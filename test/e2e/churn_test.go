@@ -717,6 +717,9 @@ func (r *churnRun) create(n int, id string) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		cancel()
+		if err == nil {
+			r.stuck(id)
+		}
 		e.Detail += " (after waiting for the deleted one to go)"
 		_, err = r.l.Client.CoreV1().Services(ns).Create(context.Background(), svc, metav1.CreateOptions{})
 	}
@@ -981,6 +984,7 @@ func (r *churnRun) checkpoint(n int) {
 	for ctx.Err() == nil {
 		r.superviseReplicas()
 		if last = r.converged(ctx); last == nil {
+			r.terminatingTooLong()
 			r.log.add(churnEvent{At: time.Now(), Op: "converged", Detail: fmt.Sprintf("after operation %d", n)})
 			if d := 90*time.Second - time.Until(deadline(ctx)); d > 10*time.Second {
 				r.t.Logf("churn: converged %s after operation %d", d.Round(100*time.Millisecond), n)
@@ -995,6 +999,38 @@ func (r *churnRun) checkpoint(n int) {
 func deadline(ctx context.Context) time.Time {
 	d, _ := ctx.Deadline()
 	return d
+}
+
+// terminatingTooLong reports Services deleted more than a minute ago that
+// are still there once the IPSets converged (a leader is in place then).
+func (r *churnRun) terminatingTooLong() {
+	list, err := r.l.Client.CoreV1().Services("").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		return
+	}
+	for _, s := range list.Items {
+		if s.DeletionTimestamp != nil && time.Since(s.DeletionTimestamp.Time) > time.Minute {
+			r.stuck(svcKey(&s))
+		}
+	}
+}
+
+// stuck records a Service this run deleted that is still there a minute
+// later: its finalizer is not removed, and its name can never be used again.
+func (r *churnRun) stuck(id string) {
+	ns, name, _ := strings.Cut(id, "/")
+	s, err := r.l.Client.CoreV1().Services(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil || s.DeletionTimestamp == nil {
+		return
+	}
+	class := "none"
+	if s.Spec.LoadBalancerClass != nil {
+		class = *s.Spec.LoadBalancerClass
+	}
+	r.log.violate(churnViolation{At: time.Now(), Svcs: []string{id}, What: fmt.Sprintf(
+		"%s deleted at %s still terminating %s later with a leader in place: type %s, class %s, finalizers %v, ingress %v",
+		id, s.DeletionTimestamp.Format("15:04:05"), time.Since(s.DeletionTimestamp.Time).Round(time.Second),
+		s.Spec.Type, class, s.Finalizers, s.Status.LoadBalancer.Ingress)})
 }
 
 // namesIn returns the run's Service names an error message mentions.
