@@ -1175,7 +1175,19 @@ func (r *churnRun) monitor() (stop func()) {
 					r.log.add(churnEvent{At: now, Op: "seen", Svc: id, Detail: fmt.Sprintf("ingress [%s] (was [%s])", cur, prev.ips)})
 					if prev.ips != "" {
 						if at, ok := r.log.lastMayMove(id); !ok || now.Sub(at) > movableFor {
-							r.log.violate(churnViolation{At: now, What: fmt.Sprintf("%s changed from [%s] to [%s] without an edit that may move it", id, prev.ips, cur), Svcs: []string{id}})
+							// The Services showing the old or the new
+							// address belong in the timeline too: another
+							// Service's edit may have pushed this one.
+							svcs := []string{id}
+							for j := range list.Items {
+								for _, in := range list.Items[j].Status.LoadBalancer.Ingress {
+									if in.IP != "" && (strings.Contains(","+prev.ips+",", ","+in.IP+",") || slices.Contains(ips, in.IP)) {
+										svcs = append(svcs, svcKey(&list.Items[j]))
+									}
+								}
+							}
+							slices.Sort(svcs)
+							r.log.violate(churnViolation{At: now, What: fmt.Sprintf("%s changed from [%s] to [%s] without an edit that may move it", id, prev.ips, cur), Svcs: slices.Compact(svcs)})
 						}
 					}
 				}
