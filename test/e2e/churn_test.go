@@ -134,6 +134,9 @@ type churnViolation struct {
 	At   time.Time
 	What string
 	Svcs []string
+	// Since, when set, is where the timeline starts (a minute before At
+	// otherwise): a stuck deletion's cause came before the deletion.
+	Since time.Time
 }
 
 // churnLog is the shared record of the run: events and violations.
@@ -531,13 +534,17 @@ func (r *churnRun) report() {
 				}
 			}
 		}
+		since := v.At.Add(-60 * time.Second)
+		if !v.Since.IsZero() && v.Since.Before(since) {
+			since = v.Since
+		}
 		lines := strings.Split(logs.String(), "\n")
 		if len(lines) > 60 {
 			lines = append([]string{"    ..."}, lines[len(lines)-60:]...)
 		}
 		r.t.Errorf("churn violation (seed %d, PVELB_SOAK_SEED=%d replays it) at %s: %s\ntimeline of %v:\n%sreplica log lines:\n%s",
 			r.cfg.seed, r.cfg.seed, v.At.Format("15:04:05.000"), v.What, v.Svcs,
-			r.log.timeline(v.Svcs, v.At.Add(-60*time.Second), v.At.Add(30*time.Second)), strings.Join(lines, "\n"))
+			r.log.timeline(v.Svcs, since, v.At.Add(30*time.Second)), strings.Join(lines, "\n"))
 	}
 }
 
@@ -1027,7 +1034,7 @@ func (r *churnRun) stuck(id string) {
 	if s.Spec.LoadBalancerClass != nil {
 		class = *s.Spec.LoadBalancerClass
 	}
-	r.log.violate(churnViolation{At: time.Now(), Svcs: []string{id}, What: fmt.Sprintf(
+	r.log.violate(churnViolation{At: time.Now(), Svcs: []string{id}, Since: s.DeletionTimestamp.Add(-2 * time.Minute), What: fmt.Sprintf(
 		"%s deleted at %s still terminating %s later with a leader in place: type %s, class %s, finalizers %v, ingress %v",
 		id, s.DeletionTimestamp.Format("15:04:05"), time.Since(s.DeletionTimestamp.Time).Round(time.Second),
 		s.Spec.Type, class, s.Finalizers, s.Status.LoadBalancer.Ingress)})
