@@ -92,6 +92,15 @@ func isClass(svc *v1.Service) bool {
 // finalizer counts too (class Services carried it before
 // ClassFinalizerName) when no service controller runs to remove it
 // (classless false); when one runs, it is that controller's.
+// cleanupOwed: this controller must clean the Service up whatever it is now,
+// because it still carries pvelb's class finalizer (durable, unlike the
+// owned map of one replica: a Service switched away from the class while no
+// leader ran is otherwise never released and, once deleted, never goes),
+// or it was left behind (leftBehind).
+func (cc *classController) cleanupOwed(svc *v1.Service) bool {
+	return hasFinalizer(svc, ClassFinalizerName) || leftBehind(svc, cc.lb.ServesClassless())
+}
+
 func leftBehind(svc *v1.Service, classless bool) bool {
 	_, annotated := svc.Annotations[AnnotationAllocatedPool]
 	return annotated && svc.Spec.Type != v1.ServiceTypeLoadBalancer && svc.Spec.LoadBalancerClass == nil &&
@@ -116,7 +125,7 @@ func (cc *classController) maybeEnqueue(o any) {
 	cc.mu.Lock()
 	owned := cc.owned[k]
 	cc.mu.Unlock()
-	if isClass(svc) || owned || leftBehind(svc, cc.lb.ServesClassless()) {
+	if isClass(svc) || owned || cc.cleanupOwed(svc) {
 		cc.queue.Add(k)
 	}
 }
@@ -191,7 +200,7 @@ func (cc *classController) sync(ctx context.Context, key string) error {
 	}
 	svc = svc.DeepCopy()
 	cc.mu.Lock()
-	owned := cc.owned[key] || leftBehind(svc, cc.lb.ServesClassless())
+	owned := cc.owned[key] || cc.cleanupOwed(svc)
 	cc.mu.Unlock()
 	mine := isClass(svc)
 	if !mine && !owned {

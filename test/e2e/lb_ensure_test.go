@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 )
@@ -36,4 +37,52 @@ func TestFirstEnsureSucceeds(t *testing.T) {
 			t.Errorf("%s: SyncLoadBalancerFailed: %s", name, e.Message)
 		}
 	}
+}
+
+// TestClassFinalizerOutlivesItsLeader: a pvelb-class Service switched to
+// ClusterIP and back to a class-less LoadBalancer while no pvelb-ccm ran
+// keeps pvelb's class finalizer; the next leader did not know the Service
+// (ownership lived in the old replica's memory), so once deleted it stayed
+// terminating forever (found by the churn suite, seed 42).
+func TestClassFinalizerOutlivesItsLeader(t *testing.T) {
+	l := lbLab(t, "")
+	l.createPool(t, "main", map[string]any{"addresses": []any{"203.0.113.0/28"}})
+	ccm, _ := l.startCCM(t)
+	l.waitNodesInitialised(t)
+	l.createService(t, "default", "flip", withClass(lbClass))
+	l.waitIPs(t, "default", "flip", 1)
+	ccm.Stop()
+
+	ctx := context.Background()
+	svcs := l.Client.CoreV1().Services("default")
+	s, err := svcs.Get(ctx, "flip", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.Type = corev1.ServiceTypeClusterIP
+	s.Spec.LoadBalancerClass = nil
+	s.Spec.ExternalTrafficPolicy = ""
+	s.Spec.AllocateLoadBalancerNodePorts = nil
+	for i := range s.Spec.Ports {
+		s.Spec.Ports[i].NodePort = 0
+	}
+	if s, err = svcs.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.Type = corev1.ServiceTypeLoadBalancer
+	if _, err = svcs.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	l.startCCM(t)
+	l.waitIPs(t, "default", "flip", 1)
+	if err := svcs.Delete(ctx, "flip", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 30*time.Second, "the deleted Service is gone", func(ctx context.Context) error {
+		s, err := svcs.Get(ctx, "flip", metav1.GetOptions{})
+		if err == nil {
+			return errorf("still there, finalizers %v", s.Finalizers)
+		}
+		return nil
+	})
 }
