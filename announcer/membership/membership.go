@@ -132,6 +132,7 @@ type peer struct {
 	seq         uint64
 	lastSeen    time.Time // local monotonic time of the last valid message
 	heard       bool
+	stale       bool // heard, but not within DeadAfter-Interval (see PeerState.Stale)
 	hearsUs     bool
 	electable   bool
 	vouches     []string
@@ -558,13 +559,13 @@ func (m *Membership) handle(b []byte, now time.Time) string {
 	}
 	// Senders list entries in hash order, so an unchanged view compares
 	// equal and the steady state costs no decision (O(peers²) in vouches).
-	if heard == p.heard && hearsUs == p.hearsUs && electable == p.electable && slices.Equal(vouches, p.vouches) {
+	if heard == p.heard && !p.stale && hearsUs == p.hearsUs && electable == p.electable && slices.Equal(vouches, p.vouches) {
 		if m.heldLocked(now) != m.held {
 			m.recomputeLocked(now)
 		}
 		return resultOK
 	}
-	p.heard, p.hearsUs, p.electable = heard, hearsUs, electable
+	p.heard, p.hearsUs, p.electable, p.stale = heard, hearsUs, electable, false
 	p.vouches = slices.Clone(vouches)
 	m.recomputeLocked(now)
 	return resultOK
@@ -579,10 +580,16 @@ func (m *Membership) tick(now time.Time) {
 	m.lastTick = now
 	changed := false
 	for name, p := range m.peers {
-		if p.heard && now.Sub(p.lastSeen) > m.cfg.DeadAfter {
-			p.heard, p.electable, changed = false, false, true
+		if !p.heard {
+			continue
+		}
+		silent := now.Sub(p.lastSeen)
+		if silent > m.cfg.DeadAfter {
+			p.heard, p.electable, p.stale, changed = false, false, false, true
 			klog.InfoS("Membership peer changed", "peer", name, "heard", false, "reason", "timeout",
-				"silentFor", now.Sub(p.lastSeen).Round(time.Millisecond))
+				"silentFor", silent.Round(time.Millisecond))
+		} else if !p.stale && silent > m.cfg.DeadAfter-m.cfg.Interval {
+			p.stale, changed = true, true
 		}
 	}
 	if changed || m.heldLocked(now) != m.held {
@@ -632,7 +639,7 @@ func (m *Membership) recomputeLocked(now time.Time) {
 	states := make([]PeerState, 0, len(m.peers))
 	heard := 0
 	for name, p := range m.peers {
-		states = append(states, PeerState{Name: name, Voter: p.Voter, Heard: p.heard,
+		states = append(states, PeerState{Name: name, Voter: p.Voter, Heard: p.heard, Stale: p.stale,
 			HearsUs: p.hearsUs, Electable: p.electable, Vouches: p.vouches})
 		if p.heard {
 			heard++

@@ -38,6 +38,12 @@ type PeerState struct {
 	Voter bool
 	// Heard: a valid message from the peer arrived within DeadAfter.
 	Heard bool
+	// Stale: heard, but not within DeadAfter-Interval. A stale peer does
+	// not count towards this node's quorum, though it stays electable in
+	// its view until DeadAfter: so a node cut off from the others steps
+	// down before they take its VIPs over (its last news of them is at
+	// most an interval older than theirs of it), never after.
+	Stale bool
 	// The remaining fields are what the peer's last message said; they
 	// count only while Heard.
 	HearsUs   bool
@@ -78,11 +84,12 @@ func Decide(self string, held bool, peers []PeerState) Decision {
 			continue
 		}
 		voters++
-		if connected {
+		counts := connected && !p.Stale
+		if counts {
 			connectedVoters++
 		}
 		if p.Name < smallest {
-			smallest, smallestConnected = p.Name, connected
+			smallest, smallestConnected = p.Name, counts
 		}
 	}
 	d.Quorum = 2*connectedVoters > voters || (2*connectedVoters == voters && smallestConnected)

@@ -25,6 +25,24 @@ func TestDecide(t *testing.T) {
 			wantQuorum: true, wantElectable: []string{"n1", "n2", "n3"},
 		},
 		{
+			// Cut off both ways: the others still have this node for an
+			// interval longer than it has them, so it steps down first.
+			name: "peers heard but stale do not make a quorum", self: "n1",
+			peers: []PeerState{
+				{Name: "n2", Voter: true, Heard: true, Stale: true, HearsUs: true, Electable: true},
+				{Name: "n3", Voter: true, Heard: true, Stale: true, HearsUs: true, Electable: true},
+			},
+			wantQuorum: false, wantElectable: []string{"n2", "n3"},
+		},
+		{
+			name: "one stale peer of three leaves a quorum", self: "n1",
+			peers: []PeerState{
+				{Name: "n2", Voter: true, Heard: true, Stale: true, HearsUs: true, Electable: true},
+				both("n3"),
+			},
+			wantQuorum: true, wantElectable: []string{"n1", "n2", "n3"},
+		},
+		{
 			name: "alone of one", self: "n1",
 			wantQuorum: true, wantElectable: []string{"n1"},
 		},
