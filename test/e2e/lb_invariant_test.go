@@ -213,6 +213,16 @@ func TestRestartKeepsAddressOutsidePools(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The snapshot below must not hold a Service still terminating, which
+	// would change it when it goes.
+	Eventually(t, 30*time.Second, "the fillers are gone", func(ctx context.Context) error {
+		for i := range 4 {
+			if _, err := l.Client.CoreV1().Services("default").Get(ctx, fmt.Sprintf("filler-%d", i), metav1.GetOptions{}); err == nil {
+				return errorf("filler-%d still there", i)
+			}
+		}
+		return nil
+	})
 	watch := watchAddressInvariant(t, l.Client)
 	l.patchPool(t, "gamma", `{"spec":{"addresses":["192.0.2.128/30"]}}`)
 	l.waitEvent(t, "default", "kept", "AddressOutsidePools", ip)
