@@ -134,24 +134,7 @@ firewall:
 		"--bind-address="+bind, "--secure-port="+strconv.Itoa(ccmPort), "--cert-dir="+filepath.Join(dir, "ccm-certs"),
 		"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
 		"--node-monitor-period=1s", "--leader-elect=false", "--v=2")
-	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{
-		DialContext:     ctl.DialContext,
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // own process, self-signed
-	}}
-	Eventually(t, 60*time.Second, "pvelb-ccm healthz", func(ctx context.Context) error {
-		if ccm.Exited() {
-			t.Fatalf("pvelb-ccm exited:\n%s", ccm.Output())
-		}
-		resp, err := hc.Get("https://" + net.JoinHostPort(bind, strconv.Itoa(ccmPort)) + "/healthz")
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return errorf("healthz %d", resp.StatusCode)
-		}
-		return nil
-	})
+	waitHealthz(t, ccm, ctl.DialContext, "https://"+net.JoinHostPort(bind, strconv.Itoa(ccmPort))+"/healthz", 60*time.Second)
 
 	// Nodes as kubelets with --cloud-provider=external register them.
 	ctx := context.Background()

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -178,4 +179,29 @@ var errorf = fmt.Errorf
 // started on 127.0.0.1 with a self-signed certificate it generated itself.
 func insecureLoopback() *http.Transport {
 	return &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // loopback, self-signed test certificate
+}
+
+// waitHealthz waits until p's HTTPS healthz at url answers 200, dialling
+// with dial (a namespace's DialContext: the process may live in one), and
+// fails the test at once if p exits.
+func waitHealthz(t testing.TB, p *Process, dial func(ctx context.Context, network, addr string) (net.Conn, error), url string, timeout time.Duration) {
+	t.Helper()
+	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{
+		DialContext:     dial,
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // own process, self-signed
+	}}
+	Eventually(t, timeout, "healthz at "+url, func(ctx context.Context) error {
+		if p.Exited() {
+			t.Fatalf("process exited:\n%s", p.Output())
+		}
+		resp, err := hc.Get(url)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return errorf("healthz %d", resp.StatusCode)
+		}
+		return nil
+	})
 }

@@ -299,25 +299,7 @@ func (l *trafficLab) startCCM(t testing.TB, cloudConfig string) {
 		"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
 		"--node-monitor-period=1s", "--leader-elect=false", "--v=2")
 	l.ccm = p
-	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{
-		DialContext:     l.ctl.DialContext,
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // own process, self-signed
-	}}
-	url := "https://" + net.JoinHostPort(bind, strconv.Itoa(tlCCMPort)) + "/healthz"
-	Eventually(t, 60*time.Second, "pvelb-ccm healthz", func(ctx context.Context) error {
-		if p.Exited() {
-			t.Fatalf("pvelb-ccm exited:\n%s", p.Output())
-		}
-		resp, err := hc.Get(url)
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return errorf("healthz %d", resp.StatusCode)
-		}
-		return nil
-	})
+	waitHealthz(t, p, l.ctl.DialContext, "https://"+net.JoinHostPort(bind, strconv.Itoa(tlCCMPort))+"/healthz", 60*time.Second)
 }
 
 // restartCCM replaces pvelb-ccm with one reading a new cloud config, as a
