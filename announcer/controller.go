@@ -67,14 +67,19 @@ type Config struct {
 	Interface string
 	// HandoverTimeout bounds the wait for successors on shutdown (default 1s).
 	HandoverTimeout time.Duration
+	// RestartInPlace: on Stop, a node that stays in the cluster keeps its
+	// VIPs through its announcer's restart (Membership.Restart) instead of
+	// handing them over; see Stop.
+	RestartInPlace bool
 	// ClaimDelay is how long this node waits before answering for a VIP it
-	// takes from a node that is still electable (a failback after that
-	// node's restart), so the previous owner has stopped before the new one
+	// takes from a node that may still answer (a failback after that node's
+	// restart, or after this node's own partition healed, when it saw no
+	// owner at all), so the previous owner has stopped before the new one
 	// starts: a short gap instead of two answerers. The previous owner
 	// learns the news from the heartbeat this node sends out of turn when
 	// it becomes electable, within a millisecond or two on a LAN. Failover
-	// from a dead or leaving node is immediate. Default 50ms (half the
-	// default heartbeat interval).
+	// from a node known to be dead or leaving is immediate. Default 50ms
+	// (half the default heartbeat interval).
 	ClaimDelay time.Duration
 	// Registerer receives the controller's metrics when set.
 	Registerer prometheus.Registerer
@@ -385,9 +390,11 @@ func (c *Controller) reconcile(ctx context.Context) {
 		}
 		if _, serving := c.won[a.IP]; !serving {
 			at, waiting := c.claimAt[a.IP]
-			if !waiting && known && prev != "" && prev != c.cfg.Node && c.cfg.Membership.Electable(prev) {
-				// Taking over from a live node: let it hear the news
-				// and stop first.
+			if !waiting && !(known && prev != "" && !c.cfg.Membership.Electable(prev)) {
+				// Not a failover from a node known to be gone: the
+				// previous owner may be live, in this node's view or
+				// beyond it (this node had no quorum and saw no owner),
+				// so let it hear the news and stop first.
 				at, waiting = now.Add(c.cfg.ClaimDelay), true
 				time.AfterFunc(c.cfg.ClaimDelay, c.trigger)
 				klog.V(2).InfoS("Delaying claim until the previous owner has stopped", "ip", a.IP, "previous", prev, "delay", c.cfg.ClaimDelay)
@@ -722,64 +729,6 @@ func (c *Controller) closeResponders() {
 	}
 	c.won = map[netip.Addr]string{}
 	c.metrics.announced.Set(0)
-}
-
-// Handover stops this node gracefully: it tells the peers it leaves (they
-// elect successors at once), keeps answering until every won IP that has a
-// live successor was claimed by it (its gratuitous ARP / unsolicited NA seen
-// on the wire) or HandoverTimeout passed, then stops answering.
-//
-// BGP routes are withdrawn at the same time (the other nodes' routes stay
-// on the routers, so there is nothing to wait for) before the sessions close.
-func (c *Controller) Handover() {
-	// Keep answering through the handover only what this node could answer
-	// a moment ago: a node in a minority stays silent while it leaves.
-	c.handingOver.Store(c.cfg.Membership.MayAnswer())
-	c.mu.Lock()
-	c.leaving = true
-	won := make([]netip.Addr, 0, len(c.won))
-	for ip := range c.won {
-		won = append(won, ip)
-	}
-	// Each VIP is let go the moment its successor claims it, so no VIP
-	// claimed early is answered by two nodes while later ones wait.
-	for _, r := range c.responders {
-		r.arp.YieldOnClaim()
-		r.ndp.YieldOnClaim()
-	}
-	c.mu.Unlock()
-	bgpDone := make(chan struct{})
-	go func() { defer close(bgpDone); c.stopBGP(3 * time.Second) }()
-	defer func() { <-bgpDone }()
-	t0 := time.Now()
-	c.cfg.Membership.Leave()
-	deadline := t0.Add(c.cfg.HandoverTimeout)
-	pending := won
-	for len(pending) > 0 && time.Now().Before(deadline) {
-		pending = slices.DeleteFunc(pending, func(ip netip.Addr) bool { return c.claimed(ip, t0) })
-		if len(pending) > 0 {
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	klog.InfoS("Handed over", "ips", len(won), "unclaimed", len(pending), "took", time.Since(t0).Round(time.Millisecond))
-	c.closeResponders()
-}
-
-// mayAnswer is the responders' fence: the membership's permission, or a
-// graceful handover in progress.
-func (c *Controller) mayAnswer() bool {
-	return c.handingOver.Load() || c.cfg.Membership.MayAnswer()
-}
-
-func (c *Controller) claimed(ip netip.Addr, t0 time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, r := range c.responders {
-		if r.arp.ClaimedSince(ip, t0) || r.ndp.ClaimedSince(ip, t0) {
-			return true
-		}
-	}
-	return false
 }
 
 // reportUnannounced counts the addresses nobody may announce by reason and,

@@ -43,6 +43,12 @@ const (
 	DefaultInterval  = 100 * time.Millisecond
 	DefaultDeadAfter = 350 * time.Millisecond
 	DefaultMaxSkew   = 5 * time.Second
+	// DefaultRestartGrace is how long a peer that said it is restarting
+	// keeps its VIPs: a DaemonSet rollout replaces a pod in a few seconds
+	// when the image is on the node. Until then its VIPs are unanswered for
+	// new neighbour lookups only; clients already talking to it keep their
+	// cache entries (TCP traffic confirms them) and their connections.
+	DefaultRestartGrace = 10 * time.Second
 	// MinSecretLen is the shortest accepted secret (bytes).
 	MinSecretLen = 16
 	// leavingRepeats: Leaving is sent a few times, spread over a few
@@ -74,6 +80,10 @@ type Config struct {
 	// MaxSkew is how far a message's timestamp may be from the local clock;
 	// DefaultMaxSkew when zero. Node clocks are NTP-synchronised.
 	MaxSkew time.Duration
+	// RestartGrace is how long a peer that sent Restarting stays elected
+	// while silent; DefaultRestartGrace when zero, negative to treat
+	// Restarting as Leaving (take over at once).
+	RestartGrace time.Duration
 	// Registerer receives the metrics when set.
 	Registerer prometheus.Registerer
 }
@@ -138,6 +148,9 @@ type peer struct {
 	vouches     []string
 	// unservable: hashes of what the peer said it cannot serve, sorted.
 	unservable []uint32
+	// reservedUntil: the peer said it is restarting; it stays elected
+	// (PeerState.Reserved) until then or until it is back and electable.
+	reservedUntil time.Time
 }
 
 // LoadSecrets reads the shared secrets from a file (a mounted Secret key):
@@ -200,6 +213,9 @@ func New(cfg Config) (*Membership, error) {
 	}
 	if cfg.MaxSkew == 0 {
 		cfg.MaxSkew = DefaultMaxSkew
+	}
+	if cfg.RestartGrace == 0 {
+		cfg.RestartGrace = DefaultRestartGrace
 	}
 	if cfg.HoldDown == 0 {
 		cfg.HoldDown = cfg.DeadAfter + cfg.Interval
@@ -417,7 +433,16 @@ func (m *Membership) heartbeat() {
 
 // Leave tells every peer that this node stops announcing, and stops
 // heartbeats: successors take over without waiting for DeadAfter.
-func (m *Membership) Leave() {
+func (m *Membership) Leave() { m.stop(Leaving) }
+
+// Restart tells every peer that this node stops answering now and will be
+// back within their RestartGrace, and stops heartbeats: they keep this
+// node's VIPs elected here instead of moving them twice (away, then back).
+// The fence closes before the first message leaves, so this node is silent
+// before any peer acts on the news.
+func (m *Membership) Restart() { m.stop(Restarting) }
+
+func (m *Membership) stop(kind Kind) {
 	m.mu.Lock()
 	m.leaving = true
 	m.recomputeLocked(time.Now())
@@ -426,7 +451,7 @@ func (m *Membership) Leave() {
 		if i > 0 {
 			time.Sleep(5 * time.Millisecond)
 		}
-		m.send(Leaving)
+		m.send(kind)
 	}
 }
 
@@ -475,6 +500,8 @@ func (k Kind) String() string {
 		return "heartbeat"
 	case Leaving:
 		return "leaving"
+	case Restarting:
+		return "restarting"
 	}
 	return fmt.Sprintf("kind%d", uint8(k))
 }
@@ -534,10 +561,14 @@ func (m *Membership) handle(b []byte, now time.Time) string {
 	}
 	p.incarnation, p.seq = msg.Incarnation, msg.Seq
 	p.lastSeen = now
-	if heard := msg.Kind != Leaving; heard != p.heard {
+	heard := msg.Kind == Heartbeat
+	if heard != p.heard {
 		klog.InfoS("Membership peer changed", "peer", msg.Node, "heard", heard, "reason", msg.Kind.String())
 	}
-	heard := msg.Kind != Leaving
+	reserve := msg.Kind == Restarting && m.cfg.RestartGrace > 0
+	if reserve && p.reservedUntil.IsZero() {
+		klog.InfoS("Membership peer restarting in place; keeping its VIPs there meanwhile", "peer", msg.Node, "grace", m.cfg.RestartGrace)
+	}
 	hearsUs, electable := false, msg.Electable && heard
 	vouches := m.vouchBuf[:0]
 	self := nameHash(m.cfg.Node)
@@ -559,7 +590,7 @@ func (m *Membership) handle(b []byte, now time.Time) string {
 	}
 	// Senders list entries in hash order, so an unchanged view compares
 	// equal and the steady state costs no decision (O(peers²) in vouches).
-	if heard == p.heard && !p.stale && hearsUs == p.hearsUs && electable == p.electable && slices.Equal(vouches, p.vouches) {
+	if !reserve && p.reservedUntil.IsZero() && heard == p.heard && !p.stale && hearsUs == p.hearsUs && electable == p.electable && slices.Equal(vouches, p.vouches) {
 		if m.heldLocked(now) != m.held {
 			m.recomputeLocked(now)
 		}
@@ -567,6 +598,18 @@ func (m *Membership) handle(b []byte, now time.Time) string {
 	}
 	p.heard, p.hearsUs, p.electable, p.stale = heard, hearsUs, electable, false
 	p.vouches = slices.Clone(vouches)
+	switch {
+	case reserve:
+		if p.reservedUntil.IsZero() {
+			p.reservedUntil = now.Add(m.cfg.RestartGrace)
+		}
+	case msg.Kind == Leaving || electable:
+		// Gone for good, or back and answering: the reservation ends.
+		if !p.reservedUntil.IsZero() && electable {
+			klog.InfoS("Membership peer back from its restart", "peer", msg.Node, "after", m.cfg.RestartGrace-p.reservedUntil.Sub(now))
+		}
+		p.reservedUntil = time.Time{}
+	}
 	m.recomputeLocked(now)
 	return resultOK
 }
@@ -580,6 +623,10 @@ func (m *Membership) tick(now time.Time) {
 	m.lastTick = now
 	changed := false
 	for name, p := range m.peers {
+		if !p.reservedUntil.IsZero() && !now.Before(p.reservedUntil) {
+			p.reservedUntil, changed = time.Time{}, true
+			klog.InfoS("Membership peer did not come back from its restart in time; its VIPs move", "peer", name, "grace", m.cfg.RestartGrace)
+		}
 		if !p.heard {
 			continue
 		}
@@ -637,10 +684,13 @@ func (m *Membership) renewLocked(now time.Time) {
 func (m *Membership) recomputeLocked(now time.Time) {
 	m.held = m.heldLocked(now)
 	states := make([]PeerState, 0, len(m.peers))
-	heard := 0
+	heard, restarting := 0, 0
 	for name, p := range m.peers {
 		states = append(states, PeerState{Name: name, Voter: p.Voter, Heard: p.heard, Stale: p.stale,
-			HearsUs: p.hearsUs, Electable: p.electable, Vouches: p.vouches})
+			HearsUs: p.hearsUs, Electable: p.electable, Vouches: p.vouches, Reserved: !p.reservedUntil.IsZero()})
+		if !p.reservedUntil.IsZero() {
+			restarting++
+		}
 		if p.heard {
 			heard++
 		}
@@ -650,6 +700,7 @@ func (m *Membership) recomputeLocked(now time.Time) {
 	m.decision = d
 	m.renewLocked(now)
 	m.metrics.peersAlive.Set(float64(heard))
+	m.metrics.peersRestarting.Set(float64(restarting))
 	m.metrics.electable.Set(float64(len(d.Electable)))
 	m.metrics.quorum.Set(boolGauge(d.Quorum))
 	if prev.Quorum != d.Quorum {
@@ -686,13 +737,14 @@ func (m *Membership) notify() {
 }
 
 type metrics struct {
-	peersAlive prometheus.Gauge
-	electable  prometheus.Gauge
-	quorum     prometheus.Gauge
-	stalls     prometheus.Counter
-	received   *prometheus.CounterVec
-	sent       *prometheus.CounterVec
-	sendErrors prometheus.Counter
+	peersAlive      prometheus.Gauge
+	peersRestarting prometheus.Gauge
+	electable       prometheus.Gauge
+	quorum          prometheus.Gauge
+	stalls          prometheus.Counter
+	received        *prometheus.CounterVec
+	sent            *prometheus.CounterVec
+	sendErrors      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -700,6 +752,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		peersAlive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pvelb_announcer_membership_peers_alive",
 			Help: "Other announcers this one currently hears from.",
+		}),
+		peersRestarting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pvelb_announcer_membership_peers_restarting",
+			Help: "Peers that said they restart in place and whose VIPs this announcer keeps on them until they are back or the restart grace ends.",
 		}),
 		electable: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pvelb_announcer_membership_electable_nodes",
@@ -730,7 +786,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.received.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.peersAlive, m.electable, m.quorum, m.stalls, m.received, m.sent, m.sendErrors)
+		reg.MustRegister(m.peersAlive, m.peersRestarting, m.electable, m.quorum, m.stalls, m.received, m.sent, m.sendErrors)
 	}
 	return m
 }

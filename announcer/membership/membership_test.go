@@ -95,6 +95,8 @@ func TestHandleReplayStaleUnknown(t *testing.T) {
 		{"leaving", enc(Leaving, 10, 6, now, "n2"), resultOK, false},
 		{"replayed heartbeat after leaving", enc(Heartbeat, 10, 5, now, "n2"), resultReplay, false},
 		{"restart: new incarnation", enc(Heartbeat, 11, 1, now, "n2"), resultOK, true},
+		{"restarting in place", enc(Restarting, 11, 2, now, "n2"), resultOK, false},
+		{"back under a new incarnation", enc(Heartbeat, 12, 1, now, "n2"), resultOK, true},
 	}
 	for _, s := range steps {
 		if got := m.handle(s.b, now); got != s.want {
@@ -293,6 +295,93 @@ func TestLeaveIsImmediate(t *testing.T) {
 	// Of two voters, the one with the smaller name keeps answering alone.
 	if !m1.Electable("n1") || !m1.MayAnswer() {
 		t.Error("n1 stepped down although it holds half the voters and the smallest name")
+	}
+}
+
+// TestRestartInPlaceKeepsItsVIPs: a member that says it restarts stays
+// electable in its peers' views through its silence and its successor's
+// hold-down, so its VIPs never move; it stops answering before it says so.
+func TestRestartInPlaceKeepsItsVIPs(t *testing.T) {
+	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret, "n3": testSecret})
+	m1, m3 := c.members["n1"], c.members["n3"]
+	waitFor(t, 2*time.Second, "n1 sees everyone", func() bool { return len(m1.ElectableNodes()) == 3 })
+	m3.Restart()
+	if m3.MayAnswer() || m3.Electable("n3") {
+		t.Fatal("a restarting member may still answer")
+	}
+	addr := m3.LocalAddr()
+	c.stop("n3")
+	stopped := time.Now()
+	if v := testutil.ToFloat64(m1.metrics.peersRestarting); v != 1 {
+		t.Errorf("peers_restarting gauge = %v, want 1", v)
+	}
+	// Away for more than DeadAfter, then back under a new incarnation that
+	// holds down before it may answer: n3 must stay electable for n1 all
+	// along, or its VIPs would move away and back.
+	for time.Since(stopped) < 3*DefaultDeadAfter {
+		if !m1.Electable("n3") {
+			t.Fatalf("%s after n3 said it restarts, n1 no longer elects it", time.Since(stopped))
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	m3 = newTestMember(t, "n3", testSecret, Config{Listen: addr.String()})
+	peers := map[string]Peer{}
+	for n, m := range c.members {
+		peers[n] = Peer{Addr: m.LocalAddr(), Voter: true}
+	}
+	m3.SetPeers(peers)
+	c.members["n3"] = m3
+	c.run(t, "n3")
+	for !m3.MayAnswer() {
+		if !m1.Electable("n3") {
+			t.Fatal("n1 dropped n3 while it was coming back")
+		}
+		if time.Since(stopped) > 5*time.Second {
+			t.Fatal("restarted n3 never may answer")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	waitFor(t, time.Second, "n1 ends the reservation", func() bool {
+		return testutil.ToFloat64(m1.metrics.peersRestarting) == 0
+	})
+	if !m1.Electable("n3") {
+		t.Error("n1 does not elect n3 once it is back")
+	}
+}
+
+// TestRestartGraceRunsOut: a member that said it restarts and does not come
+// back within the grace loses its VIPs then, not at DeadAfter; a negative
+// grace treats Restarting as Leaving.
+func TestRestartGraceRunsOut(t *testing.T) {
+	for _, tt := range []struct {
+		grace time.Duration
+		min   time.Duration
+		max   time.Duration
+	}{
+		{grace: 500 * time.Millisecond, min: 450 * time.Millisecond, max: 900 * time.Millisecond},
+		{grace: -1, min: 0, max: 50 * time.Millisecond},
+	} {
+		t.Run(tt.grace.String(), func(t *testing.T) {
+			c := &cluster{members: map[string]*Membership{}, cancel: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}}
+			peers := map[string]Peer{}
+			for _, name := range []string{"n1", "n2", "n3"} {
+				m := newTestMember(t, name, testSecret, Config{RestartGrace: tt.grace})
+				c.members[name] = m
+				peers[name] = Peer{Addr: m.LocalAddr(), Voter: true}
+			}
+			for name, m := range c.members {
+				m.SetPeers(peers)
+				c.run(t, name)
+			}
+			m1 := c.members["n1"]
+			waitFor(t, 2*time.Second, "n1 sees everyone", func() bool { return len(m1.ElectableNodes()) == 3 })
+			c.members["n3"].Restart()
+			c.stop("n3")
+			d := waitFor(t, 2*time.Second, "n1 gives n3 up", func() bool { return !m1.Electable("n3") })
+			if d < tt.min || d > tt.max {
+				t.Errorf("n3 given up after %s, want %s-%s", d.Round(time.Millisecond), tt.min, tt.max)
+			}
+		})
 	}
 }
 

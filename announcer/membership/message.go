@@ -55,6 +55,14 @@ const (
 	Heartbeat Kind = 1
 	// Leaving: the sender is shutting down; take over its VIPs now.
 	Leaving Kind = 2
+	// Restarting: the sender stops answering now and will be back within
+	// the receivers' RestartGrace (an announcer restarted in place, as a
+	// DaemonSet rollout does). Receivers keep it elected for its VIPs
+	// meanwhile, so they do not move: clients' neighbour caches keep
+	// pointing at the node whose kube-proxy holds their connections.
+	// Receivers of an older release refuse the kind and time the sender
+	// out instead (a takeover, as before).
+	Restarting Kind = 3
 )
 
 // Message flags.
@@ -163,7 +171,7 @@ func unmarshal(b []byte, secrets ...[]byte) (message, error) {
 		return message{}, fmt.Errorf("%w: version %d", errMalformed, body[4])
 	}
 	kind := Kind(body[5])
-	if kind != Heartbeat && kind != Leaving {
+	if kind != Heartbeat && kind != Leaving && kind != Restarting {
 		return message{}, fmt.Errorf("%w: kind %d", errMalformed, kind)
 	}
 	flags := body[30]

@@ -49,6 +49,12 @@ type PeerState struct {
 	HearsUs   bool
 	Electable bool
 	Vouches   []string
+	// Reserved: the peer said it is restarting in place and has not come
+	// back electable yet (nor outlived its grace). It stays electable, so
+	// its VIPs are not moved while it is away; nobody answers them then.
+	// This never makes two answerers: the peer closed its fence before it
+	// said so, and answers again only once electable by the rules above.
+	Reserved bool
 }
 
 // Decision is the outcome of Decide.
@@ -99,7 +105,7 @@ func Decide(self string, held bool, peers []PeerState) Decision {
 		electable[self] = true
 	}
 	for _, p := range byName {
-		if p.Heard && p.HearsUs && p.Electable {
+		if (p.Heard && p.HearsUs && p.Electable) || p.Reserved {
 			electable[p.Name] = true
 		}
 	}

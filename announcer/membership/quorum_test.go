@@ -138,6 +138,23 @@ func TestDecide(t *testing.T) {
 			},
 			wantQuorum: true, wantElectable: []string{"n1", "n3"},
 		},
+		{
+			name: "a peer restarting in place stays electable while silent", self: "n1",
+			peers:      []PeerState{{Name: "n2", Voter: true, Reserved: true}, both("n3")},
+			wantQuorum: true, wantElectable: []string{"n1", "n2", "n3"},
+		},
+		{
+			name: "a restarted peer in its hold-down stays electable while reserved", self: "n1",
+			peers:      []PeerState{{Name: "n2", Voter: true, Heard: true, HearsUs: true, Reserved: true}, both("n3")},
+			wantQuorum: true, wantElectable: []string{"n1", "n2", "n3"},
+		},
+		{
+			// Silent, it does not count towards the quorum: of three
+			// voters, one restarting and one unheard leave n1 alone.
+			name: "a restarting peer does not count towards the quorum", self: "n1",
+			peers:      []PeerState{{Name: "n2", Voter: true, Reserved: true}, unheard("n3")},
+			wantQuorum: false, wantElectable: []string{"n2"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,6 +12,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -56,6 +57,7 @@ type options struct {
 	interval           time.Duration
 	deadAfter          time.Duration
 	maxSkew            time.Duration
+	restartGrace       time.Duration
 	metricsBindAddress string
 	handoverTimeout    time.Duration
 	bgpListenPort      int32
@@ -73,7 +75,7 @@ func (o *options) flags() *cliflag.NamedFlagSets {
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "This node's name (default: $NODE_NAME from the downward API).")
 	fs.StringVar(&o.iface, "interface", "", "Interface to answer ARP/NDP on for pools that name none (default: the interface holding the node's InternalIP).")
 	fs.StringVar(&o.metricsBindAddress, "metrics-bind-address", ":7948", "Address for /metrics, /healthz and /readyz; \"0\" disables.")
-	fs.DurationVar(&o.handoverTimeout, "handover-timeout", time.Second, "On SIGTERM, how long to keep answering until successors have claimed this node's VIPs.")
+	fs.DurationVar(&o.handoverTimeout, "handover-timeout", time.Second, "On SIGTERM of a node that goes (deleted, cordoned, excluded, NotReady), how long to keep answering until successors have claimed this node's VIPs.")
 	ms := fss.FlagSet("membership")
 	ms.IntVar(&o.membershipPort, "membership-port", membership.DefaultPort, "UDP port of the announcers' heartbeats (same on every node).")
 	ms.StringVar(&o.membershipBind, "membership-bind-address", "", "Local address for heartbeats (default: all addresses).")
@@ -82,6 +84,7 @@ func (o *options) flags() *cliflag.NamedFlagSets {
 	ms.DurationVar(&o.interval, "membership-interval", membership.DefaultInterval, "Heartbeat interval.")
 	ms.DurationVar(&o.deadAfter, "membership-dead-after", membership.DefaultDeadAfter, "Silence after which a peer is dead.")
 	ms.DurationVar(&o.maxSkew, "membership-max-clock-skew", membership.DefaultMaxSkew, "Largest accepted difference between a heartbeat's timestamp and the local clock (replay window).")
+	ms.DurationVar(&o.restartGrace, "membership-restart-grace", membership.DefaultRestartGrace, "On SIGTERM of a node that stays (a DaemonSet rollout), its VIPs stay on it while its announcer restarts, for at most this long in its peers' view, so established connections survive; 0 hands them over and takes them back instead (two moves).")
 	bs := fss.FlagSet("bgp")
 	bs.Int32Var(&o.bgpListenPort, "bgp-listen-port", desired.NoListen, "TCP port to accept BGP sessions on; -1 opens sessions outbound only and listens nowhere, so the announcer never competes with Cilium's or Talos's BGP for port 179. A port below 1024 needs the NET_BIND_SERVICE capability.")
 	bs.StringVar(&o.bgpRouterID, "bgp-router-id", "", "BGP router ID, an IPv4 address (default: the node's InternalIP; derived from the node name on IPv6-only nodes).")
@@ -241,13 +244,16 @@ func run(o *options) error {
 	ndp.MustRegister(reg)
 
 	m, err := membership.New(membership.Config{
-		Node:       o.nodeName,
-		Listen:     net.JoinHostPort(o.membershipBind, strconv.Itoa(o.membershipPort)),
-		Secrets:    secrets,
-		Interval:   o.interval,
-		DeadAfter:  o.deadAfter,
-		MaxSkew:    o.maxSkew,
-		Registerer: reg,
+		Node:      o.nodeName,
+		Listen:    net.JoinHostPort(o.membershipBind, strconv.Itoa(o.membershipPort)),
+		Secrets:   secrets,
+		Interval:  o.interval,
+		DeadAfter: o.deadAfter,
+		MaxSkew:   o.maxSkew,
+		// 0 on the command line turns restarts in place off everywhere:
+		// receivers then treat Restarting as Leaving.
+		RestartGrace: cmp.Or(o.restartGrace, -1),
+		Registerer:   reg,
 	})
 	if err != nil {
 		return err
@@ -264,6 +270,7 @@ func run(o *options) error {
 		MembershipPort:  o.membershipPort,
 		Interface:       o.iface,
 		HandoverTimeout: o.handoverTimeout,
+		RestartInPlace:  o.restartGrace > 0,
 		ClaimDelay:      o.interval / 2,
 		Registerer:      reg,
 		BGP:             bgpCfg,
@@ -290,8 +297,8 @@ func run(o *options) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	select {
 	case sig := <-sigs:
-		klog.InfoS("Stopping: handing over ARP/NDP and withdrawing BGP routes", "signal", sig.String())
-		ctrl.Handover()
+		klog.InfoS("Stopping", "signal", sig.String())
+		ctrl.Stop()
 	case err := <-ctrlDone:
 		cancel()
 		<-memDone
