@@ -603,8 +603,12 @@ func (m *Membership) handle(b []byte, now time.Time) string {
 		if p.reservedUntil.IsZero() {
 			p.reservedUntil = now.Add(m.cfg.RestartGrace)
 		}
-	case msg.Kind == Leaving || electable:
-		// Gone for good, or back and answering: the reservation ends.
+	case msg.Kind == Leaving || (electable && hearsUs):
+		// Gone for good, or back, answering and connected to this node
+		// (electable here without the reservation, see Decide): the
+		// reservation ends. Ending it on the peer's word alone, before it
+		// hears this node, would drop it from this node's electable set
+		// for a moment and move its VIPs away and back.
 		if !p.reservedUntil.IsZero() && electable {
 			klog.InfoS("Membership peer back from its restart", "peer", msg.Node, "after", m.cfg.RestartGrace-p.reservedUntil.Sub(now))
 		}

@@ -98,6 +98,8 @@ func TestHandleReplayStaleUnknown(t *testing.T) {
 		{"restarting in place", enc(Restarting, 11, 2, now, "n2"), resultOK, false},
 		{"back under a new incarnation", enc(Heartbeat, 12, 1, now, "n2"), resultOK, true},
 	}
+	// (Reservation ends are covered by TestRestartInPlaceKeepsItsVIPs and
+	// TestReservationEndsOnlyWhenConnected.)
 	for _, s := range steps {
 		if got := m.handle(s.b, now); got != s.want {
 			t.Fatalf("%s: result %s, want %s", s.name, got, s.want)
@@ -346,6 +348,52 @@ func TestRestartInPlaceKeepsItsVIPs(t *testing.T) {
 	})
 	if !m1.Electable("n3") {
 		t.Error("n1 does not elect n3 once it is back")
+	}
+}
+
+// TestReservationEndsOnlyWhenConnected: a restarted peer that says it is
+// electable but does not hear this node yet stays reserved here, so it
+// never drops out of this node's electable set on its way back.
+func TestReservationEndsOnlyWhenConnected(t *testing.T) {
+	m := newTestMember(t, "n1", testSecret, Config{})
+	m.SetPeers(map[string]Peer{"n2": {Addr: netip.MustParseAddrPort("127.0.0.1:9"), Voter: true}})
+	now := time.Now()
+	send := func(kind Kind, inc, seq uint64, electable bool, hearsUs bool) {
+		t.Helper()
+		msg := message{Kind: kind, Incarnation: inc, Seq: seq, Time: now, Node: "n2", Electable: electable}
+		if hearsUs {
+			msg.Entries = []entry{{Hash: nameHash("n1"), Flags: entryHeard}}
+		}
+		b, err := msg.marshal(testSecret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.handle(b, now); got != resultOK {
+			t.Fatalf("handle: %s", got)
+		}
+	}
+	send(Restarting, 1, 1, false, true)
+	steps := []struct {
+		name      string
+		electable bool
+		hearsUs   bool
+		want      bool
+	}{
+		{"back, held down", false, true, true},
+		{"electable, not hearing us yet", true, false, true},
+		{"electable and connected", true, true, false},
+	}
+	for i, s := range steps {
+		send(Heartbeat, 2, uint64(i+1), s.electable, s.hearsUs)
+		m.mu.Lock()
+		reserved := !m.peers["n2"].reservedUntil.IsZero()
+		m.mu.Unlock()
+		if reserved != s.want {
+			t.Errorf("%s: reserved %v, want %v", s.name, reserved, s.want)
+		}
+		if !m.Electable("n2") {
+			t.Errorf("%s: n2 not electable for n1", s.name)
+		}
 	}
 }
 

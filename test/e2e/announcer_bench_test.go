@@ -132,7 +132,7 @@ func outage(h *netlab.Host, ip netip.Addr, d, lead time.Duration, event func()) 
 // BenchmarkAnnouncerFailover measures the failover a client pinging a VIP
 // every 10 ms sees, over at least 20 runs of each kind, with three real
 // announcers in a namespace lab: SIGKILL of the winner's announcer, a cut of
-// the winner's link, and SIGTERM (graceful handover). It reports the median
+// the winner's link, and SIGTERM of a cordoned node (graceful handover). It reports the median
 // and 90th percentile of two figures per kind: the outage (longest run of
 // unanswered pings; after a SIGKILL of the announcer alone the old node
 // still forwards, so traffic only stops when the node itself is cut off) and
@@ -156,8 +156,11 @@ func BenchmarkAnnouncerFailover(b *testing.B) {
 			func(w *netlab.Host) { <-l.procs[w.Name].done; l.start(b, w, l.secret) }},
 		{"linkcut", func(w *netlab.Host) { _ = w.CutLink() },
 			func(w *netlab.Host) { _ = w.RestoreLink() }},
+		// A node that stays restarts its announcer in place (no takeover
+		// at all); a handover is what a node that goes does: cordoned
+		// first, as a drain does.
 		{"sigterm", func(w *netlab.Host) { _ = syscall.Kill(-l.procs[w.Name].cmd.Process.Pid, syscall.SIGTERM) },
-			func(w *netlab.Host) { <-l.procs[w.Name].done; l.start(b, w, l.secret) }},
+			func(w *netlab.Host) { <-l.procs[w.Name].done; l.cordon(b, w.Name, false); l.start(b, w, l.secret) }},
 	}
 	b.ResetTimer()
 	for _, k := range kinds {
@@ -166,6 +169,9 @@ func BenchmarkAnnouncerFailover(b *testing.B) {
 		var takeovers []time.Duration
 		for i := range runs {
 			w := l.answering(b, vip, 15*time.Second)
+			if k.name == "sigterm" {
+				l.cordon(b, w.Name, true)
+			}
 			// Settle: the client's entry points at the winner and the
 			// restarted peer has been seen by everyone.
 			time.Sleep(700 * time.Millisecond)

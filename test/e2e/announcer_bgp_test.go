@@ -114,6 +114,19 @@ func (l *annLab) labelNode(t testing.TB, node, key string, value *string) {
 	}
 }
 
+// cordon sets the Node's spec.unschedulable, as `kubectl cordon` (and a
+// drain) does: an announcer stopped on a cordoned node hands its VIPs over
+// instead of restarting in place. The pause lets the node's announcer see
+// the edit through its watch before the test acts on it.
+func (l *annLab) cordon(t testing.TB, node string, on bool) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"spec":{"unschedulable":%t}}`, on)
+	if _, err := l.kube.CoreV1().Nodes().Patch(context.Background(), node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+}
+
 // waitVias waits until BIRD holds exactly these next hops for p.
 func (l *bgpLab) waitVias(t testing.TB, p netip.Prefix, timeout time.Duration, want ...string) []bird.Path {
 	t.Helper()

@@ -68,6 +68,9 @@ const (
 //     300 ms (a claim by a node that is not, or not alone, the owner).
 //   - split-ms: the longest time two nodes answered one VIP at once
 //     (netlab SplitAnswers with a 60 ms window, as the transitions tests).
+//   - vip-moves: changes of the MAC answering a VIP, summed over the VIPs;
+//     each resets the connections kube-proxy holds for that VIP. Every
+//     announcer restarts in place, so the goal is 0.
 //
 // Each figure is the worst over b.N rollouts in the same cluster.
 func BenchmarkAnnouncerRollingRestart(b *testing.B) {
@@ -109,6 +112,7 @@ func benchRollingRestart(b *testing.B, nodes int) {
 	b.ReportMetric(float64(worst.lost), "pings-lost")
 	b.ReportMetric(float64(len(worst.nonOwner)), "non-owner-gratuitous")
 	b.ReportMetric(float64(worst.split.Duration().Milliseconds()), "split-ms")
+	b.ReportMetric(float64(worst.moves), "vip-moves")
 }
 
 // rollOnce watches one rolling restart of every announcer and returns its
@@ -222,6 +226,13 @@ func (l *annLab) rollOnce(b *testing.B, run int, vips []netip.Addr) rolloutFigur
 	}
 	f := wireFigures(mon.Events(), vips, rollStart, end)
 	f.rollout, f.sent, f.lost = took, sent, lost
+	for _, vip := range vips {
+		n := ownerChanges(mon.Events(), vip)
+		if n > 0 && f.moves == 0 {
+			b.Logf("%s changed hands %d times:\n%s", vip, n, mon.Timeline(vip))
+		}
+		f.moves += n
+	}
 	// The summary first: without -v a benchmark's log is cut at 10 lines.
 	b.Logf("rollout %d of %d nodes: %s", run+1, len(l.net.Nodes), f)
 	if len(f.nonOwner) > 0 {
@@ -344,6 +355,9 @@ type rolloutFigures struct {
 	nonOwner []claim
 	split    netlab.Split
 	splitVIP netip.Addr
+	// moves counts changes of the MAC answering a VIP, over all VIPs:
+	// each resets the connections kube-proxy holds for it on the old node.
+	moves int
 }
 
 // worse keeps the worst of each figure of f and g.
@@ -359,6 +373,7 @@ func (f rolloutFigures) worse(g rolloutFigures) rolloutFigures {
 		f.split, f.splitVIP = g.split, g.splitVIP
 	}
 	f.rollout = max(f.rollout, g.rollout)
+	f.moves = max(f.moves, g.moves)
 	return f
 }
 
@@ -394,9 +409,9 @@ func (f rolloutFigures) nonOwnerSummary() string {
 }
 
 func (f rolloutFigures) String() string {
-	return fmt.Sprintf("took %s; longest outage %s (%s from %s); %d of %d pings lost; %d non-owner gratuitous; longest split %s",
+	return fmt.Sprintf("took %s; longest outage %s (%s from %s); %d of %d pings lost; %d non-owner gratuitous; longest split %s; %d VIP moves",
 		f.rollout.Round(time.Millisecond), f.outage.Round(time.Millisecond), f.outageVIP, f.outageFrom.Format("15:04:05.000"),
-		f.lost, f.sent, len(f.nonOwner), f.split.Duration())
+		f.lost, f.sent, len(f.nonOwner), f.split.Duration(), f.moves)
 }
 
 // wireFigures computes the outage, non-owner and split figures of a

@@ -337,8 +337,9 @@ func TestAnnouncerL2(t *testing.T) {
 		return
 	}
 
-	t.Run("SIGTERM hands over without loss", func(t *testing.T) {
+	t.Run("SIGTERM of a cordoned node hands over without loss", func(t *testing.T) {
 		old := winner
+		l.cordon(t, old.Name, true)
 		type result struct {
 			sent, lost int
 			err        error
@@ -369,6 +370,7 @@ func TestAnnouncerL2(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("announcer on %s still running 5s after SIGTERM", old.Name)
 		}
+		l.cordon(t, old.Name, false)
 		l.start(t, old, l.secret)
 	})
 	if t.Failed() {

@@ -333,6 +333,40 @@ func TestAnnouncerTransitions(t *testing.T) {
 		if got := l.answering(t, vip6, 5*time.Second); got == nil {
 			t.Error("nobody answers NDP after the rollout")
 		}
+		// Each announcer restarts in place: its VIPs stay with its node
+		// (whose kube-proxy holds their connections), so one MAC answers
+		// each VIP from start to end, never a second.
+		for _, ip := range []netip.Addr{vip, vip6} {
+			if got := w.answeredBy(ip, time.Time{}, time.Time{}); len(got) != 1 {
+				t.Errorf("during the rollout %s was answered by %v, want one node throughout\n%s", ip, got, w.mon.Timeline(ip))
+			}
+		}
+	})
+
+	t.Run("SIGTERM of a cordoned owner hands over once", func(t *testing.T) {
+		cur := l.answering(t, vip, 5*time.Second)
+		w := l.watch(t, 4*time.Second, vip)
+		l.cordon(t, cur.Name, true)
+		t0 := time.Now()
+		l.signal(t, cur.Name, syscall.SIGTERM)
+		select {
+		case <-l.procs[cur.Name].done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s did not stop on SIGTERM", cur.Name)
+		}
+		next := l.answering(t, vip, 2*time.Second)
+		if next == nil || next.Name == cur.Name {
+			t.Fatalf("after SIGTERM of cordoned %s, %s is answered by %v", cur.Name, vip, next)
+		}
+		l.cordon(t, cur.Name, false)
+		start(cur)
+		l.waitQuorum(t, cur, 15*time.Second)
+		time.Sleep(time.Until(t0.Add(4 * time.Second)))
+		pr := w.finish(t)
+		t.Logf("SIGTERM of cordoned %s: %s answered by %v; %d of %d pings lost", cur.Name, vip, w.answeredBy(vip, time.Time{}, time.Time{}), pr.lost, pr.sent)
+		if pr.lost > 10 {
+			t.Errorf("%d of %d pings lost during the handover, want <= 10", pr.lost, pr.sent)
+		}
 	})
 
 	t.Run("the owner re-asserts against a foreign responder", func(t *testing.T) {
