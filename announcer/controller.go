@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,10 +29,8 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
-	"github.com/pvelb/pvelb/announcer/arp"
 	"github.com/pvelb/pvelb/announcer/bgp/desired"
 	"github.com/pvelb/pvelb/announcer/membership"
-	"github.com/pvelb/pvelb/announcer/ndp"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 )
 
@@ -113,69 +109,19 @@ type Controller struct {
 	leaving    bool
 	responders map[string]*l2        // by interface
 	won        map[netip.Addr]string // won IP -> interface list, for events and handover
-	winners    map[netip.Addr]string // last computed winner of every IP
+	// claims is the election's memory: last winners and delayed claims.
+	claims claimState
 	// lastUnservable is what unservable last found, to log changes once.
 	lastUnservable []string
 	// openFailed: interfaces whose responders could not be opened (a
 	// missing capability, a socket error); unservable until a trial open
 	// in checkLinks succeeds. Touched only on Run's goroutine.
 	openFailed map[string]error
-	// claimAt holds, for VIPs taken from a still-electable node, when this
-	// node may start answering (see Config.ClaimDelay).
-	claimAt map[netip.Addr]time.Time
 	// unannounced holds the reason reported for every IP nobody may
 	// announce, so the Event is written once per change.
 	unannounced map[netip.Addr]string
 
 	bgp *bgpState
-}
-
-type l2 struct {
-	arp    *arp.Responder
-	ndp    *ndp.Responder
-	cancel context.CancelFunc
-	done   chan struct{} // closed once both responders have stopped
-	asked  atomic.Bool   // close was called: a stop is not a failure
-}
-
-// stopped reports whether the pair has stopped (a socket failed for good).
-func (r *l2) stopped() bool {
-	select {
-	case <-r.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// close stops both responders and releases their sockets.
-func (r *l2) close() {
-	r.asked.Store(true)
-	r.cancel()
-	<-r.done
-	if r.arp != nil {
-		_ = r.arp.Close()
-	}
-	if r.ndp != nil {
-		_ = r.ndp.Close()
-	}
-}
-
-// reopenDelay spaces out reopening a responder whose socket failed, so an
-// interface that keeps failing costs one attempt a second, not a busy loop.
-const reopenDelay = time.Second
-
-// reapStopped drops responders whose sockets failed, so this reconcile
-// reopens them. Without it a node that keeps winning the election would
-// answer nothing for its VIPs and no other node would take over.
-func (c *Controller) reapStopped() {
-	for ifname, r := range c.responders {
-		if r.stopped() {
-			klog.InfoS("Reopening ARP/NDP responder after its socket failed", "interface", ifname)
-			r.close()
-			delete(c.responders, ifname)
-		}
-	}
 }
 
 // New wires informers; nothing runs before Run.
@@ -201,8 +147,6 @@ func New(cfg Config) (*Controller, error) {
 		kick:       make(chan struct{}, 1),
 		responders: map[string]*l2{},
 		won:        map[netip.Addr]string{},
-		winners:    map[netip.Addr]string{},
-		claimAt:    map[netip.Addr]time.Time{},
 		openFailed: map[string]error{},
 
 		unannounced: map[netip.Addr]string{},
@@ -368,113 +312,20 @@ func (c *Controller) reconcile(ctx context.Context) {
 	if c.leaving {
 		return // the handover owns the responders now
 	}
-	byIface := map[string][]netip.Addr{}
-	won := map[netip.Addr]string{}
-	var wonAssignments []Assignment
-	var defIface string
-	var defErr error
-	now := time.Now()
-	pending := map[netip.Addr]time.Time{}
-	for _, a := range plan {
-		if a.Mode == v1alpha1.AnnounceBGP {
-			continue
-		}
-		prev, known := c.winners[a.IP]
-		if !known || prev != a.Winner {
-			c.metrics.elections.Inc()
-			klog.V(2).InfoS("Election", "ip", a.IP, "winner", a.Winner, "candidates", a.Candidates, "reason", a.Reason)
-		}
-		c.winners[a.IP] = a.Winner
-		if a.Winner != c.cfg.Node {
-			continue
-		}
-		if _, serving := c.won[a.IP]; !serving {
-			at, waiting := c.claimAt[a.IP]
-			if !waiting && !(known && prev != "" && !c.cfg.Membership.Electable(prev)) {
-				// Not a failover from a node known to be gone: the
-				// previous owner may be live, in this node's view or
-				// beyond it (this node had no quorum and saw no owner),
-				// so let it hear the news and stop first.
-				at, waiting = now.Add(c.cfg.ClaimDelay), true
-				time.AfterFunc(c.cfg.ClaimDelay, c.trigger)
-				klog.V(2).InfoS("Delaying claim until the previous owner has stopped", "ip", a.IP, "previous", prev, "delay", c.cfg.ClaimDelay)
-			}
-			if waiting && now.Before(at) {
-				pending[a.IP] = at
-				continue
-			}
-		}
-		ifaces := a.Interfaces
-		if len(ifaces) == 0 {
-			if defIface == "" && defErr == nil {
-				defIface, defErr = c.defaultInterface(nodes)
-			}
-			if defErr != nil {
-				klog.ErrorS(defErr, "Cannot announce: no interface", "ip", a.IP)
-				continue
-			}
-			ifaces = []string{defIface}
-		}
-		for _, i := range ifaces {
-			byIface[i] = append(byIface[i], a.IP)
-		}
-		won[a.IP] = strings.Join(ifaces, ",")
-		wonAssignments = append(wonAssignments, a)
+	gone := func(node string) bool { return !c.cfg.Membership.Electable(node) }
+	d := decideClaims(c.cfg.Node, plan, c.claims, c.serving, gone, time.Now(), c.cfg.ClaimDelay)
+	for _, a := range d.elected {
+		c.metrics.elections.Inc()
+		klog.V(2).InfoS("Election", "ip", a.IP, "winner", a.Winner, "candidates", a.Candidates, "reason", a.Reason)
 	}
-	c.claimAt = pending
-	inPlan := make(map[netip.Addr]bool, len(plan))
-	for _, a := range plan {
-		if a.Mode != v1alpha1.AnnounceBGP {
-			inPlan[a.IP] = true
-		}
+	for _, w := range d.delayed {
+		klog.V(2).InfoS("Delaying claim until the previous owner has stopped", "ip", w.ip, "previous", w.previous, "delay", c.cfg.ClaimDelay)
 	}
-	for ip := range c.winners {
-		if !inPlan[ip] {
-			delete(c.winners, ip)
-		}
+	if len(d.delayed) > 0 {
+		time.AfterFunc(c.cfg.ClaimDelay, c.trigger)
 	}
-	c.reapStopped()
-	for ifname := range byIface {
-		if _, ok := c.responders[ifname]; !ok {
-			r, err := openL2(ifname, c.mayAnswer, c.cfg.Membership.MayAnswer, func() { time.AfterFunc(reopenDelay, c.trigger) })
-			if err != nil {
-				klog.ErrorS(err, "Cannot open ARP/NDP responder; leaving the elections of its pools", "interface", ifname)
-				for _, ip := range byIface[ifname] {
-					delete(won, ip)
-				}
-				// The next link check reports the pools unservable, so
-				// another node is elected instead of this one answering
-				// nothing.
-				c.openFailed[ifname] = err
-				continue
-			}
-			delete(c.openFailed, ifname)
-			c.responders[ifname] = r
-		}
-	}
-	for ifname, r := range c.responders {
-		r.arp.SetIPs(byIface[ifname])
-		r.ndp.SetIPs(byIface[ifname])
-	}
-	for _, a := range wonAssignments {
-		ifs, ok := won[a.IP]
-		if !ok {
-			continue
-		}
-		if _, had := c.won[a.IP]; had {
-			continue
-		}
-		klog.InfoS("Announcing", "ip", a.IP, "interfaces", ifs, "services", a.Services)
-		for _, key := range a.Services {
-			ns, name, _ := strings.Cut(key, "/")
-			if svc, err := c.services.Services(ns).Get(name); err == nil {
-				c.recorder.Eventf(svc, v1.EventTypeNormal, EventAnnouncing,
-					"Node %s answers for %s (ARP/NDP on %s)", c.cfg.Node, a.IP, ifs)
-			}
-		}
-	}
-	c.won = won
-	c.metrics.announced.Set(float64(len(won)))
+	c.claims = d.next
+	c.applyL2(nodes, d.answer)
 	if c.bgp != nil {
 		c.bgp.submit(bgpInput{nodes: nodes, plan: plan, pools: pools})
 	}
@@ -483,6 +334,12 @@ func (c *Controller) reconcile(ctx context.Context) {
 		c.ready = true
 	}
 	c.metrics.reconcileSeconds.Observe(time.Since(start).Seconds())
+}
+
+// serving reports whether this node answers ip now. Called with c.mu held.
+func (c *Controller) serving(ip netip.Addr) bool {
+	_, ok := c.won[ip]
+	return ok
 }
 
 // listPools reads the IPPools from the informer cache, typed.
@@ -502,269 +359,6 @@ func (c *Controller) listPools() map[string]*v1alpha1.IPPool {
 		pools[p.Name] = &p
 	}
 	return pools
-}
-
-// peers maps every other node to its heartbeat address (InternalIP:port,
-// preferring IPv4) and whether it counts towards the quorum.
-func (c *Controller) peers(nodes []*v1.Node) map[string]membership.Peer {
-	out := map[string]membership.Peer{}
-	for _, n := range nodes {
-		if n.Name == c.cfg.Node {
-			continue
-		}
-		if ip, ok := internalIP(n); ok {
-			out[n.Name] = membership.Peer{Addr: netip.AddrPortFrom(ip, uint16(c.cfg.MembershipPort)), Voter: !notReady(n)}
-		}
-	}
-	return out
-}
-
-// notReady: the API reports the Node's kubelet silent (Ready False or
-// Unknown). A Node without a Ready condition has not reported yet and
-// still counts, which keeps the quorum strict.
-func notReady(n *v1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == v1.NodeReady {
-			return c.Status != v1.ConditionTrue
-		}
-	}
-	return false
-}
-
-func internalIP(n *v1.Node) (netip.Addr, bool) {
-	var v6 netip.Addr
-	for _, a := range n.Status.Addresses {
-		if a.Type != v1.NodeInternalIP {
-			continue
-		}
-		ip, err := netip.ParseAddr(a.Address)
-		if err != nil {
-			continue
-		}
-		if ip.Unmap().Is4() {
-			return ip.Unmap(), true
-		}
-		if !v6.IsValid() {
-			v6 = ip
-		}
-	}
-	return v6, v6.IsValid()
-}
-
-// unservable lists what this node cannot answer ARP/NDP for, as the tokens
-// Plan's CanServe takes: the ARP-mode pools naming an interface it lacks or
-// has down, those without interfaces when its default interface is unusable,
-// and "" (addresses outside every pool) in that case too. The membership
-// carries the list to every peer, so no node elects this one for them.
-func (c *Controller) unservable(nodes []*v1.Node, pools map[string]*v1alpha1.IPPool) []string {
-	_, defErr := c.defaultInterface(nodes)
-	var out []string
-	if defErr != nil {
-		out = append(out, "")
-	}
-	for name, p := range pools {
-		if p.Spec.Announce.Mode == v1alpha1.AnnounceBGP {
-			continue
-		}
-		ifaces := p.Spec.Announce.Interfaces
-		if len(ifaces) == 0 {
-			if defErr != nil {
-				out = append(out, name)
-			}
-			continue
-		}
-		for _, i := range ifaces {
-			if err := c.usable(i); err != nil {
-				out = append(out, name)
-				break
-			}
-		}
-	}
-	slices.Sort(out)
-	if !slices.Equal(out, c.lastUnservable) {
-		c.lastUnservable = out
-		if len(out) > 0 {
-			klog.InfoS("This node cannot answer for some pools; it leaves their elections", "pools", out, "defaultInterface", defErr)
-		} else {
-			klog.InfoS("This node can answer for every pool again")
-		}
-	}
-	return out
-}
-
-// usable: usableLink, and this node's responders could be opened on it.
-func (c *Controller) usable(name string) error {
-	if err := c.openFailed[name]; err != nil {
-		return err
-	}
-	return usableLink(name)
-}
-
-// usableLink: the interface exists, is up with a carrier, and has an
-// Ethernet address to answer with.
-func usableLink(name string) error {
-	ifi, err := net.InterfaceByName(name)
-	if err != nil {
-		return err
-	}
-	if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagRunning == 0 {
-		return fmt.Errorf("interface %s is down", name)
-	}
-	if len(ifi.HardwareAddr) != 6 {
-		return fmt.Errorf("interface %s has no Ethernet address", name)
-	}
-	return nil
-}
-
-// checkLinks re-evaluates what this node can serve between reconciles, so an
-// interface going down moves its VIPs within a second; the membership
-// signals a change, which reconciles.
-func (c *Controller) checkLinks() {
-	// On Run's goroutine, like reconcile: lastUnservable and openFailed
-	// need no lock.
-	nodes, err := c.nodes.List(labels.Everything())
-	if err != nil {
-		return
-	}
-	for ifname := range c.openFailed {
-		if r, err := openL2(ifname, func() bool { return false }, nil, nil); err == nil {
-			r.close()
-			delete(c.openFailed, ifname)
-			klog.InfoS("ARP/NDP responder can be opened again", "interface", ifname)
-		}
-	}
-	c.cfg.Membership.SetUnservable(c.unservable(nodes, c.listPools()))
-}
-
-// defaultInterface is --interface, else the interface holding this node's
-// InternalIP; either must be usable.
-func (c *Controller) defaultInterface(nodes []*v1.Node) (string, error) {
-	if c.cfg.Interface != "" {
-		return c.cfg.Interface, c.usable(c.cfg.Interface)
-	}
-	var self *v1.Node
-	for _, n := range nodes {
-		if n.Name == c.cfg.Node {
-			self = n
-		}
-	}
-	if self == nil {
-		return "", fmt.Errorf("node %s not found in the API", c.cfg.Node)
-	}
-	ip, ok := internalIP(self)
-	if !ok {
-		return "", fmt.Errorf("node %s has no InternalIP", c.cfg.Node)
-	}
-	ifaces, err := net.Interfaces()
-	if err != nil {
-		return "", err
-	}
-	for _, ifi := range ifaces {
-		addrs, _ := ifi.Addrs()
-		for _, a := range addrs {
-			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Unmap() == ip {
-				return ifi.Name, c.usable(ifi.Name)
-			}
-		}
-	}
-	return "", fmt.Errorf("no interface holds node %s's InternalIP %s", c.cfg.Node, ip)
-}
-
-// openL2 starts the ARP and NDP responders of one interface. They answer
-// only while fence (the membership's MayAnswer) allows, and re-assert a VIP
-// against another MAC's claim while reassert does. If either stops on
-// its own (its socket failed), both are stopped and onStop is called, so the
-// controller reopens them.
-func openL2(ifname string, fence, reassert func() bool, onStop func()) (*l2, error) {
-	a, err := arp.New(ifname)
-	if err != nil {
-		return nil, err
-	}
-	n, err := ndp.New(ifname)
-	if err != nil {
-		_ = a.Close()
-		return nil, err
-	}
-	a.SetFence(fence)
-	n.SetFence(fence)
-	// Re-assert only with the membership's own permission: never while
-	// handing over, when the successor's claim is what this node awaits.
-	a.SetReassert(reassert)
-	n.SetReassert(reassert)
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &l2{arp: a, ndp: n, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		var wg sync.WaitGroup
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			defer cancel()
-			if err := a.Run(ctx); err != nil {
-				klog.ErrorS(err, "ARP responder stopped", "interface", ifname)
-			}
-		}()
-		go func() {
-			defer wg.Done()
-			defer cancel()
-			if err := n.Run(ctx); err != nil {
-				klog.ErrorS(err, "NDP responder stopped", "interface", ifname)
-			}
-		}()
-		wg.Wait()
-		close(r.done)
-		if !r.asked.Load() && onStop != nil {
-			onStop()
-		}
-	}()
-	klog.InfoS("Opened ARP/NDP responder", "interface", ifname, "mac", a.HardwareAddr())
-	return r, nil
-}
-
-func (c *Controller) closeResponders() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for name, r := range c.responders {
-		r.close()
-		delete(c.responders, name)
-	}
-	c.won = map[netip.Addr]string{}
-	c.metrics.announced.Set(0)
-}
-
-// reportUnannounced counts the addresses nobody may announce by reason and,
-// on the first electable announcer by name only, warns on their Services when
-// the reason appears or changes.
-func (c *Controller) reportUnannounced(plan []Assignment) {
-	counts := map[string]int{}
-	current := map[netip.Addr]string{}
-	for _, a := range plan {
-		if a.Code != "" {
-			counts[a.Code]++
-			current[a.IP] = a.Code + ": " + a.Reason
-		}
-	}
-	for _, code := range UnannouncedReasons {
-		c.metrics.unannounced.WithLabelValues(code).Set(float64(counts[code]))
-	}
-	electable := c.cfg.Membership.ElectableNodes()
-	reporter := len(electable) > 0 && electable[0] == c.cfg.Node
-	for _, a := range plan {
-		r, ok := current[a.IP]
-		if !ok || c.unannounced[a.IP] == r {
-			continue
-		}
-		klog.InfoS("Nobody may announce an address", "ip", a.IP, "reason", a.Code, "detail", a.Reason, "services", a.Services)
-		if !reporter {
-			continue
-		}
-		for _, key := range a.Services {
-			ns, name, _ := strings.Cut(key, "/")
-			if svc, err := c.services.Services(ns).Get(name); err == nil {
-				c.recorder.Eventf(svc, v1.EventTypeWarning, EventNotAnnounced, "No node may announce %s: %s (%s)", a.IP, a.Reason, a.Code)
-			}
-		}
-	}
-	c.unannounced = current
 }
 
 type metrics struct {
