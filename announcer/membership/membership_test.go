@@ -209,6 +209,20 @@ func (c *cluster) run(t *testing.T, name string) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
+// rejoin replaces name by a new incarnation on the same address, knowing
+// every member; it does not run it yet.
+func (c *cluster) rejoin(t *testing.T, name string, addr netip.AddrPort) *Membership {
+	t.Helper()
+	m := newTestMember(t, name, testSecret, Config{Listen: addr.String()})
+	c.members[name] = m
+	peers := map[string]Peer{}
+	for n, o := range c.members {
+		peers[n] = Peer{Addr: o.LocalAddr(), Voter: true}
+	}
+	m.SetPeers(peers)
+	return m
+}
+
 func (c *cluster) stop(name string) {
 	c.cancel[name]()
 	<-c.done[name]
@@ -264,14 +278,7 @@ func TestMembersSeeEachOtherAndDetectFailure(t *testing.T) {
 	}
 
 	// n3 restarts (new incarnation on the same address): alive again.
-	addr := c.members["n3"].LocalAddr()
-	m3 := newTestMember(t, "n3", testSecret, Config{Listen: addr.String()})
-	peers := map[string]Peer{}
-	for n, m := range c.members {
-		peers[n] = Peer{Addr: m.LocalAddr(), Voter: true}
-	}
-	m3.SetPeers(peers)
-	c.members["n3"] = m3
+	c.rejoin(t, "n3", c.members["n3"].LocalAddr())
 	c.run(t, "n3")
 	waitFor(t, 2*time.Second, "n1 sees restarted n3", func() bool { return m1.Electable("n3") })
 }
@@ -326,13 +333,7 @@ func TestRestartInPlaceKeepsItsVIPs(t *testing.T) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	m3 = newTestMember(t, "n3", testSecret, Config{Listen: addr.String()})
-	peers := map[string]Peer{}
-	for n, m := range c.members {
-		peers[n] = Peer{Addr: m.LocalAddr(), Voter: true}
-	}
-	m3.SetPeers(peers)
-	c.members["n3"] = m3
+	m3 = c.rejoin(t, "n3", addr)
 	c.run(t, "n3")
 	for !m3.MayAnswer() {
 		if !m1.Electable("n3") {
@@ -522,16 +523,10 @@ func TestRestartHoldsDown(t *testing.T) {
 	waitFor(t, 2*time.Second, "n1 sees everyone", func() bool { return len(m1.ElectableNodes()) == 3 })
 	addr := c.members["n3"].LocalAddr()
 	c.stop("n3")
-	m3 := newTestMember(t, "n3", testSecret, Config{Listen: addr.String()})
-	peers := map[string]Peer{}
-	for n, m := range c.members {
-		peers[n] = Peer{Addr: m.LocalAddr(), Voter: true}
-	}
-	m3.SetPeers(peers)
+	m3 := c.rejoin(t, "n3", addr)
 	if m3.MayAnswer() || m3.Electable("n3") {
 		t.Fatal("a member that has not run yet may answer")
 	}
-	c.members["n3"] = m3
 	start := time.Now()
 	c.run(t, "n3")
 	// Sample its own verdict from the first instant: never alone.
