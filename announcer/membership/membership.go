@@ -292,6 +292,13 @@ func (m *Membership) SetPeers(peers map[string]Peer) {
 		m.byHash[h] = name
 		if cur, ok := m.peers[name]; ok {
 			cur.Peer = p
+			if !p.Voter && !cur.reservedUntil.IsZero() {
+				// Reported NotReady while restarting: the node itself
+				// went down (a reboot whose kubelet shut down), so its
+				// VIPs move now rather than at the end of the grace.
+				cur.reservedUntil = time.Time{}
+				klog.InfoS("Membership peer restarting in place is NotReady; its VIPs move", "peer", name)
+			}
 			continue
 		}
 		m.peers[name] = &peer{Peer: p}

@@ -398,6 +398,29 @@ func TestReservationEndsOnlyWhenConnected(t *testing.T) {
 	}
 }
 
+// TestRestartingNodeReportedNotReady: a node the API reports NotReady while
+// it restarts went down with its host (a reboot): its VIPs move at once,
+// not at the end of the grace.
+func TestRestartingNodeReportedNotReady(t *testing.T) {
+	m := newTestMember(t, "n1", testSecret, Config{})
+	addr := netip.MustParseAddrPort("127.0.0.1:9")
+	m.SetPeers(map[string]Peer{"n2": {Addr: addr, Voter: true}, "n3": {Addr: addr, Voter: true}})
+	b, err := message{Kind: Restarting, Incarnation: 1, Seq: 1, Time: time.Now(), Node: "n2"}.marshal(testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.handle(b, time.Now()); got != resultOK {
+		t.Fatalf("handle: %s", got)
+	}
+	if !m.Electable("n2") {
+		t.Fatal("n2 not kept elected after Restarting")
+	}
+	m.SetPeers(map[string]Peer{"n2": {Addr: addr, Voter: false}, "n3": {Addr: addr, Voter: true}})
+	if m.Electable("n2") {
+		t.Error("a restarting node reported NotReady is still elected")
+	}
+}
+
 // TestRestartGraceRunsOut: a member that said it restarts and does not come
 // back within the grace loses its VIPs then, not at DeadAfter; a negative
 // grace treats Restarting as Leaving.
