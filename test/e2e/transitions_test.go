@@ -309,6 +309,7 @@ func TestAnnouncerTransitions(t *testing.T) {
 	t.Run("rolling restart of every announcer", func(t *testing.T) {
 		const budget = 20 * time.Second
 		w := l.watch(t, budget, vip, vip6)
+		stalls := watchStalls(l.procs)
 		t0 := time.Now()
 		for _, n := range l.net.Nodes {
 			l.signal(t, n.Name, syscall.SIGTERM)
@@ -318,6 +319,7 @@ func TestAnnouncerTransitions(t *testing.T) {
 				t.Fatalf("%s did not stop on SIGTERM", n.Name)
 			}
 			start(n)
+			stalls.add(l.procs)
 			l.waitQuorum(t, n, 15*time.Second)
 			time.Sleep(500 * time.Millisecond)
 		}
@@ -336,6 +338,10 @@ func TestAnnouncerTransitions(t *testing.T) {
 		// Each announcer restarts in place: its VIPs stay with its node
 		// (whose kube-proxy holds their connections), so one MAC answers
 		// each VIP from start to end, never a second.
+		if n := stalls.count(); n > 0 {
+			t.Logf("%d stall reports from the announcers during the rollout (the host froze them); a stalled owner steps down, so the VIP may move: not checked", n)
+			return
+		}
 		for _, ip := range []netip.Addr{vip, vip6} {
 			if got := w.answeredBy(ip, time.Time{}, time.Time{}); len(got) != 1 {
 				t.Errorf("during the rollout %s was answered by %v, want one node throughout\n%s", ip, got, w.mon.Timeline(ip))
@@ -678,4 +684,39 @@ func sendGratuitous(t *testing.T, host *netlab.Host, ip netip.Addr) {
 	if err != nil {
 		t.Fatalf("gratuitous ARP from %s: %v", host.Name, err)
 	}
+}
+
+// stallWatch counts the announcers' reports of their own stalls ("was
+// stalled" in their logs) from its start on, across restarts. A host that
+// freezes every process for longer than dead-after minus an interval (a
+// loaded CI machine) makes a stalled owner step down and its VIP move: a
+// transition of its own, which a test of another one must tell apart.
+type stallWatch struct{ base map[*Process]int }
+
+const stallReport = "was stalled"
+
+func watchStalls(procs map[string]*Process) *stallWatch {
+	w := &stallWatch{base: map[*Process]int{}}
+	for _, p := range procs {
+		w.base[p] = strings.Count(p.Output(), stallReport)
+	}
+	return w
+}
+
+// add takes in processes started since (their reports all count).
+func (w *stallWatch) add(procs map[string]*Process) {
+	for _, p := range procs {
+		if _, ok := w.base[p]; !ok {
+			w.base[p] = 0
+		}
+	}
+}
+
+// count is the number of stall reports since the start.
+func (w *stallWatch) count() int {
+	n := 0
+	for p, base := range w.base {
+		n += strings.Count(p.Output(), stallReport) - base
+	}
+	return n
 }
