@@ -111,8 +111,10 @@ type Controller struct {
 	won        map[netip.Addr]string // won IP -> interface list, for events and handover
 	// claims is the election's memory: last winners and delayed claims.
 	claims claimState
-	// lastUnservable is what unservable last found, to log changes once.
+	// lastUnservable is what unservable last found, to log changes once;
+	// written on Run's goroutine, read by Status under statusMu.
 	lastUnservable []string
+	statusMu       sync.Mutex
 	// openFailed: interfaces whose responders could not be opened (a
 	// missing capability, a socket error); unservable until a trial open
 	// in checkLinks succeeds. Touched only on Run's goroutine.
@@ -340,6 +342,32 @@ func (c *Controller) reconcile(ctx context.Context) {
 func (c *Controller) serving(ip netip.Addr) bool {
 	_, ok := c.won[ip]
 	return ok
+}
+
+// Status is what this announcer does and sees, for its /status endpoint:
+// whom it hears (and who hears it), and what it answers.
+type Status struct {
+	Membership membership.View `json:"membership"`
+	// Answering maps each VIP this node answers ARP/NDP for to its
+	// interfaces.
+	Answering map[string]string `json:"answering"`
+	// UnservablePools are the pools this node cannot answer for (an
+	// interface missing or down); "" stands for addresses outside pools.
+	UnservablePools []string `json:"unservablePools,omitempty"`
+}
+
+// Status returns the current Status.
+func (c *Controller) Status() Status {
+	s := Status{Membership: c.cfg.Membership.View(), Answering: map[string]string{}}
+	c.mu.Lock()
+	for ip, ifs := range c.won {
+		s.Answering[ip.String()] = ifs
+	}
+	c.mu.Unlock()
+	c.statusMu.Lock()
+	s.UnservablePools = slices.Clone(c.lastUnservable)
+	c.statusMu.Unlock()
+	return s
 }
 
 // listPools reads the IPPools from the informer cache, typed.

@@ -47,7 +47,9 @@ func (c *Controller) unservable(nodes []*v1.Node, pools map[string]*v1alpha1.IPP
 	}
 	slices.Sort(out)
 	if !slices.Equal(out, c.lastUnservable) {
+		c.statusMu.Lock()
 		c.lastUnservable = out
+		c.statusMu.Unlock()
 		if len(out) > 0 {
 			klog.InfoS("This node cannot answer for some pools; it leaves their elections", "pools", out, "defaultInterface", defErr)
 		} else {

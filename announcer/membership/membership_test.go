@@ -283,6 +283,32 @@ func TestMembersSeeEachOtherAndDetectFailure(t *testing.T) {
 	waitFor(t, 2*time.Second, "n1 sees restarted n3", func() bool { return m1.Electable("n3") })
 }
 
+// TestViewNamesWhoDoesNotHearWhom: the status view shows, per peer, both
+// directions, so a one-way partition is visible from either end.
+func TestViewNamesWhoDoesNotHearWhom(t *testing.T) {
+	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret, "n3": testSecret})
+	m1, m3 := c.members["n1"], c.members["n3"]
+	waitFor(t, 2*time.Second, "n1 sees everyone", func() bool { return len(m1.ElectableNodes()) == 3 })
+	v := m1.View()
+	if v.Node != "n1" || !v.Quorum || !v.MayAnswer || len(v.Peers) != 2 || v.Peers[0].Name != "n2" {
+		t.Fatalf("view %+v", v)
+	}
+	for _, p := range v.Peers {
+		if !p.Heard || !p.HearsUs || !p.Electable || p.LastHeard == "" {
+			t.Errorf("healthy peer %+v", p)
+		}
+	}
+	// n3 stops without a word: n1 no longer hears it.
+	c.stop("n3")
+	waitFor(t, 2*time.Second, "n1 no longer hears n3", func() bool {
+		p := m1.View().Peers[1]
+		return p.Name == "n3" && !p.Heard && !p.HearsUs && !p.Electable
+	})
+	if v := m3.View(); v.MayAnswer {
+		t.Errorf("stopped n3 may answer: %+v", v)
+	}
+}
+
 func TestLeaveIsImmediate(t *testing.T) {
 	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret})
 	m1, m2 := c.members["n1"], c.members["n2"]

@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -350,6 +351,14 @@ func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, ctrl 
 			return
 		}
 		_, _ = w.Write([]byte("ok"))
+	})
+	// Whom this node hears and what it answers, for operators and
+	// `pvelbctl doctor`; no secrets in it.
+	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(ctrl.Status())
 	})
 	l, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/pvelb/pvelb/announcer"
 	"github.com/pvelb/pvelb/test/apiserver"
 	"github.com/pvelb/pvelb/test/netlab"
 )
@@ -235,6 +237,21 @@ func (l *annLab) scrape(node *netlab.Host, name string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("metric %s not exposed by %s", name, node.Name)
+}
+
+// status reads a node's announcer /status.
+func (l *annLab) status(node *netlab.Host) (announcer.Status, error) {
+	var st announcer.Status
+	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: l.net.Client.DialContext}}
+	resp, err := hc.Get("http://" + net.JoinHostPort(node.IPv4.Addr().String(), strconv.Itoa(annMetricPort)) + "/status")
+	if err != nil {
+		return st, fmt.Errorf("status of %s: %w", node.Name, err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return st, fmt.Errorf("status of %s: %w", node.Name, err)
+	}
+	return st, nil
 }
 
 func TestAnnouncerL2(t *testing.T) {

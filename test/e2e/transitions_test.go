@@ -244,6 +244,9 @@ func TestAnnouncerTransitions(t *testing.T) {
 			time.Sleep(3 * time.Second)
 			// Steady partition: from one second in, one node answers.
 			during := w.answeredBy(vip, t0.Add(time.Second), time.Now())
+			if dir == netlab.In {
+				checkStatusOneWayIn(t, l, n)
+			}
 			if err := l.net.Client.Ping(ctx, vip, 2*time.Second); err != nil {
 				t.Errorf("ping %s during the partition: %v", vip, err)
 			}
@@ -719,4 +722,40 @@ func (w *stallWatch) count() int {
 		n += strings.Count(p.Output(), stallReport) - base
 	}
 	return n
+}
+
+// checkStatusOneWayIn: with its inbound membership traffic dropped, victim's
+// /status shows it hears nobody and may not answer, and every other node's
+// shows that it hears victim but victim does not hear it: the pair an
+// operator has to look at, named from either end.
+func checkStatusOneWayIn(t *testing.T, l *annLab, victim *netlab.Host) {
+	t.Helper()
+	st, err := l.status(victim)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	if st.Membership.MayAnswer || st.Membership.Quorum || len(st.Answering) > 0 {
+		t.Errorf("%s cut off inbound reports quorum %v, may answer %v, answering %v", victim.Name, st.Membership.Quorum, st.Membership.MayAnswer, st.Answering)
+	}
+	for _, p := range st.Membership.Peers {
+		if p.Heard {
+			t.Errorf("%s cut off inbound says it hears %s", victim.Name, p.Name)
+		}
+	}
+	for _, n := range l.net.Nodes {
+		if n == victim {
+			continue
+		}
+		st, err := l.status(n)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		for _, p := range st.Membership.Peers {
+			if p.Name == victim.Name && (!p.Heard || p.HearsUs) {
+				t.Errorf("%s's view of %s: heard %v, hears us %v; want heard, not hearing us", n.Name, victim.Name, p.Heard, p.HearsUs)
+			}
+		}
+	}
 }
