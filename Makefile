@@ -3,7 +3,11 @@ SHELL := /usr/bin/env bash
 GO ?= go
 BIN := $(CURDIR)/bin
 COMMANDS := pvelb-ccm pvelb-announcer pvelb-bgp-speaker pvelbctl
-LDFLAGS := -s -w
+# What `<command> --version` prints (package buildinfo) and the image's
+# version/revision labels. A release tag builds with VERSION=<the tag>.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X github.com/pvelb/pvelb/buildinfo.Version=$(VERSION) -X github.com/pvelb/pvelb/buildinfo.Commit=$(COMMIT)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT ?= 30m
 
