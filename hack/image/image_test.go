@@ -34,13 +34,25 @@ var (
 	layoutOnce sync.Once
 	layoutDir  string
 	layoutErr  error
+	layoutTmp  string // removed by TestMain
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if layoutTmp != "" {
+		os.RemoveAll(layoutTmp)
+	}
+	os.Exit(code)
+}
 
 // builtLayout is the image `make image` built: $PVELB_IMAGE_LAYOUT (make
 // test), else a fresh `make image` into a temporary directory (cross-compiles
 // both platforms: minutes on a cold build cache).
 func builtLayout(t *testing.T) string {
 	t.Helper()
+	if os.Getenv("PVELB_IMAGE_LAYOUT") == "" && testing.Short() {
+		t.Skip("-short: no image built (make image, then PVELB_IMAGE_LAYOUT=bin/image/oci)")
+	}
 	layoutOnce.Do(func() {
 		if d := os.Getenv("PVELB_IMAGE_LAYOUT"); d != "" {
 			layoutDir = d
@@ -51,6 +63,7 @@ func builtLayout(t *testing.T) string {
 			layoutErr = err
 			return
 		}
+		layoutTmp = tmp
 		t.Logf("PVELB_IMAGE_LAYOUT unset: running make image into %s", tmp)
 		out, err := exec.Command("make", "-C", repo, "--no-print-directory", "image", "IMAGE_DIR="+tmp, "IMAGE_TOOL="+tmp+"/pvelb-image").CombinedOutput()
 		if err != nil {

@@ -30,13 +30,25 @@ var (
 	imageOnce   sync.Once
 	imageLayout string
 	imageErr    error
+	imageTmp    string // removed by TestMain
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if imageTmp != "" {
+		os.RemoveAll(imageTmp)
+	}
+	os.Exit(code)
+}
 
 // builtImage is $PVELB_IMAGE_LAYOUT (make test), else a fresh `make image`
 // into a temporary directory (minutes on a cold build cache: it
 // cross-compiles every platform).
 func builtImage(t *testing.T) string {
 	t.Helper()
+	if os.Getenv("PVELB_IMAGE_LAYOUT") == "" && testing.Short() {
+		t.Skip("-short: no image built (make image, then PVELB_IMAGE_LAYOUT=bin/image/oci)")
+	}
 	imageOnce.Do(func() {
 		if d := os.Getenv("PVELB_IMAGE_LAYOUT"); d != "" {
 			imageLayout = d
@@ -47,6 +59,7 @@ func builtImage(t *testing.T) string {
 			imageErr = err
 			return
 		}
+		imageTmp = tmp
 		out, err := exec.Command("make", "-C", repo, "--no-print-directory", "image", "IMAGE_DIR="+tmp, "IMAGE_TOOL="+tmp+"/pvelb-image").CombinedOutput()
 		if err != nil {
 			imageErr = fmt.Errorf("make image: %v\n%s", err, out)
