@@ -14,7 +14,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 VERSION := $(VERSION)
 COMMIT := $(COMMIT)
 SOURCE_DATE_EPOCH := $(SOURCE_DATE_EPOCH)
-LDFLAGS := -s -w -X github.com/pvelb/pvelb/buildinfo.Version=$(VERSION) -X github.com/pvelb/pvelb/buildinfo.Commit=$(COMMIT)
+LDFLAGS := -s -w -X github.com/pvelb/pvelb/cmd/internal/buildinfo.Version=$(VERSION) -X github.com/pvelb/pvelb/cmd/internal/buildinfo.Commit=$(COMMIT)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 ACTIONLINT := github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
 TEST_TIMEOUT ?= 30m

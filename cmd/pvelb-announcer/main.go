@@ -44,7 +44,7 @@ import (
 	"github.com/pvelb/pvelb/announcer/bgp/desired"
 	"github.com/pvelb/pvelb/announcer/membership"
 	"github.com/pvelb/pvelb/announcer/ndp"
-	"github.com/pvelb/pvelb/buildinfo"
+	"github.com/pvelb/pvelb/cmd/internal/buildinfo"
 )
 
 type options struct {

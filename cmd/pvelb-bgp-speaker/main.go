@@ -20,7 +20,7 @@ import (
 	"github.com/pvelb/pvelb/announcer/bgp"
 	"github.com/pvelb/pvelb/announcer/bgp/desired"
 	"github.com/pvelb/pvelb/announcer/bgp/speakerproc"
-	"github.com/pvelb/pvelb/buildinfo"
+	"github.com/pvelb/pvelb/cmd/internal/buildinfo"
 )
 
 func main() {

@@ -22,7 +22,7 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"  // build version metric
 	"k8s.io/klog/v2"
 
-	"github.com/pvelb/pvelb/buildinfo"
+	"github.com/pvelb/pvelb/cmd/internal/buildinfo"
 	"github.com/pvelb/pvelb/loadbalancer"
 	"github.com/pvelb/pvelb/provider"
 )

@@ -8,7 +8,7 @@ import (
 
 	"k8s.io/cloud-provider/names"
 
-	"github.com/pvelb/pvelb/buildinfo"
+	"github.com/pvelb/pvelb/cmd/internal/buildinfo"
 )
 
 // TestVersion: --version prints pvelb's version and commit (set by the

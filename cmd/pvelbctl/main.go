@@ -16,7 +16,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/pvelb/pvelb/buildinfo"
+	"github.com/pvelb/pvelb/cmd/internal/buildinfo"
 )
 
 const usage = `pvelbctl: operator CLI of pvelb (Proxmox VE load balancer for Kubernetes)

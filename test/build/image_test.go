@@ -338,7 +338,7 @@ func TestDockerfilePassesVersion(t *testing.T) {
 	if err != nil {
 		t.Fatalf("make -n: %v\n%s", err, out)
 	}
-	for _, want := range []string{"buildinfo.Version=v9.9.9", "buildinfo.Commit=c0ffee"} {
+	for _, want := range []string{"github.com/pvelb/pvelb/cmd/internal/buildinfo.Version=v9.9.9", "github.com/pvelb/pvelb/cmd/internal/buildinfo.Commit=c0ffee"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("make %v does not link %s:\n%s", targets, want, out)
 		}

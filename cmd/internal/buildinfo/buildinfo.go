@@ -15,8 +15,8 @@ import (
 	"runtime/debug"
 )
 
-// Set at link time: -X github.com/pvelb/pvelb/buildinfo.Version=v0.1.0
-// -X github.com/pvelb/pvelb/buildinfo.Commit=<sha>.
+// Set at link time: -X github.com/pvelb/pvelb/cmd/internal/buildinfo.Version=v0.1.0
+// -X github.com/pvelb/pvelb/cmd/internal/buildinfo.Commit=<sha>.
 var (
 	Version = "dev"
 	Commit  = ""
