@@ -146,12 +146,27 @@ func TestIndexAndConfigs(t *testing.T) {
 		if !strings.Contains(string(files["etc/ssl/certs/ca-certificates.crt"].data), "BEGIN CERTIFICATE") {
 			t.Errorf("%s: the CA bundle holds no certificate", p)
 		}
+		// As in distroless: a sticky world-writable /tmp and the nonroot
+		// user's own home; everything else root's.
+		if d := files["tmp"]; !d.dir || d.mode != 0o1777 {
+			t.Errorf("%s: /tmp %+v, want a directory with mode 1777", p, d)
+		}
+		if d := files["home/nonroot"]; !d.dir || d.uid != 65532 || d.gid != 65532 {
+			t.Errorf("%s: /home/nonroot %+v, want a directory owned by 65532:65532", p, d)
+		}
+		for name, f := range files {
+			if name != "home/nonroot" && (f.uid != 0 || f.gid != 0) {
+				t.Errorf("%s: /%s owned by %d:%d, want root", p, name, f.uid, f.gid)
+			}
+		}
 	}
 }
 
 type imageFile struct {
-	mode int64
-	data []byte
+	dir      bool
+	mode     int64
+	uid, gid int
+	data     []byte
 }
 
 // imageFiles is the image's file system: its layers extracted in order.
@@ -169,14 +184,14 @@ func imageFiles(t *testing.T, img v1.Image) map[string]imageFile {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h.Typeflag != tar.TypeReg {
+		f := imageFile{dir: h.Typeflag == tar.TypeDir, mode: h.Mode, uid: h.Uid, gid: h.Gid}
+		if h.Typeflag != tar.TypeReg && !f.dir {
 			continue
 		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
+		if f.data, err = io.ReadAll(tr); err != nil {
 			t.Fatal(err)
 		}
-		out[path.Clean(h.Name)] = imageFile{mode: h.Mode, data: data}
+		out[path.Clean(h.Name)] = f
 	}
 }
 
@@ -225,7 +240,7 @@ func TestBinariesRun(t *testing.T) {
 	dir := t.TempDir()
 	var cmds []string
 	for p, f := range imageFiles(t, img) {
-		if !strings.HasPrefix(p, "usr/local/bin/") {
+		if !strings.HasPrefix(p, "usr/local/bin/") || f.dir {
 			continue
 		}
 		if f.mode&0o111 == 0 {
