@@ -45,6 +45,7 @@ import (
 	"github.com/pvelb/pvelb/announcer/bgp/desired"
 	"github.com/pvelb/pvelb/announcer/membership"
 	"github.com/pvelb/pvelb/announcer/ndp"
+	"github.com/pvelb/pvelb/cmd/internal/buildinfo"
 )
 
 type options struct {
@@ -67,6 +68,7 @@ type options struct {
 	bgpConnectRetry    time.Duration
 	bgpSpeakerBinary   string
 	klogFlags          *flag.FlagSet
+	version            bool
 }
 
 func (o *options) flags() *cliflag.NamedFlagSets {
@@ -77,6 +79,7 @@ func (o *options) flags() *cliflag.NamedFlagSets {
 	fs.StringVar(&o.iface, "interface", "", "Interface to answer ARP/NDP on for pools that name none (default: the interface holding the node's InternalIP).")
 	fs.StringVar(&o.metricsBindAddress, "metrics-bind-address", ":7948", "Address for /metrics, /healthz and /readyz; \"0\" disables.")
 	fs.DurationVar(&o.handoverTimeout, "handover-timeout", time.Second, "On SIGTERM of a node that goes (deleted, cordoned, excluded, NotReady), how long to keep answering until successors have claimed this node's VIPs.")
+	fs.BoolVar(&o.version, "version", false, "Print the version and commit and exit.")
 	ms := fss.FlagSet("membership")
 	ms.IntVar(&o.membershipPort, "membership-port", membership.DefaultPort, "UDP port of the announcers' heartbeats (same on every node).")
 	ms.StringVar(&o.membershipBind, "membership-bind-address", "", "Local address for heartbeats (default: all addresses).")
@@ -127,6 +130,10 @@ func main() {
 		}
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
+	}
+	if o.version {
+		fmt.Println(buildinfo.String("pvelb-announcer"))
+		return
 	}
 	if err := run(o); err != nil {
 		klog.ErrorS(err, "pvelb-announcer failed")

@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -19,13 +20,22 @@ import (
 	"github.com/pvelb/pvelb/announcer/bgp"
 	"github.com/pvelb/pvelb/announcer/bgp/desired"
 	"github.com/pvelb/pvelb/announcer/bgp/speakerproc"
+	"github.com/pvelb/pvelb/cmd/internal/buildinfo"
 )
 
 func main() {
 	fs := flag.NewFlagSet("pvelb-bgp-speaker", flag.ContinueOnError)
 	klog.InitFlags(fs)
+	version := fs.Bool("version", false, "Print the version and commit and exit.")
 	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
 		os.Exit(2)
+	}
+	if *version {
+		fmt.Println(buildinfo.String("pvelb-bgp-speaker"))
+		return
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintln(os.Stderr, "pvelb-bgp-speaker takes no arguments: pvelb-announcer starts it and talks to it over stdin/stdout")

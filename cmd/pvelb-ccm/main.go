@@ -4,6 +4,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -21,6 +22,7 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"  // build version metric
 	"k8s.io/klog/v2"
 
+	"github.com/pvelb/pvelb/cmd/internal/buildinfo"
 	"github.com/pvelb/pvelb/loadbalancer"
 	"github.com/pvelb/pvelb/provider"
 )
@@ -51,6 +53,19 @@ func newCommand() *cobra.Command {
 It matches Nodes to their VMs (providerID proxmox://<region>/<vmid>, topology labels,
 instance type, addresses), removes Nodes whose VM is gone, taints stopped ones, and
 serves LoadBalancer Services. Configure it with --cloud-config (YAML, see docs).`
+	// Upstream's --version prints component-base's Kubernetes version
+	// ("Kubernetes v0.0.0-master..."), which says nothing about pvelb, and
+	// component-base's version must stay unset (package buildinfo says why).
+	// Plain --version prints pvelb's version and commit instead;
+	// --version=raw still prints upstream's details.
+	run := cmd.RunE
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if f := c.Flags().Lookup("version"); f != nil && f.Value.String() == "true" {
+			fmt.Fprintln(c.OutOrStdout(), buildinfo.String(c.Name()))
+			return nil
+		}
+		return run(c, args)
+	}
 	return cmd
 }
 

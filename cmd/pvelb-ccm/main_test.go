@@ -1,12 +1,33 @@
 package main
 
 import (
+	"bytes"
 	"slices"
 	"strings"
 	"testing"
 
 	"k8s.io/cloud-provider/names"
+
+	"github.com/pvelb/pvelb/cmd/internal/buildinfo"
 )
+
+// TestVersion: --version prints pvelb's version and commit (set by the
+// Makefile's ldflags), not component-base's Kubernetes version.
+func TestVersion(t *testing.T) {
+	oldV, oldC := buildinfo.Version, buildinfo.Commit
+	t.Cleanup(func() { buildinfo.Version, buildinfo.Commit = oldV, oldC })
+	buildinfo.Version, buildinfo.Commit = "v9.8.7", "feedc0de"
+	cmd := newCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"--version"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); !strings.HasPrefix(got, "pvelb-ccm v9.8.7 (commit feedc0de,") {
+		t.Errorf("--version printed %q", got)
+	}
+}
 
 func TestCommandDefaults(t *testing.T) {
 	cmd := newCommand()

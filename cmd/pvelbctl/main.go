@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/pvelb/pvelb/cmd/internal/buildinfo"
 )
 
 const usage = `pvelbctl: operator CLI of pvelb (Proxmox VE load balancer for Kubernetes)
@@ -23,6 +25,7 @@ Usage:
   pvelbctl lab     [flags]   start the demo lab on this machine (root); Ctrl-C tears it down
   pvelbctl doctor  [flags]   check a cluster's pvelb setup against its Proxmox VE and say what to fix
   pvelbctl status  [flags]   list pvelb's Services, VIPs, announcing nodes and pool usage
+  pvelbctl version           print the version and commit (also: --version)
 
 Run "pvelbctl <command> --help" for a command's flags.
 `
@@ -42,6 +45,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if len(args) == 0 {
 			return 2
 		}
+		return 0
+	}
+	if args[0] == "version" || args[0] == "--version" {
+		fmt.Fprintln(stdout, buildinfo.String("pvelbctl"))
 		return 0
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer) error{

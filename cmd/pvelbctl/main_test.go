@@ -15,6 +15,8 @@ func TestRunExitCodes(t *testing.T) {
 	}{
 		{nil, 2, "Usage:"},
 		{[]string{"--help"}, 0, "pvelbctl lab"},
+		{[]string{"--version"}, 0, "pvelbctl dev (commit "},
+		{[]string{"version"}, 0, "pvelbctl dev (commit "},
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
 		{[]string{"lab", "--no-such-flag"}, 2, "unknown flag: --no-such-flag"},
 		{[]string{"lab", "--help"}, 0, "--exit-after-demo"},

@@ -129,13 +129,21 @@ func makeCall(t *testing.T, s stage) (targets, overrides []string) {
 	return targets, overrides
 }
 
+var dockerArgRef = regexp.MustCompile(`\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?`)
+
 var goBuildOut = regexp.MustCompile(`\bgo build\b.*\s-o\s+(\S+)\s+(.*)$`)
 
 // builtBinaries asks make what the target does (dry run, no build) and
 // derives each `go build -o DIR/ ./cmd/X...` output path.
 func builtBinaries(t *testing.T, targets, overrides []string) (paths []string, static bool) {
 	t.Helper()
-	args := append([]string{"-n", "-C", repo}, append(targets, overrides...)...)
+	// The Dockerfile's shell expands ${ARG} before make runs; a dry run
+	// here passes a stand-in value instead.
+	var vars []string
+	for _, o := range overrides {
+		vars = append(vars, dockerArgRef.ReplaceAllString(o, "dockerfile-arg-$1"))
+	}
+	args := append([]string{"-n", "-C", repo}, append(targets, vars...)...)
 	out, err := exec.Command("make", args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("make %v: %v\n%s", args, err, out)

@@ -87,7 +87,7 @@ func TestEveryPatchIsTested(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tested := []string{"cloud-provider.yaml", "control-plane-load-balancing.yaml", "kube-proxy-ipvs-strictarp.yaml", "cloud-config-inline.yaml"}
+	tested := []string{"cloud-provider.yaml", "control-plane-load-balancing.yaml", "kube-proxy-ipvs-strictarp.yaml", "cloud-config-inline.yaml", "registry-mirror.yaml"}
 	for _, f := range files {
 		if !slices.Contains(tested, filepath.Base(f)) {
 			t.Errorf("%s has no test here", f)
@@ -107,13 +107,15 @@ func TestExternalCloudProvider(t *testing.T) {
 			t.Errorf("%s: externalCloudProvider not enabled", typ)
 		}
 		if got, want := ecp.ManifestURLs(), manifestURLs(t); !slices.Equal(got, want) {
-			t.Errorf("%s: manifests =\n%v\nwant the kustomization's resources in order:\n%v", typ, got, want)
+			t.Errorf("%s: manifests =\n%v\nwant the release asset of the kustomization's image tag:\n%v", typ, got, want)
 		}
 	}
 }
 
-// manifestURLs are the kustomization's resources at the released tag, so the
-// patch installs exactly what `kubectl apply -k manifests/` does.
+// manifestURLs is the release asset of the version manifests/kustomization.yaml
+// deploys: the release workflow renders that kustomization (with its image
+// tag) into pvelb.yaml, so the patch installs exactly what
+// `kubectl apply -k manifests/` does, with the image of that release.
 func manifestURLs(t *testing.T) []string {
 	t.Helper()
 	data, err := os.ReadFile("../../manifests/kustomization.yaml")
@@ -121,16 +123,41 @@ func manifestURLs(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	var k struct {
-		Resources []string `json:"resources"`
+		Images []struct {
+			Name   string `json:"name"`
+			NewTag string `json:"newTag"`
+		} `json:"images"`
 	}
 	if err := yaml.Unmarshal(data, &k); err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, r := range k.Resources {
-		out = append(out, "https://raw.githubusercontent.com/pvelb/pvelb/v0.1.0/manifests/"+r)
+	if len(k.Images) != 1 || k.Images[0].NewTag == "" {
+		t.Fatalf("kustomization.yaml: want one image with its newTag (the release), got %+v", k.Images)
 	}
-	return out
+	return []string{"https://github.com/pvelb/pvelb/releases/download/" + k.Images[0].NewTag + "/pvelb.yaml"}
+}
+
+// TestRegistryMirror: containerd pulls ghcr.io (pvelb's image) from the
+// mirror first, with the mirror's credentials.
+func TestRegistryMirror(t *testing.T) {
+	for _, typ := range []machine.Type{machine.TypeControlPlane, machine.TypeWorker} {
+		cfg := apply(t, typ, "registry-mirror.yaml")
+		m, ok := cfg.RegistryMirrorConfigs()["ghcr.io"]
+		if !ok {
+			t.Fatalf("%s: no mirror for ghcr.io: %v", typ, cfg.RegistryMirrorConfigs())
+		}
+		var urls []string
+		for _, e := range m.Endpoints() {
+			urls = append(urls, e.Endpoint())
+		}
+		if !slices.Equal(urls, []string{"https://registry.example.com"}) || m.SkipFallback() {
+			t.Errorf("%s: ghcr.io mirror endpoints %v, skipFallback %v", typ, urls, m.SkipFallback())
+		}
+		auth, ok := cfg.RegistryAuthConfigs()["registry.example.com"]
+		if !ok || auth.Username() == "" || auth.Password() == "" {
+			t.Errorf("%s: no credentials for the mirror: %v", typ, cfg.RegistryAuthConfigs())
+		}
+	}
 }
 
 func TestControlPlaneLoadBalancing(t *testing.T) {
@@ -180,8 +207,8 @@ func TestCloudConfigInline(t *testing.T) {
 // TestAllTogether: the patches compose (a control-plane node of a small
 // cluster typically gets all of them).
 func TestAllTogether(t *testing.T) {
-	cfg := apply(t, machine.TypeControlPlane, "cloud-provider.yaml", "control-plane-load-balancing.yaml", "kube-proxy-ipvs-strictarp.yaml", "cloud-config-inline.yaml")
-	if !cfg.Cluster().ExternalCloudProvider().Enabled() || cfg.Cluster().Proxy().Mode() != "ipvs" {
+	cfg := apply(t, machine.TypeControlPlane, "cloud-provider.yaml", "control-plane-load-balancing.yaml", "kube-proxy-ipvs-strictarp.yaml", "cloud-config-inline.yaml", "registry-mirror.yaml")
+	if !cfg.Cluster().ExternalCloudProvider().Enabled() || cfg.Cluster().Proxy().Mode() != "ipvs" || len(cfg.RegistryMirrorConfigs()) == 0 {
 		t.Error("a patch was lost when combined")
 	}
 	w := apply(t, machine.TypeWorker, "cloud-provider.yaml")
