@@ -15,24 +15,20 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/pvelb/pvelb/announcer/bgp/desired"
 	"github.com/pvelb/pvelb/announcer/bgp/speakerproc"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+	"github.com/pvelb/pvelb/names"
 )
 
-// BGPPeerResource is the BGPPeer resource, watched through the dynamic client.
-var BGPPeerResource = schema.GroupVersionResource{Group: v1alpha1.GroupName, Version: "v1alpha1", Resource: "bgppeers"}
-
-// EventAdvertising names a node that advertises an address over BGP; each
-// eligible node writes it when it starts advertising.
-const EventAdvertising = "Advertising"
+// BGPPeerResource is names.BGPPeers, kept while announcer/controller.go
+// refers to it by this name.
+var BGPPeerResource = names.BGPPeers
 
 // BGPConfig configures the BGP speaker, a pvelb-bgp-speaker child process.
 // It starts once a BGPPeer selects this node (the Node's addresses give the
@@ -175,16 +171,12 @@ func (c *Controller) reconcileBGP(ctx context.Context, nodes []*v1.Node, plan []
 		objs, _ := b.peers.List(labels.Everything())
 		all := make([]*v1alpha1.BGPPeer, 0, len(objs))
 		for _, o := range objs {
-			u, ok := o.(*unstructured.Unstructured)
-			if !ok {
+			p, err := names.BGPPeer(o)
+			if err != nil {
+				errs = append(errs, err)
 				continue
 			}
-			var p v1alpha1.BGPPeer
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
-				errs = append(errs, fmt.Errorf("BGPPeer %s: %w", u.GetName(), err))
-				continue
-			}
-			all = append(all, &p)
+			all = append(all, p)
 		}
 		slices.SortFunc(all, func(a, b *v1alpha1.BGPPeer) int { return strings.Compare(a.Name, b.Name) })
 		selected, err := desired.SelectPeers(all, self.Labels)
@@ -245,7 +237,7 @@ func (c *Controller) reconcileBGP(ctx context.Context, nodes []*v1.Node, plan []
 		for _, key := range a.Services {
 			ns, name, _ := strings.Cut(key, "/")
 			if svc, err := c.services.Services(ns).Get(name); err == nil {
-				c.recorder.Eventf(svc, v1.EventTypeNormal, EventAdvertising,
+				c.recorder.Eventf(svc, v1.EventTypeNormal, names.EventAdvertising,
 					"Node %s advertises %s over BGP (next hop: itself)", c.cfg.Node, a.IP)
 			}
 		}

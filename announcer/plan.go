@@ -20,17 +20,7 @@ import (
 	"github.com/pvelb/pvelb/loadbalancer/allocator"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/loadbalancer/eligibility"
-)
-
-const (
-	// AnnotationAllocatedPool is written by pvelb-ccm on every Service it
-	// gave addresses: the pools they belong to, comma-separated. Its
-	// presence marks pvelb's addresses; which pool an address belongs to is
-	// read from the address itself (see Plan), since the value trails pool
-	// changes.
-	AnnotationAllocatedPool = "pvelb.io/allocated-pool"
-	// ZoneLabel places a node on a Proxmox host, for zone-diverse failover.
-	ZoneLabel = v1.LabelTopologyZone
+	"github.com/pvelb/pvelb/names"
 )
 
 // Inputs is one consistent snapshot of what the election depends on.
@@ -141,7 +131,7 @@ func Plan(in Inputs) []Assignment {
 	}
 	byIP := map[netip.Addr]*ipState{}
 	for _, svc := range in.Services {
-		_, ok := svc.Annotations[AnnotationAllocatedPool]
+		_, ok := svc.Annotations[names.AnnotationAllocatedPool]
 		if !ok || svc.Spec.Type != v1.ServiceTypeLoadBalancer {
 			continue
 		}
@@ -204,7 +194,7 @@ func Plan(in Inputs) []Assignment {
 				cannotServe++
 				continue
 			}
-			cands = append(cands, election.Candidate{Name: n.Name, Zone: n.Labels[ZoneLabel]})
+			cands = append(cands, election.Candidate{Name: n.Name, Zone: n.Labels[names.LabelZone]})
 			a.Candidates = append(a.Candidates, n.Name)
 		}
 		slices.Sort(a.Candidates)
@@ -222,7 +212,7 @@ func Plan(in Inputs) []Assignment {
 			a.Code, a.Reason = ReasonNotAdmitted, fmt.Sprintf("%s has a VM whose Proxmox IP filter admits this address yet "+
 				"(pvelb-ccm lists what it admits in the Node annotation %s once the VM's ipfilter-netX sets are written; "+
 				"it is missing while pvelb-ccm cannot locate the Node's VM from spec.providerID, and stale while admission fails: "+
-				"see FirewallAdmissionFailed and NoEligibleNode Events)", no, eligibility.AnnotationAdmitted)
+				"see FirewallAdmissionFailed and NoEligibleNode Events)", no, names.AnnotationAdmitted)
 		case len(cands) == 0 && cannotServe > 0:
 			ifs := "its default interface (--interface, or the one holding its InternalIP)"
 			if len(a.Interfaces) > 0 {

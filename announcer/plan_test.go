@@ -13,17 +13,18 @@ import (
 	"github.com/pvelb/pvelb/announcer/election"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/loadbalancer/eligibility"
+	"github.com/pvelb/pvelb/names"
 )
 
 // node is a Node whose VM admits every address (as pvelb-ccm marks it when
 // no filter applies); see admits for others.
 func node(name, zone string, labels ...string) *v1.Node {
-	l := map[string]string{ZoneLabel: zone}
+	l := map[string]string{names.LabelZone: zone}
 	for i := 0; i+1 < len(labels); i += 2 {
 		l[labels[i]] = labels[i+1]
 	}
 	return &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l,
-		Annotations: map[string]string{eligibility.AnnotationAdmitted: eligibility.Unfiltered}}}
+		Annotations: map[string]string{names.AnnotationAdmitted: eligibility.Unfiltered}}}
 }
 
 // admits sets what the node's VM admits; "-" removes the annotation (the
@@ -31,9 +32,9 @@ func node(name, zone string, labels ...string) *v1.Node {
 func admits(n *v1.Node, value string) *v1.Node {
 	n = n.DeepCopy()
 	if value == "-" {
-		delete(n.Annotations, eligibility.AnnotationAdmitted)
+		delete(n.Annotations, names.AnnotationAdmitted)
 	} else {
-		n.Annotations[eligibility.AnnotationAdmitted] = value
+		n.Annotations[names.AnnotationAdmitted] = value
 	}
 	return n
 }
@@ -50,7 +51,7 @@ func svc(ns, name, pools string, local bool, ips ...string) *v1.Service {
 		Spec:       v1.ServiceSpec{Type: v1.ServiceTypeLoadBalancer, ExternalTrafficPolicy: v1.ServiceExternalTrafficPolicyCluster},
 	}
 	if pools != "" {
-		s.Annotations[AnnotationAllocatedPool] = pools
+		s.Annotations[names.AnnotationAllocatedPool] = pools
 	}
 	if local {
 		s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
@@ -89,7 +90,7 @@ func TestPlan(t *testing.T) {
 		for _, c := range cands {
 			for _, n := range nodes {
 				if n.Name == c {
-					cs = append(cs, election.Candidate{Name: c, Zone: n.Labels[ZoneLabel]})
+					cs = append(cs, election.Candidate{Name: c, Zone: n.Labels[names.LabelZone]})
 				}
 			}
 		}

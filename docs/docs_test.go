@@ -18,6 +18,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/pvelb/pvelb/names"
 )
 
 // The documents under test and the code they describe; paths are relative to
@@ -30,7 +32,7 @@ const (
 
 // sourceDirs are the trees whose non-test Go files define pvelb's names.
 // test/ and hack/ hold harnesses, not the product.
-var sourceDirs = []string{"provider", "loadbalancer", "announcer", "cmd"}
+var sourceDirs = []string{"names", "provider", "loadbalancer", "announcer", "cmd"}
 
 func readDoc(t *testing.T, name string) string {
 	t.Helper()
@@ -663,15 +665,15 @@ func TestCRDFieldsDocumented(t *testing.T) {
 
 // ---- annotations, labels, class ----
 
-// pvelbNames returns every "pvelb.io/..." string literal in the product's
-// code except API versions ("pvelb.io/v1alpha1").
-func pvelbNames(files map[string]*ast.File) map[string]bool {
-	out := map[string]bool{}
+// pvelbNames returns, by file, every "pvelb.io/..." string literal in the
+// product's code except API versions ("pvelb.io/v1alpha1").
+func pvelbNames(files map[string]*ast.File) map[string][]string {
+	out := map[string][]string{}
 	apiVersion := regexp.MustCompile(`^pvelb\.io/v\d+((alpha|beta)\d+)?$`)
-	for _, f := range files {
+	for p, f := range files {
 		ast.Inspect(f, func(n ast.Node) bool {
 			if s, ok := stringLit(asExpr(n)); ok && strings.HasPrefix(s, "pvelb.io/") && !apiVersion.MatchString(s) {
-				out[s] = true
+				out[p] = append(out[p], s)
 			}
 			return true
 		})
@@ -684,12 +686,48 @@ func asExpr(n ast.Node) ast.Expr {
 	return e
 }
 
+// TestAnnotationsDocumented checks the reference's table lists exactly the
+// names registry, each with its kind, object and writer, and that no
+// pvelb.io/ name is spelt anywhere but in package names.
 func TestAnnotationsDocumented(t *testing.T) {
 	doc := readDoc(t, referenceDoc)
-	code := pvelbNames(parseSources(t))
-	documented := docKeys(section(t, doc, "## Annotations, labels and class"),
-		func(s string) bool { return strings.HasPrefix(s, "pvelb.io/") })
-	compare(t, "pvelb.io/ name", code, documented, true)
+	rows := map[string]row{}
+	for _, r := range tableRows(section(t, doc, "## Annotations, labels and class")) {
+		if len(r) >= 4 {
+			rows[strings.Trim(r[0], "`")] = r
+		}
+	}
+	registered := map[string]bool{}
+	for _, e := range names.Registry {
+		registered[e.Name] = true
+		r, ok := rows[e.Name]
+		if !ok {
+			t.Errorf("%s (names.Registry) has no row in the reference's table", e.Name)
+			continue
+		}
+		if got := []string{r[1], r[2], r[3]}; !slices.Equal(got, []string{string(e.Kind), e.On, e.SetBy}) {
+			t.Errorf("%s: the reference says kind/on/set by %v, names.Registry %v/%v/%v", e.Name, got, e.Kind, e.On, e.SetBy)
+		}
+	}
+	for n := range rows {
+		if !registered[n] {
+			t.Errorf("the reference documents %s, which names.Registry does not hold", n)
+		}
+	}
+	byFile := pvelbNames(parseSources(t))
+	if len(byFile["names/names.go"]) == 0 {
+		t.Fatal("names/names.go: no pvelb.io/ name found; the test's extraction is broken")
+	}
+	for p, lits := range byFile {
+		if !strings.HasPrefix(p, "names/") {
+			t.Errorf("%s spells %v: use the constants of package names", p, lits)
+		}
+		for _, l := range lits {
+			if !registered[l] {
+				t.Errorf("%s: %s is not in names.Registry (so not in the reference)", p, l)
+			}
+		}
+	}
 }
 
 // ---- Event reasons ----

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 	"github.com/pvelb/pvelb/loadbalancer/firewall"
+	"github.com/pvelb/pvelb/names"
 )
 
 // admittedWriter keeps each Node's pvelb.io/admitted annotation equal to what
@@ -83,7 +84,7 @@ func (w *admittedWriter) inPlace(name string) bool {
 	if err != nil {
 		return apierrors.IsNotFound(err)
 	}
-	cur, has := n.Annotations[eligibility.AnnotationAdmitted]
+	cur, has := n.Annotations[names.AnnotationAdmitted]
 	if want == nil {
 		return !has
 	}
@@ -103,7 +104,7 @@ func (w *admittedWriter) worker(ctx context.Context) {
 			return
 		}
 		if err := w.sync(ctx, name); err != nil {
-			klog.ErrorS(err, "Writing the Node's admitted VIPs; retrying", "node", name, "annotation", eligibility.AnnotationAdmitted)
+			klog.ErrorS(err, "Writing the Node's admitted VIPs; retrying", "node", name, "annotation", names.AnnotationAdmitted)
 			w.queue.AddRateLimited(name)
 		} else {
 			w.queue.Forget(name)
@@ -121,7 +122,7 @@ func (w *admittedWriter) sync(ctx context.Context, name string) error {
 	w.mu.Unlock()
 	// A merge patch touches this one annotation only; null removes it.
 	body, err := json.Marshal(map[string]any{"metadata": map[string]any{
-		"annotations": map[string]*string{eligibility.AnnotationAdmitted: want}}})
+		"annotations": map[string]*string{names.AnnotationAdmitted: want}}})
 	if err != nil {
 		return err
 	}
@@ -134,7 +135,7 @@ func (w *admittedWriter) sync(ctx context.Context, name string) error {
 		if want != nil {
 			v = *want
 		}
-		klog.V(2).InfoS("Node's admitted VIPs written", "node", name, "annotation", eligibility.AnnotationAdmitted, "value", v)
+		klog.V(2).InfoS("Node's admitted VIPs written", "node", name, "annotation", names.AnnotationAdmitted, "value", v)
 	}
 	return err
 }

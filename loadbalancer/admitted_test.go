@@ -15,6 +15,7 @@ import (
 
 	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 	"github.com/pvelb/pvelb/loadbalancer/firewall"
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/provider/pve"
 )
 
@@ -70,7 +71,7 @@ func (e *writerEnv) annotation(name string) (string, bool) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	v, ok := n.Annotations[eligibility.AnnotationAdmitted]
+	v, ok := n.Annotations[names.AnnotationAdmitted]
 	return v, ok
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 	"github.com/pvelb/pvelb/loadbalancer/firewall"
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/provider/config"
 	"github.com/pvelb/pvelb/provider/pve"
 )
@@ -42,7 +43,7 @@ func TestSelectNodesAndPlanAgree(t *testing.T) {
 		node("excluded", map[string]string{v1.LabelNodeExcludeBalancers: ""}, withID("proxmox://lab/105")),
 		// A stale annotation from before must not make it eligible.
 		node("no-id", nil, func(n *v1.Node) {
-			n.Annotations = map[string]string{eligibility.AnnotationAdmitted: eligibility.Unfiltered}
+			n.Annotations = map[string]string{names.AnnotationAdmitted: eligibility.Unfiltered}
 		}),
 		node("foreign", nil, withID("aws:///us-east-1a/i-0123")),
 		node("other-cluster", nil, withID("proxmox://elsewhere/101")),
@@ -86,7 +87,7 @@ func TestSelectNodesAndPlanAgree(t *testing.T) {
 			var services []*v1.Service
 			for pool, ips := range vips {
 				svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "d", Name: pool,
-					Annotations: map[string]string{AnnotationAllocatedPool: pool}},
+					Annotations: map[string]string{names.AnnotationAllocatedPool: pool}},
 					Spec: v1.ServiceSpec{Type: v1.ServiceTypeLoadBalancer}}
 				var addrs []netip.Addr
 				for _, ip := range ips {
@@ -144,7 +145,7 @@ func TestSelectNodesAndPlanAgree(t *testing.T) {
 						t.Errorf("%s: announcer candidates for %s: %v, want %v (code %q)", step, a.IP, a.Candidates, want[a.Pool], a.Code)
 					}
 					sel := c.pools[a.Pool].view.Selector
-					ccm := slices.DeleteFunc(names(SelectNodes(seen, sel, located).Eligible), func(n string) bool { return slices.Contains(notYet, n) })
+					ccm := slices.DeleteFunc(nodeNames(SelectNodes(seen, sel, located).Eligible), func(n string) bool { return slices.Contains(notYet, n) })
 					if !slices.Equal(a.Candidates, ccm) {
 						t.Errorf("%s: for %s the announcer elects among %v, pvelb-ccm admits on %v", step, a.IP, a.Candidates, ccm)
 					}

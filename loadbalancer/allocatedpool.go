@@ -13,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pvelb/pvelb/loadbalancer/allocator"
+	"github.com/pvelb/pvelb/names"
 )
 
 // allocatedPoolRetry is how long a Service whose annotation could not be
@@ -20,7 +21,7 @@ import (
 // next try.
 const allocatedPoolRetry = 5 * time.Second
 
-// allocatedPoolValue is the AnnotationAllocatedPool value for a Service
+// allocatedPoolValue is the names.AnnotationAllocatedPool value for a Service
 // holding addresses that belong to pools (pools[i] is "" for an address no
 // pool holds): the pools' names, each once, in address order. remove is true
 // when the Service holds nothing. While no pool holds any of its addresses
@@ -52,7 +53,7 @@ func allocatedPoolPatch(want string, remove bool, resourceVersion string) []byte
 	if remove {
 		value = nil
 	}
-	meta := map[string]any{"annotations": map[string]any{AnnotationAllocatedPool: value}}
+	meta := map[string]any{"annotations": map[string]any{names.AnnotationAllocatedPool: value}}
 	if resourceVersion != "" {
 		meta["resourceVersion"] = resourceVersion
 	}
@@ -68,7 +69,7 @@ func (c *Controller) kickAllocatedPools() {
 	}
 }
 
-// allocatedPoolLoop keeps AnnotationAllocatedPool in line with the pools the
+// allocatedPoolLoop keeps names.AnnotationAllocatedPool in line with the pools the
 // Services' addresses belong to now. Only a pool change moves that: an
 // IPPool renamed over the same range, shrunk or deleted keeps its addresses
 // on their Services, and nothing calls EnsureLoadBalancer for them. It runs
@@ -122,7 +123,7 @@ func (c *Controller) syncAllocatedPools(ctx context.Context) (retry bool) {
 		if err != nil || svc.DeletionTimestamp != nil || !c.serves(svc) || !sameAddrs(ingressIPs(svc), h.ips) {
 			continue // gone or going, or an ensure in flight records the pools itself
 		}
-		have, ok := svc.Annotations[AnnotationAllocatedPool]
+		have, ok := svc.Annotations[names.AnnotationAllocatedPool]
 		want, remove := allocatedPoolValue(h.pools, have, ok)
 		if remove || (ok && have == want) {
 			continue
@@ -142,7 +143,7 @@ func (c *Controller) syncAllocatedPools(ctx context.Context) (retry bool) {
 		case apierrors.IsConflict(err):
 			retry = true // read again from a fresher cache
 		default:
-			klog.ErrorS(err, "Recording annotation failed; retrying", "service", klog.KObj(svc), "annotation", AnnotationAllocatedPool)
+			klog.ErrorS(err, "Recording annotation failed; retrying", "service", klog.KObj(svc), "annotation", names.AnnotationAllocatedPool)
 			retry = true
 		}
 	}

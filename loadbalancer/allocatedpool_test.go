@@ -13,6 +13,7 @@ import (
 	"github.com/pvelb/pvelb/announcer"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/loadbalancer/eligibility"
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/provider/pve"
 )
 
@@ -53,11 +54,11 @@ func TestAllocatedPoolPatch(t *testing.T) {
 		rv     string
 		patch  map[string]any
 	}{
-		{"set", "a,b", false, "", map[string]any{"metadata": map[string]any{"annotations": map[string]any{AnnotationAllocatedPool: "a,b"}}}},
-		{"set an empty value", "", false, "", map[string]any{"metadata": map[string]any{"annotations": map[string]any{AnnotationAllocatedPool: ""}}}},
-		{"remove", "", true, "", map[string]any{"metadata": map[string]any{"annotations": map[string]any{AnnotationAllocatedPool: nil}}}},
+		{"set", "a,b", false, "", map[string]any{"metadata": map[string]any{"annotations": map[string]any{names.AnnotationAllocatedPool: "a,b"}}}},
+		{"set an empty value", "", false, "", map[string]any{"metadata": map[string]any{"annotations": map[string]any{names.AnnotationAllocatedPool: ""}}}},
+		{"remove", "", true, "", map[string]any{"metadata": map[string]any{"annotations": map[string]any{names.AnnotationAllocatedPool: nil}}}},
 		{"conditional on the version read", "new", false, "42", map[string]any{"metadata": map[string]any{
-			"resourceVersion": "42", "annotations": map[string]any{AnnotationAllocatedPool: "new"}}}},
+			"resourceVersion": "42", "annotations": map[string]any{names.AnnotationAllocatedPool: "new"}}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var got map[string]any
@@ -122,7 +123,7 @@ func TestPoolOfAddressAgreement(t *testing.T) {
 	var svcs []*v1.Service
 	for pool, ips := range services {
 		sv := serviceVIPs{Key: "d/" + pool}
-		svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "d", Name: pool, Annotations: map[string]string{AnnotationAllocatedPool: pool}},
+		svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "d", Name: pool, Annotations: map[string]string{names.AnnotationAllocatedPool: pool}},
 			Spec: v1.ServiceSpec{Type: v1.ServiceTypeLoadBalancer}}
 		for _, ip := range ips {
 			a := netip.MustParseAddr(ip)
@@ -154,7 +155,7 @@ func TestPoolOfAddressAgreement(t *testing.T) {
 				admittedOn[a.String()] = append(admittedOn[a.String()], n.Name)
 			}
 		}
-		n.Annotations = map[string]string{eligibility.AnnotationAdmitted: eligibility.AdmitPrefixes(prefixes).String()}
+		n.Annotations = map[string]string{names.AnnotationAdmitted: eligibility.AdmitPrefixes(prefixes).String()}
 		seen = append(seen, n)
 	}
 	announcerPools := map[string]*v1alpha1.IPPool{}

@@ -16,13 +16,15 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	servicehelper "k8s.io/cloud-provider/service/helpers"
 	"k8s.io/klog/v2"
+
+	"github.com/pvelb/pvelb/names"
 )
 
 const classWorkers = 4
 
 // classController serves Services of loadBalancerClass pvelb.io/loadbalancer,
 // which the cloud-provider service controller leaves alone. It mirrors that
-// controller, with its own cleanup finalizer (ClassFinalizerName, see there
+// controller, with its own cleanup finalizer (names.FinalizerClass, see there
 // why not the standard one) before allocating, the status patched with
 // ipMode VIP, the status cleared and the finalizer removed after releasing.
 // Every write is conditional on the Service as read. Services of any other
@@ -68,7 +70,7 @@ func newClassController(lb *Controller, inf coreinformers.ServiceInformer) *clas
 			}
 			k := svc.Namespace + "/" + svc.Name
 			cc.mu.Lock()
-			owned := cc.owned[k] || isClass(svc)
+			owned := cc.owned[k] || names.IsClass(svc)
 			if owned {
 				cc.gone[k] = svc
 			}
@@ -81,16 +83,12 @@ func newClassController(lb *Controller, inf coreinformers.ServiceInformer) *clas
 	return cc
 }
 
-func isClass(svc *v1.Service) bool {
-	return svc.Spec.LoadBalancerClass != nil && *svc.Spec.LoadBalancerClass == ClassName
-}
-
 // leftBehind reports a Service that stopped being a LoadBalancer while no
 // pvelb-ccm ran: the apiserver then clears its class, so only pvelb's
 // annotation and the finalizer say it was ours. Without this its finalizer
 // and addresses would stay until someone removed them by hand. The standard
 // finalizer counts too (class Services carried it before
-// ClassFinalizerName) when no service controller runs to remove it
+// names.FinalizerClass) when no service controller runs to remove it
 // (classless false); when one runs, it is that controller's.
 // cleanupOwed: this controller must clean the Service up whatever it is now,
 // because it still carries pvelb's class finalizer (durable, unlike the
@@ -98,13 +96,13 @@ func isClass(svc *v1.Service) bool {
 // leader ran is otherwise never released and, once deleted, never goes),
 // or it was left behind (leftBehind).
 func (cc *classController) cleanupOwed(svc *v1.Service) bool {
-	return hasFinalizer(svc, ClassFinalizerName) || leftBehind(svc, cc.lb.ServesClassless())
+	return hasFinalizer(svc, names.FinalizerClass) || leftBehind(svc, cc.lb.ServesClassless())
 }
 
 func leftBehind(svc *v1.Service, classless bool) bool {
-	_, annotated := svc.Annotations[AnnotationAllocatedPool]
+	_, annotated := svc.Annotations[names.AnnotationAllocatedPool]
 	return annotated && svc.Spec.Type != v1.ServiceTypeLoadBalancer && svc.Spec.LoadBalancerClass == nil &&
-		(hasFinalizer(svc, ClassFinalizerName) || (!classless && servicehelper.HasLBFinalizer(svc)))
+		(hasFinalizer(svc, names.FinalizerClass) || (!classless && servicehelper.HasLBFinalizer(svc)))
 }
 
 func hasFinalizer(svc *v1.Service, f string) bool {
@@ -125,7 +123,7 @@ func (cc *classController) maybeEnqueue(o any) {
 	cc.mu.Lock()
 	owned := cc.owned[k]
 	cc.mu.Unlock()
-	if isClass(svc) || owned || cc.cleanupOwed(svc) {
+	if names.IsClass(svc) || owned || cc.cleanupOwed(svc) {
 		cc.queue.Add(k)
 	}
 }
@@ -202,7 +200,7 @@ func (cc *classController) sync(ctx context.Context, key string) error {
 	cc.mu.Lock()
 	owned := cc.owned[key] || cc.cleanupOwed(svc)
 	cc.mu.Unlock()
-	mine := isClass(svc)
+	mine := names.IsClass(svc)
 	if !mine && !owned {
 		return nil // another class, or class-less: never touched here
 	}
@@ -221,9 +219,9 @@ func (cc *classController) sync(ctx context.Context, key string) error {
 				return fmt.Errorf("clearing load balancer status: %w", err)
 			}
 		}
-		drop := []string{ClassFinalizerName}
+		drop := []string{names.FinalizerClass}
 		if mine || (released && !cc.lb.ServesClassless()) {
-			drop = append(drop, FinalizerName) // left by older versions
+			drop = append(drop, names.FinalizerService) // left by older versions
 		}
 		if hasAny(svc.Finalizers, drop) {
 			if err := cc.patch(ctx, svc, func(s *v1.Service) { s.Finalizers = without(s.Finalizers, drop...) }); err != nil {
@@ -241,10 +239,10 @@ func (cc *classController) sync(ctx context.Context, key string) error {
 
 	// Our finalizer, and not the standard one: a pvelb-class Service with
 	// the standard finalizer is one the service controller may take its
-	// delete path for (see ClassFinalizerName).
-	if !hasFinalizer(svc, ClassFinalizerName) || servicehelper.HasLBFinalizer(svc) {
+	// delete path for (see names.FinalizerClass).
+	if !hasFinalizer(svc, names.FinalizerClass) || servicehelper.HasLBFinalizer(svc) {
 		if err := cc.patch(ctx, svc, func(s *v1.Service) {
-			s.Finalizers = append(without(s.Finalizers, FinalizerName, ClassFinalizerName), ClassFinalizerName)
+			s.Finalizers = append(without(s.Finalizers, names.FinalizerService, names.FinalizerClass), names.FinalizerClass)
 		}); err != nil {
 			return fmt.Errorf("adding finalizer: %w", err)
 		}

@@ -42,29 +42,12 @@ import (
 
 	"github.com/pvelb/pvelb/loadbalancer/allocator"
 	"github.com/pvelb/pvelb/loadbalancer/firewall"
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/provider/config"
 	"github.com/pvelb/pvelb/provider/pve"
 )
 
 const (
-	// ClassName is the loadBalancerClass served by pvelb's own controller.
-	ClassName = "pvelb.io/loadbalancer"
-	// AnnotationAllocatedPool is written by pvelb: the IPPool(s) the Service's
-	// addresses came from, in the order of status.loadBalancer.ingress. It is
-	// pvelb's record, separate from what the user asked for (pvelb.io/pool).
-	AnnotationAllocatedPool = "pvelb.io/allocated-pool"
-	// FinalizerName is the standard cleanup finalizer: the service
-	// controller's, on class-less Services.
-	FinalizerName = "service.kubernetes.io/load-balancer-cleanup"
-	// ClassFinalizerName is the class controller's cleanup finalizer. It is
-	// not the standard one on purpose: the service controller takes every
-	// Service carrying the standard finalizer that stops being a
-	// LoadBalancer, whatever its class, and if the Service is a pvelb-class
-	// LoadBalancer again by the time its worker gets to it, the service
-	// controller runs its delete path: it removes the finalizer and clears
-	// the status behind the class controller's back.
-	ClassFinalizerName = "pvelb.io/load-balancer-cleanup"
-
 	defaultReadyTimeout = 30 * time.Second
 	vmRefreshPeriod     = 30 * time.Second
 	desiredDebounce     = 200 * time.Millisecond
@@ -72,18 +55,6 @@ const (
 	// again when no event said their status changed.
 	leavingRecheck     = 10 * time.Second
 	poolStatusDebounce = time.Second
-)
-
-// Event reasons pvelb uses on Services (besides the allocator's reasons).
-const (
-	EventAllocated        = "AllocatedAddress"
-	EventAllocationFailed = "AllocationFailed"
-	EventOutsidePools     = "AddressOutsidePools"
-	EventNoEligibleNode   = "NoEligibleNode"
-	EventFirewallFailed   = "FirewallAdmissionFailed"
-	EventFirewallOK       = "FirewallAdmitted"
-	EventRestoreConflict  = "AddressConflict"
-	EventPartialDualStack = "PartialDualStack"
 )
 
 // Options configure New.
@@ -129,7 +100,7 @@ type Controller struct {
 	// changes and backs off retries (a VM Proxmox did not list yet).
 	desiredQueue workqueue.TypedRateLimitingInterface[string]
 	poolStatCh   chan struct{}
-	// allocatedPoolCh asks for AnnotationAllocatedPool to be rewritten
+	// allocatedPoolCh asks for names.AnnotationAllocatedPool to be rewritten
 	// after pool changes (see allocatedPoolLoop).
 	allocatedPoolCh chan struct{}
 	// admitted publishes what each Node's VM admits (set by Start).
@@ -232,7 +203,7 @@ func (c *Controller) serves(svc *v1.Service) bool {
 	if svc.Spec.LoadBalancerClass == nil {
 		return c.ServesClassless()
 	}
-	return *svc.Spec.LoadBalancerClass == ClassName
+	return *svc.Spec.LoadBalancerClass == names.Class
 }
 
 func keyOf(svc *v1.Service) allocator.ServiceKey {
@@ -285,7 +256,7 @@ func (c *Controller) GetLoadBalancer(_ context.Context, _ string, svc *v1.Servic
 	if len(ips) > 0 {
 		return statusFor(ips), true, nil
 	}
-	if _, ok := svc.Annotations[AnnotationAllocatedPool]; ok {
+	if _, ok := svc.Annotations[names.AnnotationAllocatedPool]; ok {
 		return &v1.LoadBalancerStatus{}, true, nil
 	}
 	return nil, false, nil
@@ -354,7 +325,7 @@ func (c *Controller) ensure(ctx context.Context, svc *v1.Service, via string) (*
 		bare, _ := c.toRequest(&v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: svc.Namespace, Name: svc.Name, Labels: svc.Labels}, Spec: svc.Spec})
 		bare.RequestedIPs = nil
 		bare.Selector, bare.Labels = svc.Spec.Selector, svc.Labels
-		bare.SharingKey = strings.TrimSpace(svc.Annotations[allocator.AnnotationSharingKey])
+		bare.SharingKey = strings.TrimSpace(svc.Annotations[names.AnnotationSharingKey])
 		res = c.alloc.Keep(bare, shown)
 	}
 	if err == nil || len(c.alloc.Held(key)) > 0 {
@@ -381,11 +352,11 @@ func (c *Controller) ensure(ctx context.Context, svc *v1.Service, via string) (*
 	}
 	if res.Changed {
 		c.metrics.allocations.WithLabelValues(via).Inc()
-		c.event(svc, v1.EventTypeNormal, EventAllocated, "%s", describeAssignment(res))
+		c.event(svc, v1.EventTypeNormal, names.EventAllocated, "%s", describeAssignment(res))
 		klog.InfoS("Addresses assigned", "service", klog.KObj(svc), "ips", res.IPs, "pools", res.Pools, "via", via)
 	}
 	for _, n := range res.Notes {
-		c.event(svc, v1.EventTypeWarning, EventPartialDualStack, "%s", n)
+		c.event(svc, v1.EventTypeWarning, names.EventPartialDualStack, "%s", n)
 	}
 	if err := c.recordPools(ctx, svc, res.Pools); err != nil {
 		return nil, err
@@ -555,10 +526,10 @@ func (c *Controller) maybeCheckLeaving(svc *v1.Service) {
 	}
 }
 
-// recordPools keeps AnnotationAllocatedPool in line with the pools the held
+// recordPools keeps names.AnnotationAllocatedPool in line with the pools the held
 // addresses belong to (see allocatedPoolValue; removed when none are held).
 func (c *Controller) recordPools(ctx context.Context, svc *v1.Service, pools []string) error {
-	have, ok := svc.Annotations[AnnotationAllocatedPool]
+	have, ok := svc.Annotations[names.AnnotationAllocatedPool]
 	want, remove := allocatedPoolValue(pools, have, ok)
 	if (remove && !ok) || (!remove && ok && have == want) {
 		return nil
@@ -586,23 +557,23 @@ func (c *Controller) recordPools(ctx context.Context, svc *v1.Service, pools []s
 		// (the fence is checked again): write it onto the current Service,
 		// as long as it is still the same one and still wants an address.
 		if !apierrors.IsConflict(err) || attempt == 2 {
-			return fmt.Errorf("recording annotation %s: %w", AnnotationAllocatedPool, err)
+			return fmt.Errorf("recording annotation %s: %w", names.AnnotationAllocatedPool, err)
 		}
 		cur, gerr := c.kube.CoreV1().Services(svc.Namespace).Get(ctx, svc.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(gerr) {
 			return nil
 		}
 		if gerr != nil {
-			return fmt.Errorf("recording annotation %s: %w", AnnotationAllocatedPool, gerr)
+			return fmt.Errorf("recording annotation %s: %w", names.AnnotationAllocatedPool, gerr)
 		}
 		if cur.UID != svc.UID || cur.DeletionTimestamp != nil || cur.Spec.Type != v1.ServiceTypeLoadBalancer {
-			return fmt.Errorf("recording annotation %s: %w", AnnotationAllocatedPool, err)
+			return fmt.Errorf("recording annotation %s: %w", names.AnnotationAllocatedPool, err)
 		}
 		if err := c.fence.check(); err != nil {
 			return err
 		}
 		rv = cur.ResourceVersion
-		if have, ok := cur.Annotations[AnnotationAllocatedPool]; (remove && !ok) || (!remove && ok && have == want) {
+		if have, ok := cur.Annotations[names.AnnotationAllocatedPool]; (remove && !ok) || (!remove && ok && have == want) {
 			svc.ResourceVersion, svc.Annotations = cur.ResourceVersion, cur.Annotations
 			return nil
 		}
@@ -618,8 +589,8 @@ func (c *Controller) toRequest(svc *v1.Service) (allocator.Service, error) {
 	s := allocator.Service{
 		Key:                   keyOf(svc),
 		RequestedIPs:          ips,
-		RequestedPool:         strings.TrimSpace(svc.Annotations[allocator.AnnotationPool]),
-		SharingKey:            strings.TrimSpace(svc.Annotations[allocator.AnnotationSharingKey]),
+		RequestedPool:         strings.TrimSpace(svc.Annotations[names.AnnotationPool]),
+		SharingKey:            strings.TrimSpace(svc.Annotations[names.AnnotationSharingKey]),
 		ExternalTrafficPolicy: string(svc.Spec.ExternalTrafficPolicy),
 		Selector:              svc.Spec.Selector,
 		Labels:                svc.Labels,
@@ -693,7 +664,7 @@ func eventReason(err error) string {
 	case allocator.ReasonNotInAnyPool:
 		return "AddressOutsidePools"
 	case "":
-		return EventAllocationFailed
+		return names.EventAllocationFailed
 	default:
 		return string(allocator.ReasonOf(err))
 	}

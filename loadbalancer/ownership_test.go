@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/pvelb/pvelb/loadbalancer/allocator"
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/provider/config"
 	"github.com/pvelb/pvelb/provider/pve"
 )
@@ -56,7 +57,7 @@ func lbService(name string, class *string) *v1.Service {
 // reports or releases what the class controller holds; the class controller
 // leaves the service controller's allocations alone in turn.
 func TestEachControllerReleasesOnlyItsOwn(t *testing.T) {
-	class := ClassName
+	class := names.Class
 	classless := func(s *v1.Service) *v1.Service { s.Spec.LoadBalancerClass = nil; return s }
 	clusterIP := func(s *v1.Service) *v1.Service {
 		s.Spec.Type, s.Spec.LoadBalancerClass = v1.ServiceTypeClusterIP, nil

@@ -8,6 +8,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/pvelb/pvelb/names"
 )
 
 func TestConditionalPatch(t *testing.T) {
@@ -22,7 +24,7 @@ func TestConditionalPatch(t *testing.T) {
 			s.Status.LoadBalancer = *statusFor([]netip.Addr{netip.MustParseAddr("192.0.2.1")})
 		},
 			`{"metadata":{"resourceVersion":"42"},"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.1","ipMode":"VIP"}]}}}`},
-		{"finalizer added", func(s *v1.Service) { s.Finalizers = append(s.Finalizers, ClassFinalizerName) },
+		{"finalizer added", func(s *v1.Service) { s.Finalizers = append(s.Finalizers, names.FinalizerClass) },
 			`{"metadata":{"$setElementOrder/finalizers":["example.com/hold","pvelb.io/load-balancer-cleanup"],"finalizers":["pvelb.io/load-balancer-cleanup"],"resourceVersion":"42"}}`},
 		{"nothing: still conditional", func(*v1.Service) {}, `{"metadata":{"resourceVersion":"42"}}`},
 	}

@@ -7,19 +7,12 @@ import (
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/pvelb/pvelb/loadbalancer/allocator"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/loadbalancer/firewall"
 )
-
-// IPPoolResource is the IPPool resource watched through the dynamic client
-// (no generated clientset needed for one cluster-scoped kind).
-var IPPoolResource = schema.GroupVersionResource{Group: v1alpha1.GroupName, Version: "v1alpha1", Resource: "ippools"}
 
 // poolState is one IPPool as pvelb understands it.
 type poolState struct {
@@ -31,19 +24,6 @@ type poolState struct {
 	// past admission); overlaps names the pools it overlaps.
 	err      error
 	overlaps []string
-}
-
-// toIPPool converts an object from the dynamic informer.
-func toIPPool(obj any) (*v1alpha1.IPPool, error) {
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return nil, fmt.Errorf("IPPool informer: unexpected %T", obj)
-	}
-	var p v1alpha1.IPPool
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.UnstructuredContent(), &p); err != nil {
-		return nil, fmt.Errorf("IPPool %s: %w", u.GetName(), err)
-	}
-	return &p, nil
 }
 
 // buildPools turns IPPools into allocator pools and firewall views, refusing

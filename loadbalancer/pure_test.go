@@ -14,6 +14,7 @@ import (
 	"github.com/pvelb/pvelb/loadbalancer/allocator"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/loadbalancer/eligibility"
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/provider/pve"
 )
 
@@ -25,7 +26,7 @@ func node(name string, lbls map[string]string, mod ...func(*v1.Node)) *v1.Node {
 	return n
 }
 
-func names(ns []*v1.Node) []string {
+func nodeNames(ns []*v1.Node) []string {
 	var out []string
 	for _, n := range ns {
 		out = append(out, n.Name)
@@ -64,7 +65,7 @@ func TestSelectNodes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := SelectNodes(nodes, tc.sel, tc.located)
-			if got := names(s.Eligible); !slices.Equal(got, tc.eligible) {
+			if got := nodeNames(s.Eligible); !slices.Equal(got, tc.eligible) {
 				t.Errorf("eligible %v, want %v", got, tc.eligible)
 			}
 			if !slices.Equal(s.Excluded, tc.excluded) || !slices.Equal(s.NotSelected, tc.notSelected) || !slices.Equal(s.Leaving, tc.leave) || !slices.Equal(s.NoVM, tc.noVM) {
@@ -195,7 +196,7 @@ func TestEventReason(t *testing.T) {
 		{&allocator.Error{Reason: allocator.ReasonNotInAnyPool}, "AddressOutsidePools"},
 		{&allocator.Error{Reason: allocator.ReasonPoolExhausted}, "PoolExhausted"},
 		{&allocator.Error{Reason: allocator.ReasonSharingRefused}, "SharingRefused"},
-		{errors.New("x"), EventAllocationFailed},
+		{errors.New("x"), names.EventAllocationFailed},
 	} {
 		if got := eventReason(tc.err); got != tc.want {
 			t.Errorf("%v: %s, want %s", tc.err, got, tc.want)
@@ -240,12 +241,12 @@ func TestBuildPoolsRefusesOverlapsAndBadSpecs(t *testing.T) {
 }
 
 func TestLeftBehind(t *testing.T) {
-	class := ClassName
+	class := names.Class
 	other := "example.com/other"
 	svc := func(typ v1.ServiceType, cls *string, annotated bool, finalizers ...string) *v1.Service {
 		s := &v1.Service{Spec: v1.ServiceSpec{Type: typ, LoadBalancerClass: cls}, ObjectMeta: metav1.ObjectMeta{Finalizers: finalizers}}
 		if annotated {
-			s.Annotations = map[string]string{AnnotationAllocatedPool: "default"}
+			s.Annotations = map[string]string{names.AnnotationAllocatedPool: "default"}
 		}
 		return s
 	}
@@ -255,14 +256,14 @@ func TestLeftBehind(t *testing.T) {
 		classless bool // a service controller runs
 		want      bool
 	}{
-		{"became ClusterIP while pvelb-ccm was down", svc(v1.ServiceTypeClusterIP, nil, true, ClassFinalizerName), true, true},
-		{"same, no service controller", svc(v1.ServiceTypeClusterIP, nil, true, ClassFinalizerName), false, true},
-		{"standard finalizer of an older version, no service controller", svc(v1.ServiceTypeClusterIP, nil, true, FinalizerName), false, true},
-		{"standard finalizer: the service controller's", svc(v1.ServiceTypeClusterIP, nil, true, FinalizerName), true, false},
-		{"still a LoadBalancer (the service controller's)", svc(v1.ServiceTypeLoadBalancer, nil, true, FinalizerName), true, false},
-		{"pvelb class: handled as a class Service", svc(v1.ServiceTypeLoadBalancer, &class, true, ClassFinalizerName), true, false},
-		{"another class", svc(v1.ServiceTypeLoadBalancer, &other, false, FinalizerName), true, false},
-		{"no pvelb annotation", svc(v1.ServiceTypeClusterIP, nil, false, ClassFinalizerName), true, false},
+		{"became ClusterIP while pvelb-ccm was down", svc(v1.ServiceTypeClusterIP, nil, true, names.FinalizerClass), true, true},
+		{"same, no service controller", svc(v1.ServiceTypeClusterIP, nil, true, names.FinalizerClass), false, true},
+		{"standard finalizer of an older version, no service controller", svc(v1.ServiceTypeClusterIP, nil, true, names.FinalizerService), false, true},
+		{"standard finalizer: the service controller's", svc(v1.ServiceTypeClusterIP, nil, true, names.FinalizerService), true, false},
+		{"still a LoadBalancer (the service controller's)", svc(v1.ServiceTypeLoadBalancer, nil, true, names.FinalizerService), true, false},
+		{"pvelb class: handled as a class Service", svc(v1.ServiceTypeLoadBalancer, &class, true, names.FinalizerClass), true, false},
+		{"another class", svc(v1.ServiceTypeLoadBalancer, &other, false, names.FinalizerService), true, false},
+		{"no pvelb annotation", svc(v1.ServiceTypeClusterIP, nil, false, names.FinalizerClass), true, false},
 		{"finalizer already gone", svc(v1.ServiceTypeClusterIP, nil, true), false, false},
 	} {
 		if got := leftBehind(tc.svc, tc.classless); got != tc.want {

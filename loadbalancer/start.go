@@ -31,6 +31,7 @@ import (
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 	"github.com/pvelb/pvelb/loadbalancer/firewall"
+	"github.com/pvelb/pvelb/names"
 )
 
 var metav1PatchOptions = metav1.PatchOptions{FieldManager: "pvelb"}
@@ -85,7 +86,7 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 	nsInf := factory.Core().V1().Namespaces()
 	c.services, c.nodes, c.namespaces = svcInf.Lister(), nodeInf.Lister(), nsInf.Lister()
 	dynFactory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
-	poolInf := dynFactory.ForResource(IPPoolResource)
+	poolInf := dynFactory.ForResource(names.IPPools)
 
 	c.class = newClassController(c, svcInf)
 	// A Service with leaving addresses is read again whenever it changes:
@@ -124,7 +125,7 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 			if nodeChangeMatters(on, nn) {
 				c.kickDesired()
 			}
-			if on.Annotations[eligibility.AnnotationAdmitted] != nn.Annotations[eligibility.AnnotationAdmitted] {
+			if on.Annotations[names.AnnotationAdmitted] != nn.Annotations[names.AnnotationAdmitted] {
 				c.admitted.nodeChanged(nn.Name, false) // put back if someone else changed it
 			}
 		},
@@ -140,11 +141,11 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 	// Without the IPPool CRD the informer would never sync; say so plainly
 	// and keep trying rather than fail the whole controller manager.
 	for {
-		_, err := dyn.Resource(IPPoolResource).List(ctx, metav1.ListOptions{Limit: 1})
+		_, err := dyn.Resource(names.IPPools).List(ctx, metav1.ListOptions{Limit: 1})
 		if err == nil {
 			break
 		}
-		klog.ErrorS(err, "Cannot list IPPools; is the CRD installed (kubectl apply -f manifests/crds)? LoadBalancer Services wait until it is", "resource", IPPoolResource.String())
+		klog.ErrorS(err, "Cannot list IPPools; is the CRD installed (kubectl apply -f manifests/crds)? LoadBalancer Services wait until it is", "resource", names.IPPools.String())
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -238,7 +239,7 @@ func (c *Controller) restore() error {
 			continue
 		}
 		c.owners[k] = viaServiceController
-		if isClass(svc) {
+		if names.IsClass(svc) {
 			c.owners[k] = viaClass
 		}
 		c.refreshLocked(k)
@@ -252,7 +253,7 @@ func (c *Controller) restore() error {
 	}
 	for _, cf := range conflicts {
 		if svc := byKey[cf.Loser]; svc != nil {
-			c.event(svc, v1.EventTypeWarning, EventRestoreConflict,
+			c.event(svc, v1.EventTypeWarning, names.EventRestoreConflict,
 				"address %s is also held by %s, which is older and keeps it; this Service gets another address: %v", cf.Address, cf.Winner, cf.Err)
 		}
 	}
@@ -263,7 +264,7 @@ func (c *Controller) restore() error {
 func (c *Controller) poolsChanged(store cache.Store) {
 	var objs []*v1alpha1.IPPool
 	for _, o := range store.List() {
-		p, err := toIPPool(o)
+		p, err := names.IPPool(o)
 		if err != nil {
 			klog.ErrorS(err, "Ignoring IPPool")
 			continue
@@ -292,7 +293,7 @@ func (c *Controller) poolsChanged(store cache.Store) {
 	c.mu.Unlock()
 	for _, w := range fresh {
 		if svc, err := c.services.Services(w.Service.Namespace).Get(w.Service.Name); err == nil {
-			c.event(svc, v1.EventTypeWarning, EventOutsidePools, "%s", w.Msg)
+			c.event(svc, v1.EventTypeWarning, names.EventOutsidePools, "%s", w.Msg)
 		}
 	}
 	if c.class != nil {
@@ -398,7 +399,7 @@ func (c *Controller) syncDesired(ctx context.Context) (retry bool) {
 
 	for _, k := range newProblems {
 		if svc := c.serviceByKey(k); svc != nil {
-			c.event(svc, v1.EventTypeWarning, EventNoEligibleNode, "%s", problems[k])
+			c.event(svc, v1.EventTypeWarning, names.EventNoEligibleNode, "%s", problems[k])
 		}
 	}
 	if c.admitted != nil {
@@ -473,13 +474,13 @@ func (c *Controller) onFirewallResult(res firewall.Result) {
 	}
 	for _, k := range warn {
 		if svc := c.serviceByKey(k); svc != nil {
-			c.event(svc, v1.EventTypeWarning, EventFirewallFailed,
+			c.event(svc, v1.EventTypeWarning, names.EventFirewallFailed,
 				"Proxmox refused to admit the address in a firewall IPSet (the address stays assigned; pvelb retries): %s", failing[k])
 		}
 	}
 	for _, k := range recovered {
 		if svc := c.serviceByKey(k); svc != nil {
-			c.event(svc, v1.EventTypeNormal, EventFirewallOK, "the Proxmox firewall IPSets admit the address again")
+			c.event(svc, v1.EventTypeNormal, names.EventFirewallOK, "the Proxmox firewall IPSets admit the address again")
 		}
 	}
 }
@@ -554,7 +555,7 @@ func (c *Controller) writePoolStatuses(ctx context.Context) {
 			klog.ErrorS(err, "Encoding IPPool status", "ippool", u.name)
 			continue
 		}
-		_, err = c.dyn.Resource(IPPoolResource).Patch(ctx, u.name, types.MergePatchType, body, metav1PatchOptions, "status")
+		_, err = c.dyn.Resource(names.IPPools).Patch(ctx, u.name, types.MergePatchType, body, metav1PatchOptions, "status")
 		if err != nil {
 			klog.ErrorS(err, "Writing IPPool status", "ippool", u.name)
 			retry = true

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/pvelb/pvelb/names"
 )
 
 // holder is what the allocator remembers of a Service that holds addresses.
@@ -343,11 +345,11 @@ func (a *Allocator) canShare(ip netip.Addr, svc *Service) *Error {
 func sharingRefusal(s, o *Service) string {
 	switch {
 	case s.SharingKey == "" && o.SharingKey == "":
-		return fmt.Sprintf("neither Service sets %s", AnnotationSharingKey)
+		return fmt.Sprintf("neither Service sets %s", names.AnnotationSharingKey)
 	case s.SharingKey == "":
-		return fmt.Sprintf("this Service sets no %s", AnnotationSharingKey)
+		return fmt.Sprintf("this Service sets no %s", names.AnnotationSharingKey)
 	case o.SharingKey == "":
-		return fmt.Sprintf("%s sets no %s", o.Key, AnnotationSharingKey)
+		return fmt.Sprintf("%s sets no %s", o.Key, names.AnnotationSharingKey)
 	case s.SharingKey != o.SharingKey:
 		return fmt.Sprintf("sharing keys differ (%q vs %q)", s.SharingKey, o.SharingKey)
 	case s.Key.Namespace != o.Key.Namespace:
@@ -593,7 +595,7 @@ func (a *Allocator) checkRequested(svc *Service, fams []Family) ([]netip.Addr, e
 	}
 	if svc.IPFamilyPolicy == RequireDualStack && len(byFam) < 2 {
 		return nil, &Error{Reason: ReasonRequestConflict,
-			Msg: fmt.Sprintf("RequireDualStack with requested addresses needs one IPv4 and one IPv6 address in %s", AnnotationIPs)}
+			Msg: fmt.Sprintf("RequireDualStack with requested addresses needs one IPv4 and one IPv6 address in %s", names.AnnotationIPs)}
 	}
 	var held []netip.Addr
 	if h := a.svcs[svc.Key]; h != nil {
@@ -631,11 +633,11 @@ func (a *Allocator) requestedInPool(svc *Service, ip netip.Addr) error {
 		p := a.byName[svc.RequestedPool]
 		if p == nil {
 			return &Error{Reason: ReasonNoMatchingPool, Pool: svc.RequestedPool, Address: ip,
-				Msg: fmt.Sprintf("pool %s (annotation %s) does not exist", svc.RequestedPool, AnnotationPool)}
+				Msg: fmt.Sprintf("pool %s (annotation %s) does not exist", svc.RequestedPool, names.AnnotationPool)}
 		}
 		if !p.Contains(ip) {
 			return &Error{Reason: ReasonRequestConflict, Pool: p.Name, Address: ip,
-				Msg: fmt.Sprintf("requested address %s is not in pool %s named by %s", ip, p.Name, AnnotationPool)}
+				Msg: fmt.Sprintf("requested address %s is not in pool %s named by %s", ip, p.Name, names.AnnotationPool)}
 		}
 		return a.poolUsableFor(p, svc, ip)
 	}
@@ -727,7 +729,7 @@ func (a *Allocator) candidatePools(svc *Service, f Family) ([]*Pool, error) {
 		p := a.byName[svc.RequestedPool]
 		if p == nil {
 			return nil, &Error{Reason: ReasonNoMatchingPool, Pool: svc.RequestedPool,
-				Msg: fmt.Sprintf("pool %s (annotation %s) does not exist", svc.RequestedPool, AnnotationPool)}
+				Msg: fmt.Sprintf("pool %s (annotation %s) does not exist", svc.RequestedPool, names.AnnotationPool)}
 		}
 		if !p.hasFamily(f) {
 			return nil, &Error{Reason: ReasonNoMatchingPool, Pool: p.Name,
@@ -745,7 +747,7 @@ func (a *Allocator) candidatePools(svc *Service, f Family) ([]*Pool, error) {
 			continue
 		}
 		if !p.AutoAssign {
-			why = append(why, fmt.Sprintf("pool %s has autoAssign off (name it in %s)", p.Name, AnnotationPool))
+			why = append(why, fmt.Sprintf("pool %s has autoAssign off (name it in %s)", p.Name, names.AnnotationPool))
 			continue
 		}
 		if err := a.poolUsableFor(p, svc, netip.Addr{}); err != nil {

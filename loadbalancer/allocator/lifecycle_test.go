@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+	"github.com/pvelb/pvelb/names"
 )
 
 func TestParseRequest(t *testing.T) {
@@ -23,15 +24,15 @@ func TestParseRequest(t *testing.T) {
 		msg    string
 	}{
 		{name: "nothing", want: ""},
-		{name: "annotation list", ann: map[string]string{AnnotationIPs: "192.0.2.1, 2001:db8::1"}, want: "192.0.2.1,2001:db8::1"},
-		{name: "duplicates collapse", ann: map[string]string{AnnotationIPs: "192.0.2.1,192.0.2.1"}, want: "192.0.2.1"},
+		{name: "annotation list", ann: map[string]string{names.AnnotationIPs: "192.0.2.1, 2001:db8::1"}, want: "192.0.2.1,2001:db8::1"},
+		{name: "duplicates collapse", ann: map[string]string{names.AnnotationIPs: "192.0.2.1,192.0.2.1"}, want: "192.0.2.1"},
 		{name: "loadBalancerIP", lbIP: "192.0.2.9", want: "192.0.2.9"},
-		{name: "both agree", ann: map[string]string{AnnotationIPs: "192.0.2.9,2001:db8::9"}, lbIP: "192.0.2.9", want: "192.0.2.9,2001:db8::9"},
-		{name: "both differ", ann: map[string]string{AnnotationIPs: "192.0.2.1"}, lbIP: "192.0.2.9", reason: ReasonRequestConflict, msg: "spec.loadBalancerIP 192.0.2.9 is not among annotation pvelb.io/ips"},
-		{name: "bad annotation", ann: map[string]string{AnnotationIPs: "192.0.2.1,nope"}, reason: ReasonInvalidRequest, msg: `annotation pvelb.io/ips: "nope" is not an IP address`},
-		{name: "empty annotation", ann: map[string]string{AnnotationIPs: " , "}, reason: ReasonInvalidRequest, msg: "pvelb.io/ips is empty"},
+		{name: "both agree", ann: map[string]string{names.AnnotationIPs: "192.0.2.9,2001:db8::9"}, lbIP: "192.0.2.9", want: "192.0.2.9,2001:db8::9"},
+		{name: "both differ", ann: map[string]string{names.AnnotationIPs: "192.0.2.1"}, lbIP: "192.0.2.9", reason: ReasonRequestConflict, msg: "spec.loadBalancerIP 192.0.2.9 is not among annotation pvelb.io/ips"},
+		{name: "bad annotation", ann: map[string]string{names.AnnotationIPs: "192.0.2.1,nope"}, reason: ReasonInvalidRequest, msg: `annotation pvelb.io/ips: "nope" is not an IP address`},
+		{name: "empty annotation", ann: map[string]string{names.AnnotationIPs: " , "}, reason: ReasonInvalidRequest, msg: "pvelb.io/ips is empty"},
 		{name: "bad loadBalancerIP", lbIP: "192.0.2.300", reason: ReasonInvalidRequest, msg: "spec.loadBalancerIP"},
-		{name: "mapped address refused", ann: map[string]string{AnnotationIPs: "::ffff:192.0.2.1"}, reason: ReasonInvalidRequest, msg: "not an IP address"},
+		{name: "mapped address refused", ann: map[string]string{names.AnnotationIPs: "::ffff:192.0.2.1"}, reason: ReasonInvalidRequest, msg: "not an IP address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

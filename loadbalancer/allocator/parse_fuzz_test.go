@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pvelb/pvelb/names"
 )
 
 // FuzzParseRange feeds IPPool address entries (what a user writes in
@@ -190,7 +192,7 @@ func FuzzParseRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ann, lbIP string, hasAnn bool) {
 		annotations := map[string]string{}
 		if hasAnn {
-			annotations[AnnotationIPs] = ann
+			annotations[names.AnnotationIPs] = ann
 		}
 		ips, err := ParseRequest(annotations, lbIP)
 		if err != nil {
@@ -198,7 +200,7 @@ func FuzzParseRequest(f *testing.F) {
 			if !errors.As(err, &e) {
 				t.Fatalf("ParseRequest(%q, %q) error %T is not *Error", ann, lbIP, err)
 			}
-			if !strings.Contains(e.Msg, AnnotationIPs) && !strings.Contains(e.Msg, "spec.loadBalancerIP") {
+			if !strings.Contains(e.Msg, names.AnnotationIPs) && !strings.Contains(e.Msg, "spec.loadBalancerIP") {
 				t.Fatalf("ParseRequest(%q, %q) error %q names neither field", ann, lbIP, e.Msg)
 			}
 			return
@@ -223,7 +225,7 @@ func FuzzParseRequest(f *testing.F) {
 			parts = append(parts, a.String())
 		}
 		if len(ips) > 0 {
-			again, err := ParseRequest(map[string]string{AnnotationIPs: strings.Join(parts, ",")}, "")
+			again, err := ParseRequest(map[string]string{names.AnnotationIPs: strings.Join(parts, ",")}, "")
 			if err != nil || !slices.Equal(again, ips) {
 				t.Fatalf("ParseRequest(%q, %q) = %v; re-parsed %v, %v", ann, lbIP, ips, again, err)
 			}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/pvelb/pvelb/names"
 )
 
 // Family is an IP family, spelled as in Service.spec.ipFamilies.
@@ -32,13 +34,6 @@ const (
 	SingleStack      FamilyPolicy = "SingleStack"
 	PreferDualStack  FamilyPolicy = "PreferDualStack"
 	RequireDualStack FamilyPolicy = "RequireDualStack"
-)
-
-// Annotations a user sets on a Service to steer allocation.
-const (
-	AnnotationIPs        = "pvelb.io/ips"
-	AnnotationPool       = "pvelb.io/pool"
-	AnnotationSharingKey = "pvelb.io/sharing-key"
 )
 
 // ServiceKey names a Service.
@@ -123,7 +118,7 @@ func (s *Service) etp() string {
 // be one of the annotation's addresses.
 func ParseRequest(annotations map[string]string, loadBalancerIP string) ([]netip.Addr, error) {
 	var ips []netip.Addr
-	if v, ok := annotations[AnnotationIPs]; ok {
+	if v, ok := annotations[names.AnnotationIPs]; ok {
 		for _, f := range strings.Split(v, ",") {
 			f = strings.TrimSpace(f)
 			if f == "" {
@@ -131,7 +126,7 @@ func ParseRequest(annotations map[string]string, loadBalancerIP string) ([]netip
 			}
 			a, err := parseAddr(f)
 			if err != nil {
-				return nil, &Error{Reason: ReasonInvalidRequest, Msg: fmt.Sprintf("annotation %s: %q is not an IP address", AnnotationIPs, f)}
+				return nil, &Error{Reason: ReasonInvalidRequest, Msg: fmt.Sprintf("annotation %s: %q is not an IP address", names.AnnotationIPs, f)}
 			}
 			if slices.Contains(ips, a) {
 				continue
@@ -139,7 +134,7 @@ func ParseRequest(annotations map[string]string, loadBalancerIP string) ([]netip
 			ips = append(ips, a)
 		}
 		if len(ips) == 0 {
-			return nil, &Error{Reason: ReasonInvalidRequest, Msg: fmt.Sprintf("annotation %s is empty", AnnotationIPs)}
+			return nil, &Error{Reason: ReasonInvalidRequest, Msg: fmt.Sprintf("annotation %s is empty", names.AnnotationIPs)}
 		}
 	}
 	if loadBalancerIP = strings.TrimSpace(loadBalancerIP); loadBalancerIP != "" {
@@ -149,7 +144,7 @@ func ParseRequest(annotations map[string]string, loadBalancerIP string) ([]netip
 		}
 		if ips != nil && !slices.Contains(ips, a) {
 			return nil, &Error{Reason: ReasonRequestConflict, Address: a,
-				Msg: fmt.Sprintf("spec.loadBalancerIP %s is not among annotation %s (%s); set one of them", a, AnnotationIPs, annotations[AnnotationIPs])}
+				Msg: fmt.Sprintf("spec.loadBalancerIP %s is not among annotation %s (%s); set one of them", a, names.AnnotationIPs, annotations[names.AnnotationIPs])}
 		}
 		if ips == nil {
 			ips = []netip.Addr{a}

@@ -7,9 +7,11 @@ import (
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
+
+	"github.com/pvelb/pvelb/names"
 )
 
-// AnnotationAdmitted is written on every Node by pvelb-ccm: the addresses
+// The Node annotation names.AnnotationAdmitted is written by pvelb-ccm: the addresses
 // the Node's VM lets through its Proxmox IP filter as source addresses, as
 // far as pvelb manages them. It is written only after the VM's ipfilter-netX
 // sets were brought in line (every managed NIC's set admits what it lists),
@@ -22,14 +24,13 @@ import (
 // single addresses and inclusive ranges "first-last", such as
 // "192.0.2.10,192.0.2.200-192.0.2.215,2001:db8::200-2001:db8::2ff". An empty
 // value admits nothing.
-const AnnotationAdmitted = "pvelb.io/admitted"
-
-// Unfiltered is the value of AnnotationAdmitted when no filter applies to
+//
+// Unfiltered is the value of names.AnnotationAdmitted when no filter applies to
 // the VM: pvelb's firewall management is off (firewall.enabled: false), or
 // the VM's ipfilter option is off and it has none of the managed sets.
 const Unfiltered = "unfiltered"
 
-// Admission is a parsed AnnotationAdmitted. The zero value admits nothing.
+// Admission is a parsed names.AnnotationAdmitted. The zero value admits nothing.
 type Admission struct {
 	unfiltered bool
 	// ranges are sorted and merged: none overlap or touch.
@@ -58,7 +59,7 @@ func AdmitPrefixes(prefixes []netip.Prefix) Admission {
 	return Admission{ranges: merge(rs)}
 }
 
-// ParseAdmission reads an AnnotationAdmitted value. Any malformed part makes
+// ParseAdmission reads a names.AnnotationAdmitted value. Any malformed part makes
 // the whole value an error: a value pvelb did not write is not trusted.
 func ParseAdmission(s string) (Admission, error) {
 	s = strings.TrimSpace(s)
@@ -74,15 +75,15 @@ func ParseAdmission(s string) (Admission, error) {
 		firstS, lastS, isRange := strings.Cut(item, "-")
 		first, err := parseAddr(firstS)
 		if err != nil {
-			return Admission{}, fmt.Errorf("%s %q: %w", AnnotationAdmitted, item, err)
+			return Admission{}, fmt.Errorf("%s %q: %w", names.AnnotationAdmitted, item, err)
 		}
 		last := first
 		if isRange {
 			if last, err = parseAddr(lastS); err != nil {
-				return Admission{}, fmt.Errorf("%s %q: %w", AnnotationAdmitted, item, err)
+				return Admission{}, fmt.Errorf("%s %q: %w", names.AnnotationAdmitted, item, err)
 			}
 			if first.Is4() != last.Is4() || first.Compare(last) > 0 {
-				return Admission{}, fmt.Errorf("%s %q: not a range (same family, first <= last)", AnnotationAdmitted, item)
+				return Admission{}, fmt.Errorf("%s %q: not a range (same family, first <= last)", names.AnnotationAdmitted, item)
 			}
 		}
 		rs = append(rs, addrRange{first, last})
@@ -101,10 +102,10 @@ func parseAddr(s string) (netip.Addr, error) {
 	return a.Unmap(), nil
 }
 
-// NodeAdmission reads the Node's AnnotationAdmitted. ok is false when it is
+// NodeAdmission reads the Node's names.AnnotationAdmitted. ok is false when it is
 // absent or malformed; the Admission then admits nothing.
 func NodeAdmission(n *v1.Node) (a Admission, ok bool) {
-	v, present := n.Annotations[AnnotationAdmitted]
+	v, present := n.Annotations[names.AnnotationAdmitted]
 	if !present {
 		return Admission{}, false
 	}

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pvelb/pvelb/names"
 )
 
 // FuzzParseAdmission feeds pvelb.io/admitted values to ParseAdmission. The
@@ -30,7 +32,7 @@ func FuzzParseAdmission(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		a, err := ParseAdmission(s)
 		if err != nil {
-			if !strings.HasPrefix(err.Error(), AnnotationAdmitted+" ") {
+			if !strings.HasPrefix(err.Error(), names.AnnotationAdmitted+" ") {
 				t.Fatalf("ParseAdmission(%q) error %q does not name the annotation", s, err)
 			}
 			return

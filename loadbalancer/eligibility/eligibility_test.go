@@ -7,6 +7,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/pvelb/pvelb/names"
 )
 
 func TestForPool(t *testing.T) {
@@ -53,7 +55,7 @@ func labelled(k, v string) v1.Node {
 func TestForAddress(t *testing.T) {
 	vip := netip.MustParseAddr("192.0.2.201")
 	annotated := func(v string, mod ...func(*v1.Node)) *v1.Node {
-		n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{AnnotationAdmitted: v}}}
+		n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{names.AnnotationAdmitted: v}}}
 		for _, m := range mod {
 			m(n)
 		}

@@ -23,15 +23,9 @@ import (
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/klog/v2"
 
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/provider/config"
 	"github.com/pvelb/pvelb/provider/pve"
-)
-
-// Labels pvelb adds to a Node when it is initialised (the cloud node
-// controller sets additional labels only once, it does not update them).
-const (
-	LabelProxmoxHost = "pvelb.io/proxmox-host"
-	LabelProxmoxVMID = "pvelb.io/proxmox-vmid"
 )
 
 const defaultSearchConcurrency = 8
@@ -190,7 +184,7 @@ func (i *Instances) confirmGone(ctx context.Context, r *region, node *v1.Node) e
 			hosts = append(hosts, h)
 		}
 	}
-	addHost(node.Labels[LabelProxmoxHost])
+	addHost(node.Labels[names.LabelProxmoxHost])
 	addHost(node.Labels[v1.LabelTopologyZone])
 	vms, err := r.list(ctx, false)
 	if err != nil {
@@ -264,11 +258,11 @@ func (i *Instances) InstanceMetadata(ctx context.Context, node *v1.Node) (*cloud
 		ProviderID:       vm.ProviderID(),
 		InstanceType:     InstanceType(vm.Config, res),
 		Region:           vm.Region,
-		AdditionalLabels: map[string]string{LabelProxmoxVMID: strconv.Itoa(res.VMID)},
+		AdditionalLabels: map[string]string{names.LabelProxmoxVMID: strconv.Itoa(res.VMID)},
 	}
 	if IsLabelValue(res.Node) {
 		md.Zone = res.Node
-		md.AdditionalLabels[LabelProxmoxHost] = res.Node
+		md.AdditionalLabels[names.LabelProxmoxHost] = res.Node
 	} else {
 		logger.Info("Proxmox host name is not a valid label value; zone left unset", "host", res.Node)
 	}

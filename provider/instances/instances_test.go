@@ -15,6 +15,7 @@ import (
 	cloudprovider "k8s.io/cloud-provider"
 	cloudproviderapi "k8s.io/cloud-provider/api"
 
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/provider/config"
 	"github.com/pvelb/pvelb/provider/pve"
 )
@@ -53,7 +54,7 @@ func mkNode(name, providerID, uuid, providedIP string) *v1.Node {
 }
 
 func labelled(n *v1.Node, host string) *v1.Node {
-	n.Labels = map[string]string{LabelProxmoxHost: host}
+	n.Labels = map[string]string{names.LabelProxmoxHost: host}
 	return n
 }
 
@@ -205,7 +206,7 @@ func TestInstanceMetadataByUUID(t *testing.T) {
 			{Type: v1.NodeInternalIP, Address: "192.0.2.12"},
 			{Type: v1.NodeHostName, Address: "w2"},
 		},
-		AdditionalLabels: map[string]string{LabelProxmoxHost: "pve2", LabelProxmoxVMID: "102"},
+		AdditionalLabels: map[string]string{names.LabelProxmoxHost: "pve2", names.LabelProxmoxVMID: "102"},
 	}
 	if !reflect.DeepEqual(md, want) {
 		t.Errorf("InstanceMetadata =\n%+v\nwant\n%+v", md, want)

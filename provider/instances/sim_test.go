@@ -18,6 +18,7 @@ import (
 	cloudprovider "k8s.io/cloud-provider"
 	cloudproviderapi "k8s.io/cloud-provider/api"
 
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/provider/config"
 	"github.com/pvelb/pvelb/provider/instances"
 	"github.com/pvelb/pvelb/provider/pve"
@@ -113,7 +114,7 @@ func TestSimInstanceMetadata(t *testing.T) {
 	if md.ProviderID != "proxmox://pve-east/101" || md.InstanceType != "gp.large" || md.Region != "pve-east" || md.Zone != "pve1" {
 		t.Errorf("w1 metadata = %+v", md)
 	}
-	if md.AdditionalLabels[instances.LabelProxmoxHost] != "pve1" || md.AdditionalLabels[instances.LabelProxmoxVMID] != "101" {
+	if md.AdditionalLabels[names.LabelProxmoxHost] != "pve1" || md.AdditionalLabels[names.LabelProxmoxVMID] != "101" {
 		t.Errorf("w1 labels = %v", md.AdditionalLabels)
 	}
 	var got []string
@@ -242,7 +243,7 @@ func TestSimTokenWithoutVMAuditDeletesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	labelled := node("w1", "proxmox://pve-east/101", "", "")
-	labelled.Labels = map[string]string{instances.LabelProxmoxHost: "pve1"}
+	labelled.Labels = map[string]string{names.LabelProxmoxHost: "pve1"}
 	for _, c := range []struct {
 		n    *v1.Node
 		want string

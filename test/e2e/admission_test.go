@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/pvelb/pvelb/loadbalancer/eligibility"
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/provider/pve"
 )
 
@@ -51,13 +52,13 @@ func TestJoiningNodeIsAdmitted(t *testing.T) {
 		inSet := slices.Contains(ours, vip)
 		if annotated && adm.Admits(ip) && !inSet {
 			t.Fatalf("%s says %s is admitted (%q) before %s of VM %d holds it (%v)",
-				joining.name, vip, n.Annotations[eligibility.AnnotationAdmitted], vmSet, joining.vmid, ours)
+				joining.name, vip, n.Annotations[names.AnnotationAdmitted], vmSet, joining.vmid, ours)
 		}
 		if !inSet {
 			return errorf("%s of VM %d: pvelb entries %v, want %s (providerID %q)", vmSet, joining.vmid, ours, vip, n.Spec.ProviderID)
 		}
 		if !annotated || !adm.Admits(ip) {
-			return errorf("%s: %s=%q does not admit %s", joining.name, eligibility.AnnotationAdmitted, n.Annotations[eligibility.AnnotationAdmitted], vip)
+			return errorf("%s: %s=%q does not admit %s", joining.name, names.AnnotationAdmitted, n.Annotations[names.AnnotationAdmitted], vip)
 		}
 		return nil
 	})
@@ -69,14 +70,14 @@ func TestJoiningNodeIsAdmitted(t *testing.T) {
 // the given value.
 func (l *Lab) waitAdmitted(t *testing.T, want map[string]string) {
 	t.Helper()
-	Eventually(t, 30*time.Second, "Nodes' "+eligibility.AnnotationAdmitted, func(ctx context.Context) error {
+	Eventually(t, 30*time.Second, "Nodes' "+names.AnnotationAdmitted, func(ctx context.Context) error {
 		for name, w := range want {
 			n, err := l.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
 				return err
 			}
-			if got, ok := n.Annotations[eligibility.AnnotationAdmitted]; !ok || got != w {
-				return errorf("%s: %s=%q (present %v), want %q", name, eligibility.AnnotationAdmitted, got, ok, w)
+			if got, ok := n.Annotations[names.AnnotationAdmitted]; !ok || got != w {
+				return errorf("%s: %s=%q (present %v), want %q", name, names.AnnotationAdmitted, got, ok, w)
 			}
 		}
 		return nil

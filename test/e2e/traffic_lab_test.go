@@ -26,7 +26,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/pvelb/pvelb/loadbalancer/eligibility"
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/provider/pve"
 	"github.com/pvelb/pvelb/test/apiserver"
 	"github.com/pvelb/pvelb/test/datapath"
@@ -355,8 +355,8 @@ func (l *trafficLab) waitNodesReady(t testing.TB) {
 			if n.Spec.ProviderID == "" || hasTaint(&n, uninitializedTaint) {
 				return errorf("%s: providerID %q, taints %v", n.Name, n.Spec.ProviderID, n.Spec.Taints)
 			}
-			if _, ok := n.Annotations[eligibility.AnnotationAdmitted]; !ok {
-				return errorf("%s has no %s yet", n.Name, eligibility.AnnotationAdmitted)
+			if _, ok := n.Annotations[names.AnnotationAdmitted]; !ok {
+				return errorf("%s has no %s yet", n.Name, names.AnnotationAdmitted)
 			}
 		}
 		return nil

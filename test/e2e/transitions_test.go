@@ -19,6 +19,7 @@ import (
 
 	"github.com/pvelb/pvelb/announcer/election"
 	"github.com/pvelb/pvelb/loadbalancer/eligibility"
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/test/netlab"
 )
 
@@ -459,7 +460,7 @@ func (l *annLab) addNodeObject(t testing.TB, h *netlab.Host, zone string) {
 	ctx := context.Background()
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: h.Name,
 		Labels:      map[string]string{corev1.LabelTopologyZone: zone},
-		Annotations: map[string]string{eligibility.AnnotationAdmitted: eligibility.Unfiltered}}}
+		Annotations: map[string]string{names.AnnotationAdmitted: eligibility.Unfiltered}}}
 	created, err := l.kube.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)

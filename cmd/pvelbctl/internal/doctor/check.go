@@ -20,12 +20,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/pvelb/pvelb/loadbalancer/allocator"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/provider/config"
 	"github.com/pvelb/pvelb/provider/instances"
 	"github.com/pvelb/pvelb/provider/pve"
@@ -357,17 +356,12 @@ func nodeIPs(n *corev1.Node) []netip.Addr {
 	return out
 }
 
-var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-
-// ippoolResource is the IPPool resource.
-var ippoolResource = schema.GroupVersionResource{Group: v1alpha1.GroupName, Version: "v1alpha1", Resource: "ippools"}
-
 // CheckKubernetes checks pvelb's CRDs are installed and the pools parse
 // and do not overlap.
 func CheckKubernetes(ctx context.Context, dyn dynamic.Interface, r *Report) {
 	const area = "kubernetes"
-	for _, name := range []string{"ippools.pvelb.io", "bgppeers.pvelb.io"} {
-		_, err := dyn.Resource(crdResource).Get(ctx, name, metav1.GetOptions{})
+	for _, name := range names.CRDNames {
+		_, err := dyn.Resource(names.CRDs).Get(ctx, name, metav1.GetOptions{})
 		switch {
 		case err == nil:
 			r.add(OK, area, "", "CRD %s installed", name)
@@ -377,18 +371,18 @@ func CheckKubernetes(ctx context.Context, dyn dynamic.Interface, r *Report) {
 			r.add(Warn, area, "", "reading CRD %s: %v", name, err)
 		}
 	}
-	list, err := dyn.Resource(ippoolResource).List(ctx, metav1.ListOptions{})
+	list, err := dyn.Resource(names.IPPools).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return
 	}
 	var pools []v1alpha1.IPPool
 	for _, u := range list.Items {
-		var p v1alpha1.IPPool
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
-			r.add(Fail, area, "fix the IPPool's spec", "IPPool %s: %v", u.GetName(), err)
+		p, err := names.IPPool(&u)
+		if err != nil {
+			r.add(Fail, area, "fix the IPPool's spec", "%v", err)
 			continue
 		}
-		pools = append(pools, p)
+		pools = append(pools, *p)
 	}
 	r.Findings = append(r.Findings, AssessPools(pools)...)
 }

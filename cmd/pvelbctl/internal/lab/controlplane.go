@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/test/apiserver"
 )
 
@@ -54,7 +55,7 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 
 func (l *Lab) applyCRDs(ctx context.Context) error {
 	files, _ := filepath.Glob(filepath.Join(l.opts.RepoDir, "manifests", "crds", "*.yaml"))
-	var names []string
+	var crdNames []string
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -64,14 +65,14 @@ func (l *Lab) applyCRDs(ctx context.Context) error {
 		if err := yaml.Unmarshal(b, &obj.Object); err != nil {
 			return fmt.Errorf("%s: %w", f, err)
 		}
-		if _, err := l.dyn.Resource(crdGVR).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+		if _, err := l.dyn.Resource(names.CRDs).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
 			return fmt.Errorf("creating CRD from %s: %w", f, err)
 		}
-		names = append(names, obj.GetName())
+		crdNames = append(crdNames, obj.GetName())
 	}
-	for _, name := range names {
+	for _, name := range crdNames {
 		if err := poll(ctx, 30*time.Second, "CRD "+name+" established", func(ctx context.Context) error {
-			crd, err := l.dyn.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
+			crd, err := l.dyn.Resource(names.CRDs).Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
 				return err
 			}
@@ -86,6 +87,6 @@ func (l *Lab) applyCRDs(ctx context.Context) error {
 			return err
 		}
 	}
-	l.p.say("CRDs established: %s", strings.Join(names, ", "))
+	l.p.say("CRDs established: %s", strings.Join(crdNames, ", "))
 	return nil
 }

@@ -25,7 +25,6 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -74,12 +73,9 @@ const (
 	ccmPort      = 10258
 	annPort      = 7948
 	tokenID      = "pvelb@pve!ccm"
-	ippoolRes    = "ippools"
 )
 
 var (
-	ippoolGVR = schema.GroupVersionResource{Group: "pvelb.io", Version: "v1alpha1", Resource: ippoolRes}
-	crdGVR    = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 	// poolRange is where the demo's VIPs come from: the top of the lab's
 	// documentation subnet, so the client reaches them over the bridge.
 	poolFirst, poolLast = netlab.VIP4(0), netlab.VIP4(9)

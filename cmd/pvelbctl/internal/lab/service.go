@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/test/datapath"
 )
 
@@ -19,14 +21,14 @@ import (
 // pods, and waits for its EXTERNAL-IP.
 func (l *Lab) createService(ctx context.Context) error {
 	pool := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "pvelb.io/v1alpha1", "kind": "IPPool",
+		"apiVersion": v1alpha1.SchemeGroupVersion.String(), "kind": "IPPool",
 		"metadata": map[string]any{"name": poolName},
 		"spec": map[string]any{
 			"addresses": []any{poolFirst.String() + "-" + poolLast.String()},
 			"announce":  map[string]any{"mode": "arp"},
 		},
 	}}
-	if _, err := l.dyn.Resource(ippoolGVR).Create(ctx, pool, metav1.CreateOptions{}); err != nil {
+	if _, err := l.dyn.Resource(names.IPPools).Create(ctx, pool, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("creating IPPool %s: %w", poolName, err)
 	}
 	l.p.say("IPPool %s: %s-%s, announced by ARP", poolName, poolFirst, poolLast)
@@ -66,7 +68,7 @@ func (l *Lab) createService(ctx context.Context) error {
 	tw.row("NAME\tTYPE\tCLUSTER-IP\tEXTERNAL-IP\tPORT(S)")
 	tw.row("%s\t%s\t%s\t%s\t80:%d/TCP", got.Name, got.Spec.Type, got.Spec.ClusterIP, vip, got.Spec.Ports[0].NodePort)
 	tw.print()
-	l.p.say("EXTERNAL-IP %s assigned %s after the Service was created (pool %s)", vip, since(t0), got.Annotations["pvelb.io/allocated-pool"])
+	l.p.say("EXTERNAL-IP %s assigned %s after the Service was created (pool %s)", vip, since(t0), got.Annotations[names.AnnotationAllocatedPool])
 	l.p.say("kube-proxy on every node now DNATs %s:80 to the pods; an announcer answers ARP for it", vip)
 	return nil
 }

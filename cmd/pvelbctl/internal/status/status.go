@@ -16,17 +16,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/pvelb/pvelb/announcer"
-	"github.com/pvelb/pvelb/loadbalancer"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+	"github.com/pvelb/pvelb/names"
 )
-
-// LoadBalancerClass is pvelb's own class.
-const LoadBalancerClass = "pvelb.io/loadbalancer"
 
 // Input is everything the report is built from.
 type Input struct {
@@ -45,7 +40,7 @@ type Report struct {
 // ServiceRow is one VIP of one pvelb Service (a dual-stack Service has two).
 type ServiceRow struct {
 	Namespace, Name string
-	Class           string // "pvelb.io/loadbalancer" or "(default)"
+	Class           string // names.Class or "(default)"
 	VIP             string // "<pending>" while none is assigned
 	Pool            string
 	Node            string // node answering for the VIP, "" when unknown
@@ -64,7 +59,7 @@ type PoolRow struct {
 }
 
 // announcingMsg is the message announcer.Controller writes with reason
-// announcer.EventAnnouncing: "Node <node> answers for <ip> (ARP/NDP on ...)".
+// names.EventAnnouncing: "Node <node> answers for <ip> (ARP/NDP on ...)".
 var announcingMsg = regexp.MustCompile(`^Node (\S+) answers for (\S+) `)
 
 // IsPvelbService reports whether pvelb serves the Service: its own class,
@@ -74,9 +69,9 @@ func IsPvelbService(s *corev1.Service) bool {
 		return false
 	}
 	if s.Spec.LoadBalancerClass != nil {
-		return *s.Spec.LoadBalancerClass == LoadBalancerClass
+		return names.IsClass(s)
 	}
-	_, ok := s.Annotations[loadbalancer.AnnotationAllocatedPool]
+	_, ok := names.AllocatedPool(s)
 	return ok
 }
 
@@ -90,7 +85,7 @@ func Build(in Input) Report {
 	}
 	latest := map[key]seen{}
 	for _, e := range in.Events {
-		if e.Reason != announcer.EventAnnouncing || e.InvolvedObject.Kind != "Service" {
+		if e.Reason != names.EventAnnouncing || e.InvolvedObject.Kind != "Service" {
 			continue
 		}
 		m := announcingMsg.FindStringSubmatch(e.Message)
@@ -113,7 +108,7 @@ func Build(in Input) Report {
 		if s.Spec.LoadBalancerClass != nil {
 			class = *s.Spec.LoadBalancerClass
 		}
-		pool := s.Annotations[loadbalancer.AnnotationAllocatedPool]
+		pool, _ := names.AllocatedPool(s)
 		if len(s.Status.LoadBalancer.Ingress) == 0 {
 			r.Services = append(r.Services, ServiceRow{Namespace: s.Namespace, Name: s.Name, Class: class, VIP: "<pending>", Pool: pool})
 			continue
@@ -215,9 +210,6 @@ func dash(s string) string {
 	return s
 }
 
-// IPPoolResource is the IPPool resource.
-var IPPoolResource = announcer.IPPoolResource
-
 // Collect reads Services, their Events and the IPPools. A missing IPPool
 // CRD is reported as an error naming it.
 func Collect(ctx context.Context, kube kubernetes.Interface, dyn dynamic.Interface) (Input, error) {
@@ -228,22 +220,22 @@ func Collect(ctx context.Context, kube kubernetes.Interface, dyn dynamic.Interfa
 	}
 	in.Services = svcs.Items
 	evs, err := kube.CoreV1().Events(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
-		FieldSelector: "involvedObject.kind=Service,reason=" + announcer.EventAnnouncing,
+		FieldSelector: "involvedObject.kind=Service,reason=" + names.EventAnnouncing,
 	})
 	if err != nil {
 		return in, fmt.Errorf("listing Events: %w", err)
 	}
 	in.Events = evs.Items
-	list, err := dyn.Resource(IPPoolResource).List(ctx, metav1.ListOptions{})
+	list, err := dyn.Resource(names.IPPools).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return in, fmt.Errorf("listing IPPools (is the CRD ippools.pvelb.io installed?): %w", err)
 	}
 	for _, u := range list.Items {
-		var p v1alpha1.IPPool
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
-			return in, fmt.Errorf("IPPool %s: %w", u.GetName(), err)
+		p, err := names.IPPool(&u)
+		if err != nil {
+			return in, err
 		}
-		in.Pools = append(in.Pools, p)
+		in.Pools = append(in.Pools, *p)
 	}
 	return in, nil
 }

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+	"github.com/pvelb/pvelb/names"
 )
 
 func svc(name string, class *string, pool string, ips ...string) corev1.Service {
@@ -35,7 +36,7 @@ func event(svcName, msg string, at time.Time) corev1.Event {
 
 func TestBuild(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	other, ours := "example.com/lb", LoadBalancerClass
+	other, ours := "example.com/lb", names.Class
 	in := Input{
 		Now: now,
 		Services: []corev1.Service{
