@@ -131,7 +131,7 @@ func Plan(in Inputs) []Assignment {
 	}
 	byIP := map[netip.Addr]*ipState{}
 	for _, svc := range in.Services {
-		_, ok := svc.Annotations[names.AnnotationAllocatedPool]
+		_, ok := names.AllocatedPool(svc)
 		if !ok || svc.Spec.Type != v1.ServiceTypeLoadBalancer {
 			continue
 		}

@@ -123,7 +123,7 @@ func (c *Controller) syncAllocatedPools(ctx context.Context) (retry bool) {
 		if err != nil || svc.DeletionTimestamp != nil || !c.serves(svc) || !sameAddrs(ingressIPs(svc), h.ips) {
 			continue // gone or going, or an ensure in flight records the pools itself
 		}
-		have, ok := svc.Annotations[names.AnnotationAllocatedPool]
+		have, ok := names.AllocatedPool(svc)
 		want, remove := allocatedPoolValue(h.pools, have, ok)
 		if remove || (ok && have == want) {
 			continue

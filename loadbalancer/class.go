@@ -100,7 +100,7 @@ func (cc *classController) cleanupOwed(svc *v1.Service) bool {
 }
 
 func leftBehind(svc *v1.Service, classless bool) bool {
-	_, annotated := svc.Annotations[names.AnnotationAllocatedPool]
+	_, annotated := names.AllocatedPool(svc)
 	return annotated && svc.Spec.Type != v1.ServiceTypeLoadBalancer && svc.Spec.LoadBalancerClass == nil &&
 		(hasFinalizer(svc, names.FinalizerClass) || (!classless && servicehelper.HasLBFinalizer(svc)))
 }

@@ -79,6 +79,13 @@ func buildDesired(in desiredInput) (firewall.Desired, map[string]string) {
 
 	owners := map[netip.Addr][]string{}
 	var order []netip.Addr
+	// admitted dedups a VM's VIPs (an address Services share comes once)
+	// without scanning its list: Services x Nodes stays linear.
+	type vmVIP struct {
+		vm int
+		ip netip.Addr
+	}
+	admitted := map[vmVIP]bool{}
 	problems := map[string]string{}
 	for _, s := range in.Services {
 		for i, a := range s.Addrs {
@@ -95,7 +102,8 @@ func buildDesired(in desiredInput) (firewall.Desired, map[string]string) {
 				problems[s.Key] = msg
 			}
 			for _, n := range sel.Eligible {
-				if j, ok := vmIndex[n.Name]; ok && !slices.Contains(d.VMs[j].VIPs, a) {
+				if j, ok := vmIndex[n.Name]; ok && !admitted[vmVIP{j, a}] {
+					admitted[vmVIP{j, a}] = true
 					d.VMs[j].VIPs = append(d.VMs[j].VIPs, a)
 				}
 			}

@@ -256,7 +256,7 @@ func (c *Controller) GetLoadBalancer(_ context.Context, _ string, svc *v1.Servic
 	if len(ips) > 0 {
 		return statusFor(ips), true, nil
 	}
-	if _, ok := svc.Annotations[names.AnnotationAllocatedPool]; ok {
+	if _, ok := names.AllocatedPool(svc); ok {
 		return &v1.LoadBalancerStatus{}, true, nil
 	}
 	return nil, false, nil
@@ -325,7 +325,7 @@ func (c *Controller) ensure(ctx context.Context, svc *v1.Service, via string) (*
 		bare, _ := c.toRequest(&v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: svc.Namespace, Name: svc.Name, Labels: svc.Labels}, Spec: svc.Spec})
 		bare.RequestedIPs = nil
 		bare.Selector, bare.Labels = svc.Spec.Selector, svc.Labels
-		bare.SharingKey = strings.TrimSpace(svc.Annotations[names.AnnotationSharingKey])
+		bare.SharingKey = names.SharingKey(svc)
 		res = c.alloc.Keep(bare, shown)
 	}
 	if err == nil || len(c.alloc.Held(key)) > 0 {
@@ -529,7 +529,7 @@ func (c *Controller) maybeCheckLeaving(svc *v1.Service) {
 // recordPools keeps names.AnnotationAllocatedPool in line with the pools the held
 // addresses belong to (see allocatedPoolValue; removed when none are held).
 func (c *Controller) recordPools(ctx context.Context, svc *v1.Service, pools []string) error {
-	have, ok := svc.Annotations[names.AnnotationAllocatedPool]
+	have, ok := names.AllocatedPool(svc)
 	want, remove := allocatedPoolValue(pools, have, ok)
 	if (remove && !ok) || (!remove && ok && have == want) {
 		return nil
@@ -573,7 +573,7 @@ func (c *Controller) recordPools(ctx context.Context, svc *v1.Service, pools []s
 			return err
 		}
 		rv = cur.ResourceVersion
-		if have, ok := cur.Annotations[names.AnnotationAllocatedPool]; (remove && !ok) || (!remove && ok && have == want) {
+		if have, ok := names.AllocatedPool(cur); (remove && !ok) || (!remove && ok && have == want) {
 			svc.ResourceVersion, svc.Annotations = cur.ResourceVersion, cur.Annotations
 			return nil
 		}
@@ -589,8 +589,8 @@ func (c *Controller) toRequest(svc *v1.Service) (allocator.Service, error) {
 	s := allocator.Service{
 		Key:                   keyOf(svc),
 		RequestedIPs:          ips,
-		RequestedPool:         strings.TrimSpace(svc.Annotations[names.AnnotationPool]),
-		SharingKey:            strings.TrimSpace(svc.Annotations[names.AnnotationSharingKey]),
+		RequestedPool:         names.RequestedPool(svc),
+		SharingKey:            names.SharingKey(svc),
 		ExternalTrafficPolicy: string(svc.Spec.ExternalTrafficPolicy),
 		Selector:              svc.Spec.Selector,
 		Labels:                svc.Labels,
