@@ -160,10 +160,6 @@ func (c *Cloud) Config() *config.Config { return c.cfg }
 // Client returns the Proxmox client of a region, or nil.
 func (c *Cloud) Client(region string) pve.Client { return c.clients[region] }
 
-// VMs returns the InstancesV2 implementation with its extra lookups
-// (VMForNode), for the load-balancer and firewall code.
-func (c *Cloud) VMs() *instances.Instances { return c.instances }
-
 // SetLoadBalancer plugs in the LoadBalancer implementation. Call it before
 // the controller manager starts its controllers: the service controller
 // asks for LoadBalancer() once, at start.
@@ -185,14 +181,6 @@ func (c *Cloud) OnInitialize(hook InitializeHook) {
 	builder, stop := c.clientBuilder, c.stop
 	c.mu.Unlock()
 	hook(builder, stop)
-}
-
-// ClientBuilder returns the Kubernetes client builder given to Initialize,
-// or nil before it.
-func (c *Cloud) ClientBuilder() cloudprovider.ControllerClientBuilder {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.clientBuilder
 }
 
 // Initialize keeps the client builder and stop channel and runs the hooks.

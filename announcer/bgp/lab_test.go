@@ -46,7 +46,7 @@ type wirePeer struct {
 }
 
 type helperReq struct {
-	Op     string     `json:"op"` // start, peers, routes, states, withdraw, stop
+	Op     string     `json:"op"` // start, peers, routes, states, stop
 	Config Config     `json:"config"`
 	Peers  []wirePeer `json:"peers"`
 	Routes []Route    `json:"routes"`
@@ -99,8 +99,6 @@ func runHelper(in io.Reader, out io.Writer) int {
 			err = sp.Reconcile(rctx, req.Desired)
 		case req.Op == "metrics":
 			resp.Metrics, err = gatherText(NewCollector(sp))
-		case req.Op == "withdraw":
-			err = sp.WithdrawAll(rctx)
 		case req.Op == "states":
 			resp.States, err = sp.PeerStates(rctx)
 		case req.Op == "stop":

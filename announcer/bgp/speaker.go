@@ -257,13 +257,6 @@ func (s *Speaker) withdrawLocked(ctx context.Context, p netip.Prefix) error {
 	return nil
 }
 
-// WithdrawAll withdraws every advertised route and keeps the sessions up.
-func (s *Speaker) WithdrawAll(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.withdrawAllLocked(ctx)
-}
-
 func (s *Speaker) withdrawAllLocked(ctx context.Context) error {
 	var errs []error
 	for p := range s.routes {

@@ -161,11 +161,6 @@ func comparePools(a, b *Pool) int {
 	return strings.Compare(a.Name, b.Name)
 }
 
-// Owner returns the Services holding ip, sorted (several when shared).
-func (a *Allocator) Owner(ip netip.Addr) []ServiceKey {
-	return slices.Clone(a.holders[ip])
-}
-
 // Assigned returns the addresses a Service holds.
 func (a *Allocator) Assigned(key ServiceKey) []netip.Addr {
 	if h := a.svcs[key]; h != nil {

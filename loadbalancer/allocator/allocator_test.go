@@ -457,8 +457,8 @@ func TestAssignTable(t *testing.T) {
 				t.Fatalf("Assigned = %s, want %s", got, tt.want)
 			}
 			for _, ip := range r.IPs {
-				if !slices.Contains(a.Owner(ip), tt.svc.Key) {
-					t.Fatalf("Owner(%s) = %v, missing %s", ip, a.Owner(ip), tt.svc.Key)
+				if !slices.Contains(owners(a, ip), tt.svc.Key) {
+					t.Fatalf("Owner(%s) = %v, missing %s", ip, owners(a, ip), tt.svc.Key)
 				}
 			}
 			checkInvariants(t, a)

@@ -1,6 +1,7 @@
 package allocator
 
 import (
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -246,4 +247,9 @@ func TestRestorePrefersLiveServices(t *testing.T) {
 		t.Fatalf("y got %s, want 192.0.2.2", strs(r.IPs))
 	}
 	checkInvariants(t, a)
+}
+
+// owners returns the Services holding ip, sorted (several when shared).
+func owners(a *Allocator, ip netip.Addr) []ServiceKey {
+	return slices.Clone(a.holders[ip])
 }

@@ -124,7 +124,7 @@ func TestRestoreConflictOlderWins(t *testing.T) {
 	if !strings.Contains(c.Err.Error(), "address 192.0.2.5 is held by default/zz-old") {
 		t.Fatalf("conflict message = %q", c.Err)
 	}
-	if got := a.Owner(netip.MustParseAddr("192.0.2.7")); len(got) != 2 {
+	if got := owners(a, netip.MustParseAddr("192.0.2.7")); len(got) != 2 {
 		t.Fatalf("shareable address lost a holder: %v", got)
 	}
 	// The loser gets a fresh address on its next Assign.
@@ -178,11 +178,11 @@ func TestReleaseAndSharedRelease(t *testing.T) {
 		t.Fatalf("sharing group split: %s vs %s", strs(r1.IPs), strs(r2.IPs))
 	}
 	a.Release(s1.Key)
-	if got := a.Owner(r1.IPs[0]); !slices.Equal(got, []ServiceKey{s2.Key}) {
+	if got := owners(a, r1.IPs[0]); !slices.Equal(got, []ServiceKey{s2.Key}) {
 		t.Fatalf("after releasing s1, owner = %v", got)
 	}
 	a.Release(s2.Key)
-	if got := a.Owner(r1.IPs[0]); got != nil {
+	if got := owners(a, r1.IPs[0]); got != nil {
 		t.Fatalf("after releasing both, owner = %v", got)
 	}
 	a.Release(ServiceKey{"none", "none"}) // no-op
@@ -346,7 +346,7 @@ func TestRandomOperationsKeepInvariants(t *testing.T) {
 			}
 			// A new address (not kept, not shared, not requested) must be the lowest free one.
 			for _, ip := range r.IPs {
-				if slices.Contains(held, ip) || len(a.Owner(ip)) > 1 || slices.Contains(s.RequestedIPs, ip) {
+				if slices.Contains(held, ip) || len(owners(a, ip)) > 1 || slices.Contains(s.RequestedIPs, ip) {
 					continue
 				}
 				if lower := bruteLowestFree(a, s, ip); lower.IsValid() {

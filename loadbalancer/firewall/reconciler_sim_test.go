@@ -16,6 +16,7 @@ import (
 
 	"github.com/pvelb/pvelb/provider/pve"
 	"github.com/pvelb/pvelb/test/pvesim"
+	"github.com/pvelb/pvelb/test/waitfor"
 )
 
 // These tests run the reconciler through the real client (pve.New) against
@@ -443,14 +444,14 @@ func TestSimRunRepairsDriftPeriodically(t *testing.T) {
 		t.Fatal(err)
 	}
 	w1 := vmScope(threeVMs[0])
-	waitFor(t, 10*time.Second, "VIP admitted", func() bool {
+	waitfor.Until(t, 10*time.Second, "VIP admitted", func() bool {
 		return slices.Contains(e.entries(w1, "ipfilter-net0"), "192.0.2.10[pvelb: default/web]")
 	})
 	if err := e.client.DeleteIPSetEntry(context.Background(), w1, "ipfilter-net0", "192.0.2.10", ""); err != nil {
 		t.Fatal(err)
 	}
 	// No SetDesired: only the periodic resync can bring it back.
-	waitFor(t, 10*time.Second, "drift repaired", func() bool {
+	waitfor.Until(t, 10*time.Second, "drift repaired", func() bool {
 		return slices.Contains(e.entries(w1, "ipfilter-net0"), "192.0.2.10[pvelb: default/web]")
 	})
 	if len(results) == 0 {
@@ -469,17 +470,6 @@ func TestSimNothingBeforeFirstDesired(t *testing.T) {
 	}
 	if s := e.sim.Stats(); s.Requests != 0 {
 		t.Fatalf("%d requests before the first desired state", s.Requests)
-	}
-}
-
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

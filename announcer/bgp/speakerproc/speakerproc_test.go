@@ -19,6 +19,7 @@ import (
 
 	"github.com/pvelb/pvelb/announcer/bgp/desired"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+	"github.com/pvelb/pvelb/test/waitfor"
 )
 
 const password = "s3cret-md5-key"
@@ -300,17 +301,6 @@ func startChild(t *testing.T, mode string) (*Client, string) {
 	return c, mark
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestClientReconcileStatesStop(t *testing.T) {
 	c, mark := startChild(t, "serve")
 	if c == nil {
@@ -357,7 +347,7 @@ func TestClientRestartsDeadChild(t *testing.T) {
 	if s, err := c.States(context.Background()); err == nil && restarting && (len(s.Peers) != 1 || s.Peers[0].State != "idle" || s.Routes != 0) {
 		t.Errorf("states while restarting %+v, want tor idle and no routes", s)
 	}
-	waitFor(t, "a new child with the last state", func() bool {
+	waitfor.Until(t, 10*time.Second, "a new child with the last state", func() bool {
 		c.mu.Lock()
 		cur := c.cur
 		c.mu.Unlock()
