@@ -5,29 +5,24 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/pvelb/pvelb/provider/config"
 	"github.com/pvelb/pvelb/provider/pve"
 	"k8s.io/klog/v2"
 )
 
 // Defaults for Options.
 const (
-	DefaultClusterSet   = "pvelb-vips"
-	DefaultConcurrency  = 4
-	DefaultResyncPeriod = 60 * time.Second
-	maxConcurrency      = 64
+	DefaultConcurrency = 4
+	maxConcurrency     = 64
 	// minRetryDelay is the first delay before retrying a failed pass in Run;
 	// it doubles up to ResyncPeriod.
 	minRetryDelay = 2 * time.Second
 )
-
-// DefaultNICs are the VM NICs whose ipfilter sets are managed by default.
-var DefaultNICs = []string{"net0"}
 
 // Options configure a Reconciler.
 type Options struct {
@@ -48,11 +43,6 @@ type Options struct {
 	// OnResult, when set, is called by Run after every pass (for Events).
 	OnResult func(Result)
 }
-
-var (
-	setNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{1,63}$`)
-	nicRE     = regexp.MustCompile(`^net([0-9]|[1-9][0-9]{1,2})$`)
-)
 
 // Reconciler keeps the IPSets of one or more Proxmox clusters in line with a
 // desired state. Reconcile makes one pass; Run makes passes on change and
@@ -97,20 +87,20 @@ func New(clients map[string]pve.Client, opts Options) (*Reconciler, error) {
 		}
 	}
 	if opts.ClusterSet == "" {
-		opts.ClusterSet = DefaultClusterSet
+		opts.ClusterSet = config.DefaultClusterIPSet
 	}
-	if !setNameRE.MatchString(opts.ClusterSet) {
-		return nil, fmt.Errorf("clusterSet %q: must match ^[a-z][a-z0-9_-]+$ and be 2 to 64 characters", opts.ClusterSet)
+	if err := pve.ValidateIPSetName(opts.ClusterSet); err != nil {
+		return nil, fmt.Errorf("clusterSet: %w", err)
 	}
 	if len(opts.NICs) == 0 {
-		opts.NICs = DefaultNICs
+		opts.NICs = []string{config.DefaultNIC}
 	}
 	var vmSets []string
 	for i, nic := range opts.NICs {
-		if !nicRE.MatchString(nic) {
-			return nil, fmt.Errorf("nics[%d] %q: must be a VM NIC such as net0", i, nic)
+		if !pve.ValidNIC(nic) {
+			return nil, fmt.Errorf("nics[%d] %q: must be a VM NIC, net0 to net%d", i, nic, pve.MaxNIC)
 		}
-		if name := "ipfilter-" + nic; !slices.Contains(vmSets, name) {
+		if name := pve.IPFilterSet(nic); !slices.Contains(vmSets, name) {
 			vmSets = append(vmSets, name)
 		}
 	}
@@ -124,7 +114,7 @@ func New(clients map[string]pve.Client, opts Options) (*Reconciler, error) {
 	case opts.ResyncPeriod < 0:
 		return nil, fmt.Errorf("resyncPeriod %v: must not be negative", opts.ResyncPeriod)
 	case opts.ResyncPeriod == 0:
-		opts.ResyncPeriod = DefaultResyncPeriod
+		opts.ResyncPeriod = config.DefaultResyncPeriod
 	}
 	return &Reconciler{
 		clients:  maps.Clone(clients),

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/pvelb/pvelb/provider/config"
 	"github.com/pvelb/pvelb/provider/pve"
 	"github.com/pvelb/pvelb/test/pvesim"
 	"github.com/pvelb/pvelb/test/waitfor"
@@ -656,7 +657,7 @@ func TestNewValidatesOptions(t *testing.T) {
 		t.Error("New without clients succeeded")
 	}
 	r, err := New(c, Options{NICs: []string{"net0", "net1", "net0"}})
-	if err != nil || !slices.Equal(r.vmSets, []string{"ipfilter-net0", "ipfilter-net1"}) || r.opts.ClusterSet != DefaultClusterSet {
+	if err != nil || !slices.Equal(r.vmSets, []string{"ipfilter-net0", "ipfilter-net1"}) || r.opts.ClusterSet != config.DefaultClusterIPSet {
 		t.Fatalf("defaults: %v %+v", err, r)
 	}
 }

@@ -2,12 +2,10 @@ package config
 
 import (
 	"bytes"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +15,8 @@ import (
 
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/pvelb/pvelb/provider/pve"
 )
 
 // The raw* types mirror the file. Leaves are `any` so a wrong type becomes a
@@ -224,13 +224,6 @@ var (
 	// regionRE: a DNS label, because the region is a label value and part of
 	// the providerID (so no "/").
 	regionRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	// tokenIDRE follows pve-access-control: user (no whitespace, ':', '/'),
-	// realm and token name starting with a letter.
-	tokenIDRE = regexp.MustCompile(`^[^\s:/@!]+@[A-Za-z][A-Za-z0-9._-]+![A-Za-z][A-Za-z0-9._-]+$`)
-	// ipsetNameRE is Proxmox's IPSet name rule restricted to lowercase, since
-	// Proxmox lowercases names when it reloads the firewall config.
-	ipsetNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]+$`)
-	nicRE       = regexp.MustCompile(`^net([0-9]|[12][0-9]|3[01])$`)
 )
 
 func (v *validator) build(raw *rawConfig) *Config {
@@ -274,7 +267,7 @@ func (v *validator) build(raw *rawConfig) *Config {
 	cfg.Firewall.ClusterIPSet = v.str("firewall.clusterIPSet", rf.ClusterIPSet)
 	if rf.ClusterIPSet == nil {
 		cfg.Firewall.ClusterIPSet = DefaultClusterIPSet
-	} else if n := cfg.Firewall.ClusterIPSet; len(n) < 2 || len(n) > 64 || !ipsetNameRE.MatchString(n) {
+	} else if n := cfg.Firewall.ClusterIPSet; pve.ValidateIPSetName(n) != nil {
 		v.add("firewall.clusterIPSet", "%q is not a valid IPSet name: lowercase letter first, then lowercase letters, digits, '-' or '_', 2 to 64 characters", n)
 	}
 	cfg.Firewall.NICs = v.nics("firewall.nics", rf.NICs)
@@ -307,7 +300,7 @@ func (v *validator) cluster(path string, rc *rawCluster) Cluster {
 	switch {
 	case rc.TokenID == nil || c.TokenID == "":
 		v.add(path+".tokenID", "required")
-	case !tokenIDRE.MatchString(c.TokenID):
+	case !pve.ValidTokenID(c.TokenID):
 		v.add(path+".tokenID", "%q must have the form USER@REALM!TOKENID (e.g. pvelb@pve!ccm)", c.TokenID)
 	}
 
@@ -326,46 +319,12 @@ func (v *validator) apiURL(path string, val any, insecure bool) string {
 		v.add(path, "required")
 		return ""
 	}
-	u, err := url.Parse(s)
+	u, err := pve.NormalizeURL(s, insecure)
 	if err != nil {
-		// url errors quote the input; a URL is not a secret unless it
-		// carries userinfo, which is refused below anyway.
-		v.add(path, "not a valid URL: %v", errors.Unwrap(err))
+		v.add(path, "%v", err)
 		return ""
 	}
-	switch {
-	case u.Scheme == "https":
-	case u.Scheme == "http" && insecure:
-	case u.Scheme == "http":
-		v.add(path, "must be an https URL (http is only allowed with insecureSkipVerify: true)")
-		return ""
-	default:
-		v.add(path, "must be an https URL, got scheme %q", u.Scheme)
-		return ""
-	}
-	if u.Host == "" || u.Hostname() == "" {
-		v.add(path, "must name a host")
-		return ""
-	}
-	if u.User != nil {
-		v.add(path, "must not carry credentials; use tokenID and tokenSecret")
-		return ""
-	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		v.add(path, "must not have a query or fragment")
-		return ""
-	}
-	p := strings.TrimRight(u.Path, "/")
-	switch {
-	case p == "":
-		u.Path = "/api2/json"
-	case strings.HasSuffix(p, "/api2/json"):
-		u.Path = p
-	default:
-		v.add(path, "path must end in /api2/json (e.g. https://pve.example.com:8006/api2/json), got %q", u.Path)
-		return ""
-	}
-	return u.String()
+	return u
 }
 
 func (v *validator) secret(path string, rc *rawCluster) (Secret, string) {
@@ -424,13 +383,13 @@ func (v *validator) caFile(path, file string) string {
 		return ""
 	}
 	file = v.resolve(file)
-	data, err := os.ReadFile(file)
-	if err != nil {
-		v.add(path, "cannot read %s: %v", file, pathErrReason(err))
-		return file
-	}
-	if !x509.NewCertPool().AppendCertsFromPEM(data) {
-		v.add(path, "%s holds no PEM certificate", file)
+	if _, err := pve.LoadCA(file); err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			v.add(path, "cannot read %s: %v", file, pathErrReason(err))
+		} else {
+			v.add(path, "%s %v", file, err)
+		}
 	}
 	return file
 }
@@ -456,7 +415,7 @@ func (v *validator) nics(path string, val any) []string {
 		switch {
 		case !ok:
 			v.add(p, "must be a string, got %s", kindOf(item))
-		case !nicRE.MatchString(s):
+		case !pve.ValidNIC(s):
 			v.add(p, "%q is not a Proxmox NIC name (net0 to net31)", s)
 		case seen[s]:
 			v.add(p, "duplicate NIC %q", s)

@@ -12,6 +12,8 @@ import (
 
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/pvelb/pvelb/provider/pve"
 )
 
 // fuzzSeeds are cloud configs from the tests and docs, valid and not.
@@ -154,7 +156,7 @@ func checkConfig(t *testing.T, data []byte, dir string, cfg *Config) {
 			fail("region %q", c.Region)
 		case !strings.HasSuffix(c.URL, "/api2/json") || !(strings.HasPrefix(c.URL, "https://") || c.InsecureSkipVerify && strings.HasPrefix(c.URL, "http://")):
 			fail("url %q", c.URL)
-		case !tokenIDRE.MatchString(c.TokenID):
+		case !pve.ValidTokenID(c.TokenID):
 			fail("tokenID %q", c.TokenID)
 		case c.TokenSecret == "" || strings.ContainsFunc(c.TokenSecret.Reveal(), func(r rune) bool { return r <= ' ' || r == 0x7f }):
 			fail("token secret empty or has whitespace")
@@ -174,7 +176,7 @@ func checkConfig(t *testing.T, data []byte, dir string, cfg *Config) {
 	if d := cfg.Firewall.ResyncPeriod; d < time.Second || d > 24*time.Hour {
 		fail("resyncPeriod %v", d)
 	}
-	if n := cfg.Firewall.ClusterIPSet; len(n) < 2 || len(n) > 64 || !ipsetNameRE.MatchString(n) {
+	if n := cfg.Firewall.ClusterIPSet; pve.ValidateIPSetName(n) != nil {
 		fail("clusterIPSet %q", n)
 	}
 	if len(cfg.Firewall.NICs) == 0 {
@@ -182,7 +184,7 @@ func checkConfig(t *testing.T, data []byte, dir string, cfg *Config) {
 	}
 	seen := map[string]bool{}
 	for _, n := range cfg.Firewall.NICs {
-		if !nicRE.MatchString(n) || seen[n] {
+		if !pve.ValidNIC(n) || seen[n] {
 			fail("nic %q", n)
 		}
 		seen[n] = true

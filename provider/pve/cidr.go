@@ -70,18 +70,6 @@ func cidrSegment(cidr string) (string, error) {
 	return url.PathEscape(n), nil
 }
 
-// ipsetNameRE is Proxmox's IPSet name format, restricted to lowercase because
-// Proxmox lowercases names when it reloads the firewall config: a set created
-// as "VIPs" is later reachable only as "vips".
-var ipsetNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{1,63}$`)
-
-func validateIPSetName(name string) error {
-	if !ipsetNameRE.MatchString(name) {
-		return fmt.Errorf("ipset name %q: must match ^[a-z][a-z0-9_-]+$ and be 2 to 64 characters", name)
-	}
-	return nil
-}
-
 // nodeNameRE is a Proxmox node name (a host name label).
 var nodeNameRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`)
 

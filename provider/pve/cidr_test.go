@@ -75,13 +75,13 @@ func TestValidateIPSetName(t *testing.T) {
 	good := []string{"pvelb-vips", "ipfilter-net0", "ab", "a_b-c9", "a" + strings.Repeat("b", 63)}
 	bad := []string{"", "a", "VIPs", "9abc", "-abc", "a b", "a/b", "a" + strings.Repeat("b", 64)}
 	for _, n := range good {
-		if err := validateIPSetName(n); err != nil {
-			t.Errorf("validateIPSetName(%q) = %v; want nil", n, err)
+		if err := ValidateIPSetName(n); err != nil {
+			t.Errorf("ValidateIPSetName(%q) = %v; want nil", n, err)
 		}
 	}
 	for _, n := range bad {
-		if err := validateIPSetName(n); err == nil {
-			t.Errorf("validateIPSetName(%q) = nil; want error", n)
+		if err := ValidateIPSetName(n); err == nil {
+			t.Errorf("ValidateIPSetName(%q) = nil; want error", n)
 		}
 	}
 }

@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -58,8 +56,6 @@ const (
 	retryBudget = 30 * time.Second
 )
 
-var tokenIDRE = regexp.MustCompile(`^[^\s@!=:/]+@[A-Za-z][A-Za-z0-9.\-_]*![A-Za-z][A-Za-z0-9.\-_]*$`)
-
 type client struct {
 	api     *proxmox.Client
 	baseURL string
@@ -81,11 +77,14 @@ func newClient(opts Options) (*client, error) {
 	if strings.TrimSpace(opts.Region) == "" {
 		return nil, errors.New("region: must not be empty")
 	}
-	base, err := validateURL(opts.URL, opts.InsecureSkipVerify)
-	if err != nil {
-		return nil, err
+	if opts.URL == "" {
+		return nil, errors.New("url: must not be empty")
 	}
-	if !tokenIDRE.MatchString(opts.TokenID) {
+	base, err := NormalizeURL(opts.URL, opts.InsecureSkipVerify)
+	if err != nil {
+		return nil, fmt.Errorf("url: %w", err)
+	}
+	if !ValidTokenID(opts.TokenID) {
 		return nil, fmt.Errorf("tokenID %q: must look like USER@REALM!TOKENID", opts.TokenID)
 	}
 	if opts.TokenSecret == "" {
@@ -114,7 +113,7 @@ func newClient(opts Options) (*client, error) {
 	if opts.RetryBackoff == 0 {
 		opts.RetryBackoff = DefaultRetryBackoff
 	}
-	tlsConfig, err := buildTLSConfig(opts.CAFile, opts.InsecureSkipVerify)
+	tlsConfig, err := TLSConfig(opts.CAFile, opts.InsecureSkipVerify)
 	if err != nil {
 		return nil, err
 	}
@@ -148,66 +147,6 @@ func newClient(opts Options) (*client, error) {
 		proxmox.WithLogger(&klogLogger{redact: c.redact}),
 	)
 	return c, nil
-}
-
-func validateURL(raw string, insecure bool) (string, error) {
-	if raw == "" {
-		return "", errors.New("url: must not be empty")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", fmt.Errorf("url %q: %v", raw, err)
-	}
-	switch {
-	case u.Scheme == "https":
-	case u.Scheme == "http" && insecure:
-	case u.Scheme == "http":
-		return "", fmt.Errorf("url %q: must be https (http only with insecureSkipVerify)", raw)
-	default:
-		return "", fmt.Errorf("url %q: must be an https URL", raw)
-	}
-	if u.Host == "" || u.Hostname() == "" {
-		return "", fmt.Errorf("url %q: has no host", raw)
-	}
-	if u.User != nil {
-		return "", errors.New("url: must not contain credentials")
-	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("url %q: must not have a query or fragment", raw)
-	}
-	p := strings.TrimRight(u.Path, "/")
-	if p == "" {
-		p = "/api2/json"
-	}
-	if !strings.HasSuffix(p, "/api2/json") {
-		return "", fmt.Errorf("url %q: path must end in /api2/json", raw)
-	}
-	u.Path, u.RawPath = p, ""
-	return u.String(), nil
-}
-
-func buildTLSConfig(caFile string, insecure bool) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if insecure {
-		if caFile != "" {
-			return nil, fmt.Errorf("caFile %q: cannot be combined with insecureSkipVerify", caFile)
-		}
-		cfg.InsecureSkipVerify = true
-		return cfg, nil
-	}
-	if caFile == "" {
-		return cfg, nil
-	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("caFile %q: %v", caFile, err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("caFile %q: holds no PEM certificate", caFile)
-	}
-	cfg.RootCAs = pool
-	return cfg, nil
 }
 
 // call is one logical API call (retries included).

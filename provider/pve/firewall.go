@@ -31,7 +31,7 @@ func ipsetPaths(scope Scope, name, cidrSeg string) (path, endpoint string, err e
 	if name == "" {
 		return path, endpoint, nil
 	}
-	if err := validateIPSetName(name); err != nil {
+	if err := ValidateIPSetName(name); err != nil {
 		return "", "", err
 	}
 	path += "/" + name
@@ -69,7 +69,7 @@ func (c *client) IPSets(ctx context.Context, scope Scope) ([]IPSet, error) {
 }
 
 func (c *client) CreateIPSet(ctx context.Context, scope Scope, name, comment string) error {
-	if err := validateIPSetName(name); err != nil {
+	if err := ValidateIPSetName(name); err != nil {
 		return err
 	}
 	p, ep, err := ipsetPaths(scope, "", "")

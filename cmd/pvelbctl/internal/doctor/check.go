@@ -322,7 +322,7 @@ func CheckProxmox(ctx context.Context, cl config.Cluster, cfg *config.Config, no
 					n.Firewall = nc.Firewall
 				}
 			}
-			set := "ipfilter-" + nic
+			set := pve.IPFilterSet(nic)
 			if have[set] {
 				n.SetExists = true
 				if n.Entries, err = client.IPSetEntries(ctx, pve.VMScope(m.vm.Ref()), set); err != nil {

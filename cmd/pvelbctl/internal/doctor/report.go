@@ -168,7 +168,7 @@ type NIC struct {
 // traffic, whether VIPs need pvelb's IPSet management, and says how to fix
 // it. firewallManaged is the cloud config's firewall.enabled.
 func AssessNIC(n NIC, firewallManaged bool, vmPath string) (Severity, string, string) {
-	set := "ipfilter-" + n.Name
+	set := pve.IPFilterSet(n.Name)
 	if !n.Present {
 		return Warn, fmt.Sprintf("the VM has no %s, yet firewall.nics lists it", n.Name),
 			"list the VM's NICs that carry VIPs in the cloud config's firewall.nics"

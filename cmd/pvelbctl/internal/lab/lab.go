@@ -28,6 +28,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/pvelb/pvelb/provider/config"
+	"github.com/pvelb/pvelb/provider/pve"
 	"github.com/pvelb/pvelb/test/apiserver"
 	"github.com/pvelb/pvelb/test/datapath"
 	"github.com/pvelb/pvelb/test/netlab"
@@ -64,8 +66,7 @@ type Options struct {
 
 const (
 	region       = "lab"
-	clusterIPSet = "pvelb-vips"
-	vmIPSet      = "ipfilter-net0"
+	clusterIPSet = config.DefaultClusterIPSet
 	poolName     = "demo"
 	serviceName  = "web"
 	ctlOctet     = 5
@@ -76,6 +77,7 @@ const (
 )
 
 var (
+	vmIPSet = pve.IPFilterSet(config.DefaultNIC)
 	// poolRange is where the demo's VIPs come from: the top of the lab's
 	// documentation subnet, so the client reaches them over the bridge.
 	poolFirst, poolLast = netlab.VIP4(0), netlab.VIP4(9)
