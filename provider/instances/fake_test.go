@@ -78,6 +78,12 @@ func (f *fakeClient) wait(ctx context.Context) error {
 	}
 }
 
+func (f *fakeClient) Version(context.Context) (string, error) { return "9.1.3", nil }
+
+func (f *fakeClient) Permissions(context.Context, string, string) (map[string]bool, error) {
+	return nil, nil
+}
+
 func (f *fakeClient) ClusterVMs(ctx context.Context) ([]pve.VMResource, error) {
 	f.mu.Lock()
 	f.listCalls++

@@ -24,6 +24,12 @@ type Client interface {
 	// VMFirewallOptions reads the VM's firewall options (enable, ipfilter, ...).
 	VMFirewallOptions(ctx context.Context, vm VMRef) (*FirewallOptions, error)
 
+	// Version reads the Proxmox VE version, e.g. "9.1.3" (GET /version).
+	Version(ctx context.Context) (string, error)
+	// Permissions returns the privileges userID (a user or token ID) holds
+	// on an ACL path (GET /access/permissions).
+	Permissions(ctx context.Context, userID, path string) (map[string]bool, error)
+
 	// IPSets lists the IPSets of a scope (the cluster, or one VM).
 	IPSets(ctx context.Context, scope Scope) ([]IPSet, error)
 	// CreateIPSet creates an empty IPSet. name must be lowercase.

@@ -3,15 +3,10 @@ package doctor
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
-	"net/url"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
+	cloudprovider "k8s.io/cloud-provider"
 
 	"github.com/pvelb/pvelb/loadbalancer/allocator"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
@@ -52,271 +48,212 @@ func Run(ctx context.Context, cfg *config.Config, nodes []corev1.Node, dyn dynam
 	return r
 }
 
-// api is the few raw calls doctor makes besides pve.Client's: the version
-// and the token's effective permissions. The secret goes only into the
-// Authorization header, never into an error.
-type api struct {
-	base, auth string
-	hc         *http.Client
+// proxmoxCheck is one check of a Proxmox cluster. It adds its findings to
+// the report and returns false when the checks after it cannot run. Adding
+// a check is adding a function to proxmoxChecks.
+type proxmoxCheck func(ctx context.Context, p *proxmoxRun, r *Report) bool
+
+// proxmoxChecks run in order against each cluster of the cloud config.
+var proxmoxChecks = []proxmoxCheck{
+	checkReachable,
+	checkListsVMs,
+	checkNodeVMs,
+	checkPrivileges,
+	checkIPFilters,
 }
 
-func newAPI(cl config.Cluster) (*api, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cl.InsecureSkipVerify} //nolint:gosec // the user's explicit, loudly warned choice
-	if cl.CAFile != "" {
-		b, err := os.ReadFile(cl.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("caFile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("caFile %s: no PEM certificate in it", cl.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	timeout := cl.Timeout
-	if timeout == 0 {
-		timeout = 10 * time.Second
-	}
-	return &api{
-		base: strings.TrimSuffix(cl.URL, "/"),
-		auth: "PVEAPIToken=" + cl.TokenID + "=" + cl.TokenSecret.Reveal(),
-		hc:   &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: tc}},
-	}, nil
+// proxmoxRun is what the checks of one cluster share.
+type proxmoxRun struct {
+	cl      config.Cluster
+	cfg     *config.Config
+	area    string
+	client  pve.Client
+	vms     *instances.Instances
+	nodes   []corev1.Node
+	matched map[string]bool // Node names matched to a VM, by any cluster
+
+	release pve.Release // set by checkReachable
+	matches []vmMatch   // set by checkNodeVMs, sorted by Node name
 }
 
-// apiError keeps the HTTP status of a refused call.
-type apiError struct {
-	Status int
-	Reason string
-}
-
-func (e *apiError) Error() string { return fmt.Sprintf("HTTP %d %s", e.Status, e.Reason) }
-
-func (a *api) get(ctx context.Context, path string, q url.Values, out any) error {
-	u := a.base + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", a.auth)
-	resp, err := a.hc.Do(req)
-	if err != nil {
-		// url.Error holds the URL only, which has no secret.
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if resp.StatusCode != http.StatusOK {
-		reason := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
-		return &apiError{Status: resp.StatusCode, Reason: reason}
-	}
-	var env struct {
-		Data json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(body, &env); err != nil {
-		return fmt.Errorf("GET %s: %w", path, err)
-	}
-	return json.Unmarshal(env.Data, out)
-}
-
-// permissions reads the token's effective privileges on each path.
-func (a *api) permissions(ctx context.Context, tokenID string, paths []string) (map[string]map[string]bool, error) {
-	have := map[string]map[string]bool{}
-	for _, p := range paths {
-		var got map[string]map[string]any
-		if err := a.get(ctx, "/access/permissions", url.Values{"userid": {tokenID}, "path": {p}}, &got); err != nil {
-			return nil, err
-		}
-		privs := map[string]bool{}
-		// Values are propagate flags; holding the privilege is what counts.
-		for _, m := range got {
-			for k := range m {
-				privs[k] = true
-			}
-		}
-		have[p] = privs
-	}
-	return have, nil
+// vmMatch is a Node and its VM.
+type vmMatch struct {
+	node *corev1.Node
+	vm   *instances.VM
 }
 
 // CheckProxmox checks one Proxmox cluster: reachability and the token,
 // privileges, the Nodes' VMs and each VM's IP filter. Nodes it matches are
 // recorded in matched.
 func CheckProxmox(ctx context.Context, cl config.Cluster, cfg *config.Config, nodes []corev1.Node, matched map[string]bool, r *Report) {
-	area := "proxmox " + cl.Region + " (" + cl.URL + ")"
-	a, err := newAPI(cl)
-	if err != nil {
-		r.add(Fail, area, "fix the cloud config's clusters[].caFile", "%v", err)
-		return
-	}
-	var ver struct {
-		Version string `json:"version"`
-	}
-	if err := a.get(ctx, "/version", nil, &ver); err != nil {
-		sev, fix := Fail, "check url and that this machine reaches Proxmox on port 8006"
-		var ae *apiError
-		var ce *tls.CertificateVerificationError
-		switch {
-		case errors.As(err, &ae) && ae.Status == http.StatusUnauthorized:
-			fix = "the token is unknown or its secret wrong: check tokenID and tokenSecret/tokenSecretFile (pveum user token list pvelb@pve)"
-		case errors.As(err, &ce) || strings.Contains(err.Error(), "certificate"):
-			fix = "Proxmox's certificate is not trusted: set clusters[].caFile to its CA (/etc/pve/pve-root-ca.pem)"
-		}
-		r.add(sev, area, fix, "Proxmox API not usable with the token: %v", err)
-		return
-	}
-	r.add(OK, area, "", "reachable, token %s accepted, Proxmox VE %s", cl.TokenID, ver.Version)
-	major, _ := strconv.Atoi(strings.SplitN(ver.Version, ".", 2)[0])
-
+	p := &proxmoxRun{cl: cl, cfg: cfg, area: "proxmox " + cl.Region + " (" + cl.URL + ")", nodes: nodes, matched: matched}
 	client, err := pve.New(pve.Options{
 		Region: cl.Region, URL: cl.URL, TokenID: cl.TokenID, TokenSecret: cl.TokenSecret.Reveal(),
 		CAFile: cl.CAFile, InsecureSkipVerify: cl.InsecureSkipVerify, Timeout: cl.Timeout, MaxRetries: -1,
 	})
 	if err != nil {
-		r.add(Fail, area, "", "%v", err)
+		r.add(Fail, p.area, "fix the cloud config's clusters[] entry", "%v", err)
 		return
 	}
-	vms, err := client.ClusterVMs(ctx)
+	// The cache serves every Node's lookup from one VM list and one read
+	// of each VM's config.
+	p.vms, err = instances.New(instances.Options{
+		Regions:   []instances.Region{{Name: cl.Region, Client: client}},
+		Addresses: cfg.Instances.Addresses, CacheTTL: time.Hour,
+	})
 	if err != nil {
-		r.add(Fail, area, "", "listing VMs: %v", err)
+		r.add(Fail, p.area, "", "%v", err)
 		return
 	}
+	p.client = client
+	for _, check := range proxmoxChecks {
+		if !check(ctx, p, r) {
+			return
+		}
+	}
+}
 
-	// Match Nodes to VMs: by providerID in this region, else by systemUUID.
-	type match struct {
-		node *corev1.Node
-		vm   pve.VMResource
-		cfg  *pve.VMConfig
-	}
-	var matches []match
-	byID := map[int]pve.VMResource{}
-	for _, v := range vms {
-		if v.Type == "qemu" && !v.Template {
-			byID[v.VMID] = v
+// checkReachable: the API answers the token, and which release it runs.
+func checkReachable(ctx context.Context, p *proxmoxRun, r *Report) bool {
+	ver, err := p.client.Version(ctx)
+	if err != nil {
+		fix := "check url and that this machine reaches Proxmox on port 8006"
+		var pe *pve.Error
+		var ce *tls.CertificateVerificationError
+		switch {
+		case errors.As(err, &pe) && pe.StatusCode == http.StatusUnauthorized:
+			fix = "the token is unknown or its secret wrong: check tokenID and tokenSecret/tokenSecretFile (pveum user token list pvelb@pve)"
+		case errors.As(err, &ce) || strings.Contains(err.Error(), "certificate"):
+			fix = "Proxmox's certificate is not trusted: set clusters[].caFile to its CA (/etc/pve/pve-root-ca.pem)"
 		}
+		r.add(Fail, p.area, fix, "Proxmox API not usable with the token: %v", err)
+		return false
 	}
-	configs := map[int]*pve.VMConfig{}
-	vmConfig := func(v pve.VMResource) (*pve.VMConfig, error) {
-		if c, ok := configs[v.VMID]; ok {
-			return c, nil
-		}
-		c, err := client.VMConfig(ctx, v.Ref())
-		if err == nil {
-			configs[v.VMID] = c
-		}
-		return c, err
+	r.add(OK, p.area, "", "reachable, token %s accepted, Proxmox VE %s", p.cl.TokenID, ver)
+	p.release = pve.ReleaseOf(ver)
+	return true
+}
+
+// checkListsVMs: the token may list the cluster's VMs.
+func checkListsVMs(ctx context.Context, p *proxmoxRun, r *Report) bool {
+	if _, err := p.client.ClusterVMs(ctx); err != nil {
+		r.add(Fail, p.area, "", "listing VMs: %v", err)
+		return false
 	}
-	for i := range nodes {
-		n := &nodes[i]
-		if matched[n.Name] {
+	return true
+}
+
+// checkNodeVMs matches the Nodes not matched yet to this cluster's VMs the
+// way pvelb-ccm does (provider/instances): by providerID in this region,
+// else by systemUUID.
+func checkNodeVMs(ctx context.Context, p *proxmoxRun, r *Report) bool {
+	for i := range p.nodes {
+		n := &p.nodes[i]
+		if p.matched[n.Name] {
 			continue
 		}
+		var vmid int
 		if n.Spec.ProviderID != "" {
-			reg, vmid, err := instances.ParseProviderID(n.Spec.ProviderID)
-			if err != nil || reg != cl.Region {
+			reg, id, err := instances.ParseProviderID(n.Spec.ProviderID)
+			if err != nil || reg != p.cl.Region {
 				continue
 			}
-			v, ok := byID[vmid]
-			if !ok {
-				r.add(Fail, "node "+n.Name, "if the VM exists, give the token VM.Audit on /vms/"+strconv.Itoa(vmid)+"; if not, delete the Node",
-					"providerID %s names VM %d, which the token does not see in region %s", n.Spec.ProviderID, vmid, cl.Region)
-				matched[n.Name] = true
-				continue
-			}
-			c, err := vmConfig(v)
-			if err != nil {
-				r.add(Fail, "node "+n.Name, "", "reading VM %d's config: %v", vmid, err)
-				matched[n.Name] = true
-				continue
-			}
-			matches = append(matches, match{n, v, c})
-			matched[n.Name] = true
+			vmid = id
+		} else if strings.TrimSpace(n.Status.NodeInfo.SystemUUID) == "" {
 			continue
 		}
-		uuid := strings.ToLower(strings.TrimSpace(n.Status.NodeInfo.SystemUUID))
-		if uuid == "" {
-			continue
+		vm, err := p.vms.VMForNode(ctx, n)
+		switch {
+		case err == nil:
+			p.matches = append(p.matches, vmMatch{n, vm})
+		case !errors.Is(err, cloudprovider.InstanceNotFound):
+			r.add(Fail, "node "+n.Name, "", "%v", err)
+		case vmid != 0:
+			r.add(Fail, "node "+n.Name, "if the VM exists, give the token VM.Audit on /vms/"+strconv.Itoa(vmid)+"; if not, delete the Node",
+				"providerID %s names VM %d, which the token does not see in region %s", n.Spec.ProviderID, vmid, p.cl.Region)
+		default:
+			continue // no VM of this cluster has its UUID: maybe another's
 		}
-		for _, v := range byID {
-			c, err := vmConfig(v)
-			if err != nil {
-				continue
-			}
-			if strings.ToLower(instances.ParseSMBIOS1(c.SMBIOS1).UUID) == uuid {
-				matches = append(matches, match{n, v, c})
-				matched[n.Name] = true
-				break
-			}
-		}
+		p.matched[n.Name] = true
 	}
-	sort.Slice(matches, func(i, j int) bool { return matches[i].node.Name < matches[j].node.Name })
+	sort.Slice(p.matches, func(i, j int) bool { return p.matches[i].node.Name < p.matches[j].node.Name })
+	return true
+}
 
-	// Privileges, named exactly, on the matched VMs and the root.
+// checkPrivileges names exactly the privileges the token lacks on the
+// matched VMs and the root.
+func checkPrivileges(ctx context.Context, p *proxmoxRun, r *Report) bool {
 	var vmids []int
-	for _, m := range matches {
-		vmids = append(vmids, m.vm.VMID)
+	for _, m := range p.matches {
+		vmids = append(vmids, m.vm.Resource.VMID)
 	}
-	needs := Needs(vmids, cfg.Firewall.Enabled, cfg.Instances.Addresses == config.AddressesProvidedAndAgent, major)
-	paths := []string{}
-	seen := map[string]bool{}
+	needs := Needs(vmids, p.cfg.Firewall.Enabled, p.cfg.Instances.Addresses == config.AddressesProvidedAndAgent, p.release.Major)
+	have := map[string]map[string]bool{}
 	for _, n := range needs {
-		if !seen[n.Path] {
-			seen[n.Path] = true
-			paths = append(paths, n.Path)
+		if _, ok := have[n.Path]; ok {
+			continue
 		}
+		privs, err := p.client.Permissions(ctx, p.cl.TokenID, n.Path)
+		if err != nil {
+			r.add(Warn, p.area, "run `pveum user token permissions "+strings.Replace(p.cl.TokenID, "!", " ", 1)+"` on a Proxmox host and compare with docs/proxmox-setup.md",
+				"could not read the token's permissions (GET /access/permissions): %v", err)
+			return true
+		}
+		have[n.Path] = privs
 	}
-	if have, err := a.permissions(ctx, cl.TokenID, paths); err != nil {
-		r.add(Warn, area, "run `pveum user token permissions "+strings.Replace(cl.TokenID, "!", " ", 1)+"` on a Proxmox host and compare with docs/proxmox-setup.md",
-			"could not read the token's permissions (GET /access/permissions): %v", err)
-	} else if missing := Missing(needs, have); len(missing) > 0 {
-		why := map[string]string{}
-		for _, m := range missing {
-			why[m.Privilege] = m.Why
-		}
-		lines := GroupMissing(missing)
-		var fixes []string
-		for _, l := range lines {
-			priv := strings.SplitN(l, " ", 2)[0]
-			fixes = append(fixes, fmt.Sprintf("grant %s (needed to %s)", l, why[priv]))
-		}
-		fixes = append(fixes, "see docs/proxmox-setup.md for the pveum role and ACL commands; a privilege-separated token needs the ACLs on the token too")
-		r.add(Fail, area, strings.Join(fixes, "\n"), "token %s lacks privileges: %s", cl.TokenID, strings.Join(lines, "; "))
-	} else {
-		r.add(OK, area, "", "token holds every privilege pvelb needs (%d checked)", len(needs))
+	missing := Missing(needs, have)
+	if len(missing) == 0 {
+		r.add(OK, p.area, "", "token holds every privilege pvelb needs (%d checked)", len(needs))
+		return true
 	}
+	why := map[string]string{}
+	for _, m := range missing {
+		why[m.Privilege] = m.Why
+	}
+	lines := GroupMissing(missing)
+	var fixes []string
+	for _, l := range lines {
+		priv := strings.SplitN(l, " ", 2)[0]
+		fixes = append(fixes, fmt.Sprintf("grant %s (needed to %s)", l, why[priv]))
+	}
+	fixes = append(fixes, "see docs/proxmox-setup.md for the pveum role and ACL commands; a privilege-separated token needs the ACLs on the token too")
+	r.add(Fail, p.area, strings.Join(fixes, "\n"), "token %s lacks privileges: %s", p.cl.TokenID, strings.Join(lines, "; "))
+	return true
+}
 
-	// Each matched VM's firewall and IP filter.
-	for _, m := range matches {
+// checkIPFilters assesses each matched VM's firewall and the IP filter of
+// each managed NIC.
+func checkIPFilters(ctx context.Context, p *proxmoxRun, r *Report) bool {
+	nics := p.cfg.Firewall.NICs
+	if len(nics) == 0 {
+		nics = []string{config.DefaultNIC}
+	}
+	for _, m := range p.matches {
 		area := "node " + m.node.Name
-		r.add(OK, area, "", "VM %d %q on %s (%s)", m.vm.VMID, m.vm.Name, m.vm.Node, m.vm.Status)
-		if !cfg.Firewall.Enabled && len(cfg.Firewall.NICs) == 0 {
+		res := m.vm.Resource
+		r.add(OK, area, "", "VM %d %q on %s (%s)", res.VMID, res.Name, res.Node, res.Status)
+		if !p.cfg.Firewall.Enabled && len(p.cfg.Firewall.NICs) == 0 {
 			continue
 		}
-		opts, err := client.VMFirewallOptions(ctx, m.vm.Ref())
+		opts, err := p.client.VMFirewallOptions(ctx, m.vm.Ref())
 		if err != nil {
-			r.add(Fail, area, "the token needs VM.Audit on /vms/"+strconv.Itoa(m.vm.VMID), "reading VM firewall options: %v", err)
+			r.add(Fail, area, "the token needs VM.Audit on /vms/"+strconv.Itoa(res.VMID), "reading VM firewall options: %v", err)
 			continue
 		}
-		sets, err := client.IPSets(ctx, pve.VMScope(m.vm.Ref()))
+		scope := pve.VMScope(m.vm.Ref())
+		sets, err := p.client.IPSets(ctx, scope)
 		if err != nil {
-			r.add(Fail, area, "the token needs VM.Audit on /vms/"+strconv.Itoa(m.vm.VMID), "listing VM IPSets: %v", err)
+			r.add(Fail, area, "the token needs VM.Audit on /vms/"+strconv.Itoa(res.VMID), "listing VM IPSets: %v", err)
 			continue
 		}
 		have := map[string]bool{}
 		for _, s := range sets {
 			have[s.Name] = true
 		}
-		nics := cfg.Firewall.NICs
-		if len(nics) == 0 {
-			nics = []string{config.DefaultNIC}
-		}
 		for _, nic := range nics {
 			n := NIC{Name: nic, VMFirewall: opts.Enable, IPFilter: opts.IPFilter, OwnIPs: nodeIPs(m.node)}
 			idx, _ := strconv.Atoi(strings.TrimPrefix(nic, "net"))
-			if raw, ok := m.cfg.Nets[idx]; ok {
+			if raw, ok := m.vm.Config.Nets[idx]; ok {
 				n.Present = true
 				if nc, err := pve.ParseNet(raw); err == nil {
 					n.Firewall = nc.Firewall
@@ -325,15 +262,16 @@ func CheckProxmox(ctx context.Context, cl config.Cluster, cfg *config.Config, no
 			set := pve.IPFilterSet(nic)
 			if have[set] {
 				n.SetExists = true
-				if n.Entries, err = client.IPSetEntries(ctx, pve.VMScope(m.vm.Ref()), set); err != nil {
+				if n.Entries, err = p.client.IPSetEntries(ctx, scope, set); err != nil {
 					r.add(Fail, area, "", "reading %s: %v", set, err)
 					continue
 				}
 			}
-			sev, msg, fix := AssessNIC(n, cfg.Firewall.Enabled, fmt.Sprintf("/nodes/%s/qemu/%d", m.vm.Node, m.vm.VMID))
+			sev, msg, fix := AssessNIC(n, p.cfg.Firewall.Enabled, fmt.Sprintf("/nodes/%s/qemu/%d", res.Node, res.VMID))
 			r.add(sev, area, fix, "%s", msg)
 		}
 	}
+	return true
 }
 
 // nodeIPs are the Node's InternalIPs, or its provided-node-ip annotation

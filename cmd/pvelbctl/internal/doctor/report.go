@@ -108,11 +108,7 @@ func Needs(vmids []int, firewallEnabled, agentAddresses bool, pveMajor int) []Ne
 			out = append(out, Need{p, "VM.Config.Network", "admit VIPs in the VM's ipfilter-netX IPSets"})
 		}
 		if agentAddresses {
-			priv := "VM.GuestAgent.Audit"
-			if pveMajor > 0 && pveMajor < 9 {
-				priv = "VM.Monitor"
-			}
-			out = append(out, Need{p, priv, "read addresses from the guest agent (instances.addresses: provided-and-agent)"})
+			out = append(out, Need{p, pve.ReleaseOfMajor(pveMajor).GuestAgentPrivilege, "read addresses from the guest agent (instances.addresses: provided-and-agent)"})
 		}
 	}
 	if firewallEnabled {
