@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"go4.org/netipx"
+
 	"github.com/pvelb/pvelb/names"
 )
 
@@ -44,7 +46,7 @@ func FuzzParseRange(f *testing.F) {
 		// and broadcast (for a CIDR).
 		in := strings.TrimSpace(s)
 		if p, err := netip.ParsePrefix(in); err == nil {
-			if r.First != p.Addr() || !p.Contains(r.Last) || lastOf(p) != r.Last {
+			if r.First != p.Addr() || !p.Contains(r.Last) || netipx.PrefixLastIP(p) != r.Last {
 				t.Fatalf("ParseRange(%q) = %v, not the prefix %v", s, r, p)
 			}
 		} else {

@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"math/big"
 	"net/netip"
-	"sort"
 	"strings"
+
+	"go4.org/netipx"
 )
 
 // Range is an inclusive range of addresses of one family.
@@ -50,7 +51,7 @@ func ParseRange(s string) (Range, error) {
 		if p.Masked() != p {
 			return Range{}, fmt.Errorf("address %q: CIDR has host bits set (did you mean %s?)", s, p.Masked())
 		}
-		return Range{First: p.Addr(), Last: lastOf(p)}, nil
+		return Range{First: p.Addr(), Last: netipx.PrefixLastIP(p)}, nil
 	}
 	first, last, ok := strings.Cut(s, "-")
 	if !ok {
@@ -102,37 +103,18 @@ func ParseRanges(entries []string) ([]Range, error) {
 	return mergeRanges(rs), nil
 }
 
+// mergeRanges sorts rs and joins the ranges that overlap or touch.
 func mergeRanges(rs []Range) []Range {
-	sort.Slice(rs, func(i, j int) bool { return rs[i].First.Less(rs[j].First) })
-	out := rs[:0]
+	var b netipx.IPSetBuilder
 	for _, r := range rs {
-		if n := len(out); n > 0 {
-			prev := &out[n-1]
-			next := prev.Last.Next()
-			if prev.Last.Is4() == r.First.Is4() && (r.First.Compare(prev.Last) <= 0 || (next.IsValid() && next == r.First)) {
-				if r.Last.Compare(prev.Last) > 0 {
-					prev.Last = r.Last
-				}
-				continue
-			}
-		}
-		out = append(out, r)
+		b.AddRange(netipx.IPRangeFrom(r.First, r.Last))
+	}
+	set, _ := b.IPSet() // adding ranges cannot fail
+	out := rs[:0]
+	for _, r := range set.Ranges() {
+		out = append(out, Range{First: r.From(), Last: r.To()})
 	}
 	return out
-}
-
-func lastOf(p netip.Prefix) netip.Addr {
-	b := p.Addr().AsSlice()
-	bits := p.Bits()
-	for i := range b {
-		for bit := 0; bit < 8; bit++ {
-			if i*8+bit >= bits {
-				b[i] |= 0x80 >> bit
-			}
-		}
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
 }
 
 // size returns the number of addresses in r.

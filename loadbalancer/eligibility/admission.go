@@ -3,9 +3,9 @@ package eligibility
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 
+	"go4.org/netipx"
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/pvelb/pvelb/names"
@@ -33,11 +33,9 @@ const Unfiltered = "unfiltered"
 // Admission is a parsed names.AnnotationAdmitted. The zero value admits nothing.
 type Admission struct {
 	unfiltered bool
-	// ranges are sorted and merged: none overlap or touch.
-	ranges []addrRange
+	// set is what the filter admits; nil admits nothing.
+	set *netipx.IPSet
 }
-
-type addrRange struct{ first, last netip.Addr }
 
 // AdmitAll is the admission of a VM no filter applies to.
 func AdmitAll() Admission { return Admission{unfiltered: true} }
@@ -45,7 +43,7 @@ func AdmitAll() Admission { return Admission{unfiltered: true} }
 // AdmitPrefixes is the admission of a VM whose filter lets exactly the given
 // prefixes through (single addresses are /32 or /128 prefixes).
 func AdmitPrefixes(prefixes []netip.Prefix) Admission {
-	rs := make([]addrRange, 0, len(prefixes))
+	var b netipx.IPSetBuilder
 	for _, p := range prefixes {
 		if !p.IsValid() {
 			continue
@@ -53,10 +51,9 @@ func AdmitPrefixes(prefixes []netip.Prefix) Admission {
 		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
 			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 		}
-		p = p.Masked()
-		rs = append(rs, addrRange{p.Addr(), lastOf(p)})
+		b.AddPrefix(p.Masked())
 	}
-	return Admission{ranges: merge(rs)}
+	return admitting(&b)
 }
 
 // ParseAdmission reads a names.AnnotationAdmitted value. Any malformed part makes
@@ -69,7 +66,7 @@ func ParseAdmission(s string) (Admission, error) {
 	if s == "" {
 		return Admission{}, nil
 	}
-	var rs []addrRange
+	var b netipx.IPSetBuilder
 	for item := range strings.SplitSeq(s, ",") {
 		item = strings.TrimSpace(item)
 		firstS, lastS, isRange := strings.Cut(item, "-")
@@ -86,9 +83,9 @@ func ParseAdmission(s string) (Admission, error) {
 				return Admission{}, fmt.Errorf("%s %q: not a range (same family, first <= last)", names.AnnotationAdmitted, item)
 			}
 		}
-		rs = append(rs, addrRange{first, last})
+		b.AddRange(netipx.IPRangeFrom(first, last))
 	}
-	return Admission{ranges: merge(rs)}, nil
+	return admitting(&b), nil
 }
 
 func parseAddr(s string) (netip.Addr, error) {
@@ -121,10 +118,7 @@ func (a Admission) Admits(ip netip.Addr) bool {
 	if a.unfiltered {
 		return true
 	}
-	ip = ip.Unmap().WithZone("")
-	// The first range not entirely below ip is the only one that can hold it.
-	i, _ := slices.BinarySearchFunc(a.ranges, ip, func(r addrRange, ip netip.Addr) int { return r.last.Compare(ip) })
-	return i < len(a.ranges) && a.ranges[i].first.Compare(ip) <= 0 && a.ranges[i].first.Is4() == ip.Is4()
+	return a.set != nil && a.set.Contains(ip.Unmap().WithZone(""))
 }
 
 // IsUnfiltered reports whether no filter applies.
@@ -137,56 +131,25 @@ func (a Admission) String() string {
 		return Unfiltered
 	}
 	var b strings.Builder
-	for i, r := range a.ranges {
+	if a.set == nil {
+		return ""
+	}
+	for i, r := range a.set.Ranges() {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(r.first.String())
-		if r.last != r.first {
+		b.WriteString(r.From().String())
+		if r.To() != r.From() {
 			b.WriteByte('-')
-			b.WriteString(r.last.String())
+			b.WriteString(r.To().String())
 		}
 	}
 	return b.String()
 }
 
-// merge sorts ranges and joins the ones that overlap or touch.
-func merge(rs []addrRange) []addrRange {
-	slices.SortFunc(rs, func(a, b addrRange) int { return a.first.Compare(b.first) })
-	out := rs[:0]
-	for _, r := range rs {
-		if n := len(out); n > 0 && joins(out[n-1], r) {
-			if r.last.Compare(out[n-1].last) > 0 {
-				out[n-1].last = r.last
-			}
-			continue
-		}
-		out = append(out, r)
-	}
-	return slices.Clip(out)
-}
-
-// joins reports whether b (starting no earlier than a) overlaps a or starts
-// right after it.
-func joins(a, b addrRange) bool {
-	if a.first.Is4() != b.first.Is4() {
-		return false
-	}
-	// Next of the family's last address is invalid: nothing can follow it.
-	return b.first.Compare(a.last) <= 0 || b.first == a.last.Next()
-}
-
-// lastOf is the highest address of p.
-func lastOf(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().AsSlice()
-	for i := range b {
-		switch lo := i * 8; {
-		case p.Bits() <= lo:
-			b[i] = 0xff
-		case p.Bits() < lo+8:
-			b[i] |= 0xff >> (p.Bits() - lo)
-		}
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
+// admitting is the admission of what b holds: its ranges sorted and
+// merged (none overlap or touch), so that String is canonical.
+func admitting(b *netipx.IPSetBuilder) Admission {
+	set, _ := b.IPSet() // adding addresses and ranges cannot fail
+	return Admission{set: set}
 }

@@ -3,6 +3,8 @@ package firewall
 import (
 	"net/netip"
 	"strings"
+
+	"go4.org/netipx"
 )
 
 // RangeToCIDRs returns the fewest prefixes that together hold exactly the
@@ -14,53 +16,11 @@ import (
 // so callers that write to Proxmox pass the result through proxmoxPrefixes.
 func RangeToCIDRs(first, last netip.Addr) []netip.Prefix {
 	first, last = first.Unmap(), last.Unmap()
-	if !first.IsValid() || !last.IsValid() || first.Is4() != last.Is4() ||
-		first.Zone() != "" || last.Zone() != "" || first.Compare(last) > 0 {
+	if first.Zone() != "" || last.Zone() != "" {
 		return nil
 	}
-	var out []netip.Prefix
-	for cur := first; ; {
-		// The shortest prefix that starts at cur and ends no later than last.
-		// A prefix of length b starts at cur only if cur's host bits are zero.
-		p := netip.PrefixFrom(cur, cur.BitLen())
-		for bits := 0; bits <= cur.BitLen(); bits++ {
-			c := netip.PrefixFrom(cur, bits)
-			if c.Masked().Addr() == cur && lastAddr(c).Compare(last) <= 0 {
-				p = c
-				break
-			}
-		}
-		out = append(out, p)
-		end := lastAddr(p)
-		if end == last {
-			return out
-		}
-		cur = end.Next()
-	}
-}
-
-// lastAddr is the highest address in p.
-func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr()
-	if a.Is4() {
-		b := a.As4()
-		setHostBits(b[:], p.Bits())
-		return netip.AddrFrom4(b)
-	}
-	b := a.As16()
-	setHostBits(b[:], p.Bits())
-	return netip.AddrFrom16(b)
-}
-
-func setHostBits(b []byte, bits int) {
-	for i := range b {
-		switch lo := i * 8; {
-		case bits <= lo:
-			b[i] = 0xff
-		case bits < lo+8:
-			b[i] |= 0xff >> (bits - lo)
-		}
-	}
+	// Prefixes is nil for an invalid range (first after last, families differ).
+	return netipx.IPRangeFrom(first, last).Prefixes()
 }
 
 // proxmoxPrefixes replaces any /0 by its two /1 halves, because Proxmox
@@ -73,7 +33,7 @@ func proxmoxPrefixes(in []netip.Prefix) []netip.Prefix {
 			continue
 		}
 		lo := netip.PrefixFrom(p.Addr(), 1).Masked()
-		out = append(out, lo, netip.PrefixFrom(lastAddr(p), 1).Masked())
+		out = append(out, lo, netip.PrefixFrom(netipx.PrefixLastIP(p), 1).Masked())
 	}
 	return out
 }

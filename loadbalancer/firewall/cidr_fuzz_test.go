@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"go4.org/netipx"
+
 	"github.com/pvelb/pvelb/provider/pve"
 )
 
@@ -89,11 +91,11 @@ func FuzzRangeToCIDRs(f *testing.F) {
 			// reaches past last.
 			if p.Bits() > 0 {
 				wider := netip.PrefixFrom(p.Addr(), p.Bits()-1)
-				if wider.Masked().Addr() == p.Addr() && lastAddr(wider).Compare(last) <= 0 {
+				if wider.Masked().Addr() == p.Addr() && netipx.PrefixLastIP(wider).Compare(last) <= 0 {
 					t.Fatalf("RangeToCIDRs(%v, %v) = %v: %v could be %v", first, last, ps, p, wider)
 				}
 			}
-			end := lastAddr(p)
+			end := netipx.PrefixLastIP(p)
 			if i == len(ps)-1 {
 				if end != last {
 					t.Fatalf("RangeToCIDRs(%v, %v) = %v ends at %v", first, last, ps, end)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"go4.org/netipx"
+
 	"github.com/pvelb/pvelb/provider/pve"
 )
 
@@ -80,15 +82,15 @@ func checkExactCover(t *testing.T, first, last netip.Addr, ps []netip.Prefix) {
 		if p.Addr() != next {
 			t.Fatalf("prefix %d %v does not start at %v: gap or overlap", i, p, next)
 		}
-		next = lastAddr(p).Next()
+		next = netipx.PrefixLastIP(p).Next()
 		if i > 0 && ps[i-1].Bits() == p.Bits() && p.Bits() > 0 {
 			parent := netip.PrefixFrom(ps[i-1].Addr(), p.Bits()-1).Masked()
-			if parent.Addr() == ps[i-1].Addr() && lastAddr(parent) == lastAddr(p) {
+			if parent.Addr() == ps[i-1].Addr() && netipx.PrefixLastIP(parent) == netipx.PrefixLastIP(p) {
 				t.Fatalf("%v and %v could be one prefix %v: not minimal", ps[i-1], p, parent)
 			}
 		}
 	}
-	if got := lastAddr(ps[len(ps)-1]); got != last {
+	if got := netipx.PrefixLastIP(ps[len(ps)-1]); got != last {
 		t.Fatalf("cover ends at %v, want %v", got, last)
 	}
 }
