@@ -121,7 +121,7 @@ func TestAdmittedWriterWritesOnlyChanges(t *testing.T) {
 // stale results leave the Node as it is.
 func TestFirewallResultPublishesAdmission(t *testing.T) {
 	e := newWriterEnv(t)
-	c := &Controller{admitted: e.w, metrics: newMetrics(nil), fwFailing: map[string]string{}, nodeVMs: map[string]vmLocation{
+	c := &Controller{admitted: e.w, metrics: newMetrics(nil), fwFailing: reportOnce{}, nodeVMs: map[string]vmLocation{
 		"w1": {Region: "lab", Ref: pve.VMRef{Node: "pve1", VMID: 101}},
 		"w2": {Region: "lab", Ref: pve.VMRef{Node: "pve1", VMID: 102}},
 		"w3": {Region: "lab", Ref: pve.VMRef{Node: "pve2", VMID: 103}},

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -15,11 +14,6 @@ import (
 	"github.com/pvelb/pvelb/loadbalancer/allocator"
 	"github.com/pvelb/pvelb/names"
 )
-
-// allocatedPoolRetry is how long a Service whose annotation could not be
-// rewritten (it changed meanwhile, or the apiserver failed) waits for the
-// next try.
-const allocatedPoolRetry = 5 * time.Second
 
 // allocatedPoolValue is the names.AnnotationAllocatedPool value for a Service
 // holding addresses that belong to pools (pools[i] is "" for an address no
@@ -61,47 +55,16 @@ func allocatedPoolPatch(want string, remove bool, resourceVersion string) []byte
 	return b
 }
 
-// kickAllocatedPools rewrites the annotations shortly (see allocatedPoolLoop).
-func (c *Controller) kickAllocatedPools() {
-	select {
-	case c.allocatedPoolCh <- struct{}{}:
-	default:
-	}
-}
-
-// allocatedPoolLoop keeps names.AnnotationAllocatedPool in line with the pools the
-// Services' addresses belong to now. Only a pool change moves that: an
-// IPPool renamed over the same range, shrunk or deleted keeps its addresses
-// on their Services, and nothing calls EnsureLoadBalancer for them. It runs
-// after pool changes, debounced like the IPPool status, and once after
-// start for changes made while pvelb-ccm was down.
-func (c *Controller) allocatedPoolLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.allocatedPoolCh:
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(poolStatusDebounce):
-		}
-		if c.syncAllocatedPools(ctx) {
-			go func() {
-				select {
-				case <-ctx.Done():
-				case <-time.After(allocatedPoolRetry):
-					c.kickAllocatedPools()
-				}
-			}()
-		}
-	}
-}
-
-// syncAllocatedPools writes the annotation of every Service whose value
-// changes, and only those, so a pool change costs one write per Service it
-// concerns. It reports whether some write must be retried.
+// syncAllocatedPools keeps names.AnnotationAllocatedPool in line with the
+// pools the Services' addresses belong to now. Only a pool change moves
+// that: an IPPool renamed over the same range, shrunk or deleted keeps its
+// addresses on their Services, and nothing calls EnsureLoadBalancer for
+// them. It runs after pool changes, debounced like the IPPool status, and
+// once after start for changes made while pvelb-ccm was down.
+//
+// It writes the annotation of every Service whose value changes, and only
+// those, so a pool change costs one write per Service it concerns. It
+// reports whether some write must be retried.
 func (c *Controller) syncAllocatedPools(ctx context.Context) (retry bool) {
 	type holding struct {
 		key   allocator.ServiceKey

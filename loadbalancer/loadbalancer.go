@@ -55,6 +55,9 @@ const (
 	// again when no event said their status changed.
 	leavingRecheck     = 10 * time.Second
 	poolStatusDebounce = time.Second
+	// poolWriteRetry is how long a failed IPPool status or Service
+	// annotation write waits for the next try.
+	poolWriteRetry = 5 * time.Second
 )
 
 // Options configure New.
@@ -95,14 +98,14 @@ type Controller struct {
 	started    bool
 
 	ready chan struct{}
-	// desiredQueue holds one item, desiredKey, whenever the firewall's
-	// desired state must be recomputed: a workqueue coalesces bursts of
-	// changes and backs off retries (a VM Proxmox did not list yet).
-	desiredQueue workqueue.TypedRateLimitingInterface[string]
-	poolStatCh   chan struct{}
-	// allocatedPoolCh asks for names.AnnotationAllocatedPool to be rewritten
-	// after pool changes (see allocatedPoolLoop).
-	allocatedPoolCh chan struct{}
+	// desired recomputes the firewall's desired state (syncDesired),
+	// backing off retries (a VM Proxmox did not list yet).
+	desired *syncLoop
+	// poolStatus writes the IPPool statuses (writePoolStatuses).
+	poolStatus *syncLoop
+	// allocatedPools rewrites names.AnnotationAllocatedPool after pool
+	// changes (syncAllocatedPools).
+	allocatedPools *syncLoop
 	// admitted publishes what each Node's VM admits (set by Start).
 	admitted *admittedWriter
 	// fence stops allocation and Service writes once this replica may no
@@ -130,8 +133,8 @@ type Controller struct {
 	// class controller just gave it (and the other way round).
 	owners map[allocator.ServiceKey]string
 	// last Event messages per Service, so a repeated state is not re-announced.
-	noNode      map[string]string
-	fwFailing   map[string]string
+	noNode      reportOnce
+	fwFailing   reportOnce
 	outsideSeen map[string]string
 	// nodeVMs maps Node names to their VMs as of the last desired state:
 	// a reconcile pass's admission is published only on the Node whose VM
@@ -153,15 +156,13 @@ func New(opts Options) (*Controller, error) {
 		opts.Registerer = legacyregistry.Registerer()
 	}
 	c := &Controller{
-		opts:    opts,
-		metrics: newMetrics(opts.Registerer),
-		locator: newVMLocator(opts.Clients, vmRefreshPeriod),
-		ready:   make(chan struct{}),
-		desiredQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, vmRefreshPeriod),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "pvelb-desired"}),
-		poolStatCh:      make(chan struct{}, 1),
-		allocatedPoolCh: make(chan struct{}, 1),
+		opts:           opts,
+		metrics:        newMetrics(opts.Registerer),
+		locator:        newVMLocator(opts.Clients, vmRefreshPeriod),
+		ready:          make(chan struct{}),
+		desired:        newSyncLoop("pvelb-desired", desiredDebounce, time.Second, vmRefreshPeriod),
+		poolStatus:     newSyncLoop("pvelb-pool-status", poolStatusDebounce, poolWriteRetry, poolWriteRetry),
+		allocatedPools: newSyncLoop("pvelb-allocated-pool", poolStatusDebounce, poolWriteRetry, poolWriteRetry),
 		leavingQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[allocator.ServiceKey](100*time.Millisecond, 10*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[allocator.ServiceKey]{Name: "pvelb-leaving"}),
@@ -169,8 +170,8 @@ func New(opts Options) (*Controller, error) {
 		pools:       map[string]*poolState{},
 		assigned:    map[allocator.ServiceKey][]netip.Addr{},
 		owners:      map[allocator.ServiceKey]string{},
-		noNode:      map[string]string{},
-		fwFailing:   map[string]string{},
+		noNode:      reportOnce{},
+		fwFailing:   reportOnce{},
 		outsideSeen: map[string]string{},
 		nodeVMs:     map[string]vmLocation{},
 	}
@@ -678,13 +679,10 @@ func (c *Controller) event(svc *v1.Service, kind, reason, format string, args ..
 
 // kickDesired recomputes the firewall's desired state shortly: changes
 // within desiredDebounce are coalesced into one recomputation.
-func (c *Controller) kickDesired() {
-	c.desiredQueue.AddAfter(desiredKey, desiredDebounce)
-}
+func (c *Controller) kickDesired() { c.desired.kick() }
 
-func (c *Controller) kickPoolStatus() {
-	select {
-	case c.poolStatCh <- struct{}{}:
-	default:
-	}
-}
+// kickPoolStatus writes the IPPool statuses shortly.
+func (c *Controller) kickPoolStatus() { c.poolStatus.kick() }
+
+// kickAllocatedPools rewrites the allocated-pool annotations shortly.
+func (c *Controller) kickAllocatedPools() { c.allocatedPools.kick() }

@@ -180,11 +180,11 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 	close(c.ready)
 	klog.InfoS("LoadBalancer state restored", "services", len(c.assigned), "pools", len(c.pools))
 
-	go c.desiredLoop(ctx)
+	go c.desired.run(ctx, c.syncDesired)
 	go c.leavingLoop(ctx)
 	go c.admitted.run(ctx)
-	go c.poolStatusLoop(ctx)
-	go c.allocatedPoolLoop(ctx)
+	go c.poolStatus.run(ctx, c.writePoolStatuses)
+	go c.allocatedPools.run(ctx, c.syncAllocatedPools)
 	if c.fw != nil {
 		go c.fw.Run(ctx)
 	}
@@ -304,34 +304,12 @@ func (c *Controller) poolsChanged(store cache.Store) {
 	c.kickAllocatedPools()
 }
 
-// desiredKey is the only item of desiredQueue: every change recomputes the
-// whole desired state.
-const desiredKey = "desired"
-
-// desiredLoop recomputes the firewall's desired state (and the no-eligible-
-// node warnings) after changes, debounced by kickDesired, and again with
-// backoff while some Node's VM could not be located for a reason that may
-// pass (Proxmox unreachable, a new VM not listed yet): nothing else would
-// bring such a VM into the desired state, since Node informers do not resync.
-func (c *Controller) desiredLoop(ctx context.Context) {
-	go func() { <-ctx.Done(); c.desiredQueue.ShutDown() }()
-	for {
-		key, quit := c.desiredQueue.Get()
-		if quit {
-			return
-		}
-		if c.syncDesired(ctx) && ctx.Err() == nil {
-			c.desiredQueue.AddRateLimited(key)
-		} else {
-			c.desiredQueue.Forget(key)
-		}
-		c.desiredQueue.Done(key)
-	}
-}
-
-// syncDesired recomputes the desired state and hands it to the reconciler.
-// It reports whether to try again: some Node's VM was not found for a reason
-// that may pass by itself.
+// syncDesired recomputes the firewall's desired state (and the no-eligible-
+// node warnings) and hands it to the reconciler. It runs after changes,
+// debounced, and again with backoff while some Node's VM could not be
+// located for a reason that may pass (Proxmox unreachable, a new VM not
+// listed yet): nothing else would bring such a VM into the desired state,
+// since Node informers do not resync. It reports whether to try again.
 func (c *Controller) syncDesired(ctx context.Context) (retry bool) {
 	nodes, err := c.nodes.List(labels.Everything())
 	if err != nil {
@@ -379,20 +357,7 @@ func (c *Controller) syncDesired(ctx context.Context) (retry bool) {
 		in.Services = append(in.Services, sv)
 	}
 	desired, problems := buildDesired(in)
-	var newProblems []string
-	for k, msg := range problems {
-		if c.noNode[k] != msg {
-			newProblems = append(newProblems, k)
-		}
-	}
-	for k := range c.noNode {
-		if _, still := problems[k]; !still {
-			delete(c.noNode, k)
-		}
-	}
-	for _, k := range newProblems {
-		c.noNode[k] = problems[k]
-	}
+	newProblems, _ := c.noNode.update(problems)
 	c.metrics.noEligibleNode.Set(float64(len(problems)))
 	c.nodeVMs = vms
 	c.mu.Unlock()
@@ -444,18 +409,7 @@ func (c *Controller) onFirewallResult(res firewall.Result) {
 		failing[svc] = strings.Join(slices.Compact(msgs), "; ")
 	}
 	c.mu.Lock()
-	var warn, recovered []string
-	for k, msg := range failing {
-		if c.fwFailing[k] != msg {
-			warn = append(warn, k)
-		}
-	}
-	for k := range c.fwFailing {
-		if _, still := failing[k]; !still {
-			recovered = append(recovered, k)
-		}
-	}
-	c.fwFailing = failing
+	warn, recovered := c.fwFailing.update(failing)
 	c.metrics.firewallFailing.Set(float64(len(failing)))
 	admitted := map[string]*string{}
 	for _, s := range res.Scopes {
@@ -506,25 +460,9 @@ func sortedServiceKeys(m map[allocator.ServiceKey][]netip.Addr) []allocator.Serv
 	return keys
 }
 
-// poolStatusLoop writes IPPool status (usage and conditions) after changes,
-// at most once per poolStatusDebounce.
-func (c *Controller) poolStatusLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.poolStatCh:
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(poolStatusDebounce):
-		}
-		c.writePoolStatuses(ctx)
-	}
-}
-
-func (c *Controller) writePoolStatuses(ctx context.Context) {
+// writePoolStatuses writes IPPool status (usage and conditions) where it
+// changed. It reports whether a write must be retried.
+func (c *Controller) writePoolStatuses(ctx context.Context) (retry bool) {
 	c.mu.Lock()
 	usage := map[string]allocator.PoolUsage{}
 	for _, u := range c.alloc.Usage() {
@@ -548,7 +486,6 @@ func (c *Controller) writePoolStatuses(ctx context.Context) {
 		}
 	}
 	c.mu.Unlock()
-	retry := false
 	for _, u := range updates {
 		body, err := json.Marshal(map[string]any{"status": u.status})
 		if err != nil {
@@ -561,15 +498,7 @@ func (c *Controller) writePoolStatuses(ctx context.Context) {
 			retry = true
 		}
 	}
-	if retry {
-		go func() {
-			select {
-			case <-ctx.Done():
-			case <-time.After(5 * time.Second):
-				c.kickPoolStatus()
-			}
-		}()
-	}
+	return retry
 }
 
 // statusEqual compares two statuses ignoring condition timestamps' precision

@@ -183,7 +183,7 @@ func TestDesiredLoopFindsALateVM(t *testing.T) {
 	c := firewallController(t, cl, w1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go c.desiredLoop(ctx)
+	go c.desired.run(ctx, c.syncDesired)
 	c.kickDesired()
 	for deadline := time.Now().Add(5 * time.Second); cl.count() == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
