@@ -89,68 +89,12 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 	poolInf := dynFactory.ForResource(names.IPPools)
 
 	c.class = newClassController(c, svcInf)
-	// A Service with leaving addresses is read again whenever it changes:
-	// its status may no longer show them.
-	if _, err := svcInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		UpdateFunc: func(_, n any) {
-			if svc, ok := n.(*v1.Service); ok {
-				c.maybeCheckLeaving(svc)
-			}
-		},
-		DeleteFunc: func(o any) {
-			if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
-				o = t.Obj
-			}
-			if svc, ok := o.(*v1.Service); ok {
-				c.maybeCheckLeaving(svc)
-			}
-		},
-	}); err != nil {
-		return err
-	}
 	c.admitted = newAdmittedWriter(kube, c.nodes)
-	if _, err := nodeInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { c.kickDesired() },
-		DeleteFunc: func(o any) {
-			if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
-				o = t.Obj
-			}
-			if n, ok := o.(*v1.Node); ok {
-				c.admitted.nodeChanged(n.Name, true)
-			}
-			c.kickDesired()
-		},
-		UpdateFunc: func(o, n any) {
-			on, nn := o.(*v1.Node), n.(*v1.Node)
-			if nodeChangeMatters(on, nn) {
-				c.kickDesired()
-			}
-			if on.Annotations[names.AnnotationAdmitted] != nn.Annotations[names.AnnotationAdmitted] {
-				c.admitted.nodeChanged(nn.Name, false) // put back if someone else changed it
-			}
-		},
-	}); err != nil {
+	if err := c.watch(svcInf.Informer(), nodeInf.Informer(), poolInf.Informer()); err != nil {
 		return err
 	}
-	onPool := func(any) { c.poolsChanged(poolInf.Informer().GetStore()) }
-	if _, err := poolInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: onPool, DeleteFunc: onPool, UpdateFunc: func(_, n any) { onPool(n) },
-	}); err != nil {
+	if err := waitForIPPools(ctx, dyn); err != nil {
 		return err
-	}
-	// Without the IPPool CRD the informer would never sync; say so plainly
-	// and keep trying rather than fail the whole controller manager.
-	for {
-		_, err := dyn.Resource(names.IPPools).List(ctx, metav1.ListOptions{Limit: 1})
-		if err == nil {
-			break
-		}
-		klog.ErrorS(err, "Cannot list IPPools; is the CRD installed (kubectl apply -f manifests/crds)? LoadBalancer Services wait until it is", "resource", names.IPPools.String())
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Second):
-		}
 	}
 	factory.Start(ctx.Done())
 	dynFactory.Start(ctx.Done())
@@ -192,6 +136,80 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 	c.kickDesired()
 	c.kickPoolStatus()
 	c.kickAllocatedPools()
+	return nil
+}
+
+// watch registers the informer handlers: Service changes re-check leaving
+// addresses, Node changes recompute the desired state and put back the
+// admitted annotation, IPPool changes rebuild the pools.
+func (c *Controller) watch(svcInf, nodeInf, poolInf cache.SharedIndexInformer) error {
+	// A Service with leaving addresses is read again whenever it changes:
+	// its status may no longer show them.
+	if _, err := svcInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, n any) {
+			if svc, ok := n.(*v1.Service); ok {
+				c.maybeCheckLeaving(svc)
+			}
+		},
+		DeleteFunc: func(o any) {
+			if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			if svc, ok := o.(*v1.Service); ok {
+				c.maybeCheckLeaving(svc)
+			}
+		},
+	}); err != nil {
+		return err
+	}
+	if _, err := nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { c.kickDesired() },
+		DeleteFunc: func(o any) {
+			if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			if n, ok := o.(*v1.Node); ok {
+				c.admitted.nodeChanged(n.Name, true)
+			}
+			c.kickDesired()
+		},
+		UpdateFunc: func(o, n any) {
+			on, nn := o.(*v1.Node), n.(*v1.Node)
+			if nodeChangeMatters(on, nn) {
+				c.kickDesired()
+			}
+			if on.Annotations[names.AnnotationAdmitted] != nn.Annotations[names.AnnotationAdmitted] {
+				c.admitted.nodeChanged(nn.Name, false) // put back if someone else changed it
+			}
+		},
+	}); err != nil {
+		return err
+	}
+	onPool := func(any) { c.poolsChanged(poolInf.GetStore()) }
+	if _, err := poolInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: onPool, DeleteFunc: onPool, UpdateFunc: func(_, n any) { onPool(n) },
+	}); err != nil {
+		return err
+	}
+	return nil
+}
+
+// waitForIPPools waits until IPPools can be listed: without the CRD the
+// informer would never sync; it says so plainly and keeps trying rather
+// than fail the whole controller manager.
+func waitForIPPools(ctx context.Context, dyn dynamic.Interface) error {
+	for {
+		_, err := dyn.Resource(names.IPPools).List(ctx, metav1.ListOptions{Limit: 1})
+		if err == nil {
+			break
+		}
+		klog.ErrorS(err, "Cannot list IPPools; is the CRD installed (kubectl apply -f manifests/crds)? LoadBalancer Services wait until it is", "resource", names.IPPools.String())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Second):
+		}
+	}
 	return nil
 }
 
