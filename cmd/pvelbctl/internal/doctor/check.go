@@ -166,6 +166,11 @@ func checkNodeVMs(ctx context.Context, p *proxmoxRun, r *Report) bool {
 		switch {
 		case err == nil:
 			p.matches = append(p.matches, vmMatch{n, vm})
+		case vmid == 0 && !errors.Is(err, cloudprovider.InstanceNotFound):
+			// Not matched here (a duplicate uuid, VMs it could not read):
+			// another cluster may still hold the Node's VM.
+			r.add(Warn, "node "+n.Name, "", "%s: %v", p.area, err)
+			continue
 		case !errors.Is(err, cloudprovider.InstanceNotFound):
 			r.add(Fail, "node "+n.Name, "", "%v", err)
 		case vmid != 0:

@@ -234,6 +234,21 @@ func TestDoctorAgainstSimulator(t *testing.T) {
 		}
 	})
 
+	t.Run("duplicate smbios1 uuid: named, not guessed", func(t *testing.T) {
+		sim, nodes := simCluster(t, []pvesim.Token{{ID: "pvelb@pve!ccm", Secret: secret}})
+		if err := sim.AddVM(pvesim.VM{VMID: 103, Node: "pve1", Name: "clone", UUID: "6b7d1f4e-0c1a-4a53-9b0e-000000000102"}); err != nil {
+			t.Fatal(err)
+		}
+		r := Run(context.Background(), cloudConfig(t, sim, secret), nodes[1:2], nil)
+		warns := strings.Join(findings(r, Warn, "node talos-102"), "\n")
+		if !strings.Contains(warns, "used by 2 VMs") || !strings.Contains(warns, "proxmox://lab/102") || !strings.Contains(warns, "proxmox://lab/103") {
+			t.Errorf("talos-102 warnings %q, want the duplicate uuid named with both VMs", warns)
+		}
+		if got := findings(r, Fail, "node talos-102"); len(got) != 1 || !strings.Contains(got[0], "no Proxmox VM matched") {
+			t.Errorf("talos-102 failures %q, want it unmatched", got)
+		}
+	})
+
 	t.Run("wrong secret", func(t *testing.T) {
 		sim, nodes := simCluster(t, []pvesim.Token{{ID: "pvelb@pve!ccm", Secret: secret}})
 		const wrong = "99999999-wrong-secret-value-000000000000"
