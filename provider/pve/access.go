@@ -48,20 +48,19 @@ func (c *client) Permissions(ctx context.Context, userID, path string) (map[stri
 	return privs, nil
 }
 
-// Release is what differs between the Proxmox VE major versions pvelb
-// supports, in one table.
+// Release is what pvelb must decide differently between the Proxmox VE
+// major versions it supports, in one table. (The VM config's memory, a
+// number before 8.1 and "[current=]<MiB>[,...]" since, needs no entry:
+// parseVMConfig reads both forms by their content.)
 type Release struct {
 	Major int
 	// GuestAgentPrivilege lets a token ask the guest agent for addresses.
 	GuestAgentPrivilege string
-	// MemoryPropertyString: the VM config's memory is "[current=]<MiB>[,...]"
-	// rather than a plain number (since 8.1; parseVMConfig reads both).
-	MemoryPropertyString bool
 }
 
 var releases = []Release{
-	{Major: 8, GuestAgentPrivilege: "VM.Monitor", MemoryPropertyString: true},
-	{Major: 9, GuestAgentPrivilege: "VM.GuestAgent.Audit", MemoryPropertyString: true},
+	{Major: 8, GuestAgentPrivilege: "VM.Monitor"},
+	{Major: 9, GuestAgentPrivilege: "VM.GuestAgent.Audit"},
 }
 
 // ReleaseOf returns the facts for a version string such as "9.1.3"; an
