@@ -8,8 +8,6 @@ import (
 
 	"github.com/spf13/pflag"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/pvelb/pvelb/cmd/pvelbctl/internal/doctor"
 	"github.com/pvelb/pvelb/provider/config"
@@ -29,15 +27,7 @@ func runDoctor(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--cloud-config: %w", err)
 	}
-	rc, err := restConfig(*kubeconfig)
-	if err != nil {
-		return err
-	}
-	kube, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return err
-	}
-	dyn, err := dynamic.NewForConfig(rc)
+	kube, dyn, err := clients(*kubeconfig)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/pvelb/pvelb/cmd/pvelbctl/internal/status"
@@ -19,15 +18,7 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	cfg, err := restConfig(*kubeconfig)
-	if err != nil {
-		return err
-	}
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
+	kube, dyn, err := clients(*kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -38,16 +29,25 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	return status.Render(stdout, status.Build(in))
 }
 
-// restConfig loads a kubeconfig the way kubectl does.
-func restConfig(path string) (*rest.Config, error) {
+// clients loads a kubeconfig the way kubectl does and makes the typed and
+// dynamic clients from it.
+func clients(kubeconfig string) (kubernetes.Interface, dynamic.Interface, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if path != "" {
-		rules.ExplicitPath = path
+	if kubeconfig != "" {
+		rules.ExplicitPath = kubeconfig
 	}
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
 	if err != nil {
-		return nil, usageError{err}
+		return nil, nil, usageError{err}
 	}
 	cfg.UserAgent = "pvelbctl"
-	return cfg, nil
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return kube, dyn, nil
 }
