@@ -38,7 +38,7 @@ func Attach(cloud *provider.Cloud, lease *Lease) (*Controller, error) {
 	for _, cl := range cfg.Clusters {
 		clients[cl.Region] = cloud.Client(cl.Region)
 	}
-	c, err := New(Options{Clients: clients, Firewall: cfg.Firewall, LoadBalancer: cfg.LoadBalancer, Lease: lease})
+	c, err := New(Options{Clients: clients, VMs: cloud.VMs(), Firewall: cfg.Firewall, LoadBalancer: cfg.LoadBalancer, Lease: lease})
 	if err != nil {
 		return nil, err
 	}

@@ -44,6 +44,7 @@ import (
 	"github.com/pvelb/pvelb/loadbalancer/firewall"
 	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/provider/config"
+	"github.com/pvelb/pvelb/provider/instances"
 	"github.com/pvelb/pvelb/provider/pve"
 )
 
@@ -64,6 +65,10 @@ const (
 type Options struct {
 	// Clients are the Proxmox clusters by region (cloud-config clusters[]).
 	Clients map[string]pve.Client
+	// VMs is pvelb-ccm's InstancesV2 over the same clusters: the firewall
+	// locates Nodes' VMs through its cached VM lists. Nil: an uncached one
+	// over Clients (tests).
+	VMs *instances.Instances
 	// Firewall is the cloud-config firewall section.
 	Firewall config.Firewall
 	// LoadBalancer is the cloud-config loadBalancer section.
@@ -155,10 +160,21 @@ func New(opts Options) (*Controller, error) {
 	if opts.Registerer == nil {
 		opts.Registerer = legacyregistry.Registerer()
 	}
+	if opts.VMs == nil {
+		var regions []instances.Region
+		for _, name := range sortedKeys(opts.Clients) {
+			regions = append(regions, instances.Region{Name: name, Client: opts.Clients[name]})
+		}
+		vms, err := instances.New(instances.Options{Regions: regions})
+		if err != nil {
+			return nil, err
+		}
+		opts.VMs = vms
+	}
 	c := &Controller{
 		opts:           opts,
 		metrics:        newMetrics(opts.Registerer),
-		locator:        newVMLocator(opts.Clients, vmRefreshPeriod),
+		locator:        newVMLocator(opts.VMs, vmRefreshPeriod),
 		ready:          make(chan struct{}),
 		desired:        newSyncLoop("pvelb-desired", desiredDebounce, time.Second, vmRefreshPeriod),
 		poolStatus:     newSyncLoop("pvelb-pool-status", poolStatusDebounce, poolWriteRetry, poolWriteRetry),

@@ -18,7 +18,8 @@ type vmLocation struct {
 	Name   string
 }
 
-// vmLocator maps providerIDs to VMs through each region's VM list. A known
+// vmLocator maps providerIDs to VMs through each region's VM list, read
+// through provider/instances (the list pvelb-ccm's InstancesV2 caches). A known
 // VM's place is re-read at most once per refresh period (it changes only on
 // migration). A providerID missing from the list is a VM created since it was
 // read, typically a Node joining: it triggers a fresh list, at most once per
@@ -27,7 +28,8 @@ type vmLocation struct {
 // Proxmox cannot be reached: dropping a VM from the firewall's desired state
 // would make the reconciler strip the VIPs from it once Proxmox is back.
 type vmLocator struct {
-	clients map[string]pve.Client
+	vms     *instances.Instances
+	regions map[string]bool
 	refresh time.Duration
 	now     func() time.Time
 
@@ -61,9 +63,13 @@ var (
 	errNotListed = errors.New("not in a fresh VM list")
 )
 
-func newVMLocator(clients map[string]pve.Client, refresh time.Duration) *vmLocator {
+func newVMLocator(vms *instances.Instances, refresh time.Duration) *vmLocator {
+	regions := map[string]bool{}
+	for _, r := range vms.Regions() {
+		regions[r] = true
+	}
 	return &vmLocator{
-		clients: clients, refresh: refresh, now: time.Now,
+		vms: vms, regions: regions, refresh: refresh, now: time.Now,
 		known: map[string]vmLocation{}, listed: map[string]time.Time{},
 		failed: map[string]listFailure{},
 	}
@@ -76,8 +82,7 @@ func (l *vmLocator) Locate(ctx context.Context, providerID string) (vmLocation, 
 	if err != nil {
 		return vmLocation{}, err
 	}
-	c := l.clients[region]
-	if c == nil {
+	if !l.regions[region] {
 		return vmLocation{}, fmt.Errorf("providerID %q: region %q is not in the cloud config", providerID, region)
 	}
 	l.mu.Lock()
@@ -87,7 +92,7 @@ func (l *vmLocator) Locate(ctx context.Context, providerID string) (vmLocation, 
 	if !ok {
 		maxAge = min(missingRelistAfter, l.refresh)
 	}
-	if err := l.list(ctx, region, c, maxAge); err != nil {
+	if err := l.list(ctx, region, maxAge); err != nil {
 		if ok {
 			return loc, nil // keep the last known place
 		}
@@ -102,7 +107,7 @@ func (l *vmLocator) Locate(ctx context.Context, providerID string) (vmLocation, 
 }
 
 // list reads region's VM list unless the last one is younger than maxAge.
-func (l *vmLocator) list(ctx context.Context, region string, c pve.Client, maxAge time.Duration) error {
+func (l *vmLocator) list(ctx context.Context, region string, maxAge time.Duration) error {
 	l.mu.Lock()
 	fresh := l.now().Sub(l.listed[region]) < maxAge
 	f, failedRecently := l.failed[region]
@@ -114,7 +119,7 @@ func (l *vmLocator) list(ctx context.Context, region string, c pve.Client, maxAg
 	if failedRecently {
 		return f.err
 	}
-	vms, err := c.ClusterVMs(ctx)
+	vms, at, err := l.vms.ListVMs(ctx, region, maxAge)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
@@ -124,7 +129,7 @@ func (l *vmLocator) list(ctx context.Context, region string, c pve.Client, maxAg
 		return err
 	}
 	delete(l.failed, region)
-	l.listed[region] = l.now()
+	l.listed[region] = at
 	seen := map[string]bool{}
 	for _, vm := range vms {
 		if vm.Type != "" && vm.Type != "qemu" {

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/pvelb/pvelb/provider/config"
+	"github.com/pvelb/pvelb/provider/instances"
 	"github.com/pvelb/pvelb/provider/pve"
 )
 
@@ -50,12 +51,26 @@ func (c *listingClient) count() int {
 
 var errUnreachable = &pve.Error{Method: "GET", Path: "/cluster/resources", StatusCode: 595, Reason: "No route to host"}
 
+// testLocator locates VMs of region "east" through cl, uncached, on the
+// locator's clock.
+func testLocator(t *testing.T, cl pve.Client) *vmLocator {
+	t.Helper()
+	var l *vmLocator
+	vms, err := instances.New(instances.Options{Regions: []instances.Region{{Name: "east", Client: cl}},
+		Clock: func() time.Time { return l.now() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l = newVMLocator(vms, vmRefreshPeriod)
+	return l
+}
+
 // One pass over many Nodes of an unreachable Proxmox cluster asks it once,
 // not once per Node (each ask may retry for up to 30s), and the error says
 // the list failed so the caller retries later.
 func TestVMLocatorUnreachableClusterIsAskedOncePerPass(t *testing.T) {
 	cl := &listingClient{err: errUnreachable}
-	l := newVMLocator(map[string]pve.Client{"east": cl}, vmRefreshPeriod)
+	l := testLocator(t, cl)
 	for id := 100; id < 150; id++ {
 		_, err := l.Locate(context.Background(), fmt.Sprintf("proxmox://east/%d", id))
 		if !errors.Is(err, errListFailed) {
@@ -85,7 +100,7 @@ func TestVMLocatorUnreachableClusterIsAskedOncePerPass(t *testing.T) {
 // missingRelistAfter), not after the 30s refresh period.
 func TestVMLocatorRelistsForAMissingVM(t *testing.T) {
 	cl := &listingClient{vms: []pve.VMResource{{Type: "qemu", VMID: 100, Node: "pve1"}}}
-	l := newVMLocator(map[string]pve.Client{"east": cl}, vmRefreshPeriod)
+	l := testLocator(t, cl)
 	now := time.Now()
 	l.now = func() time.Time { return now }
 	if _, err := l.Locate(context.Background(), "proxmox://east/100"); err != nil {

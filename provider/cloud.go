@@ -160,6 +160,10 @@ func (c *Cloud) Config() *config.Config { return c.cfg }
 // Client returns the Proxmox client of a region, or nil.
 func (c *Cloud) Client(region string) pve.Client { return c.clients[region] }
 
+// VMs returns the InstancesV2 implementation, whose cached VM lists
+// the load balancer's firewall wiring reads too.
+func (c *Cloud) VMs() *instances.Instances { return c.instances }
+
 // SetLoadBalancer plugs in the LoadBalancer implementation. Call it before
 // the controller manager starts its controllers: the service controller
 // asks for LoadBalancer() once, at start.

@@ -24,9 +24,10 @@ type cacheEntry[V any] struct {
 }
 
 type cacheCall[V any] struct {
-	done chan struct{}
-	val  V
-	err  error
+	done    chan struct{}
+	val     V
+	err     error
+	started time.Time
 }
 
 func newTTLCache[K comparable, V any](ttl time.Duration, now func() time.Time) *ttlCache[K, V] {
@@ -38,10 +39,21 @@ func newTTLCache[K comparable, V any](ttl time.Duration, now func() time.Time) *
 // first caller's cancellation so that caller giving up does not fail the
 // others; each caller still stops waiting when its own ctx ends.
 func (c *ttlCache[K, V]) get(ctx context.Context, key K, fresh bool, fetch func(context.Context) (V, error)) (V, error) {
+	maxAge := c.ttl
+	if fresh {
+		maxAge = 0
+	}
+	v, _, err := c.getWithin(ctx, key, maxAge, fetch)
+	return v, err
+}
+
+// getWithin is get for a value at most maxAge old (and never older than
+// ttl); it also returns when the value was fetched.
+func (c *ttlCache[K, V]) getWithin(ctx context.Context, key K, maxAge time.Duration, fetch func(context.Context) (V, error)) (V, time.Time, error) {
 	c.mu.Lock()
-	if e, ok := c.entries[key]; ok && !fresh && c.now().Sub(e.fetched) < c.ttl {
+	if e, ok := c.entries[key]; ok && c.now().Sub(e.fetched) < min(maxAge, c.ttl) {
 		c.mu.Unlock()
-		return e.val, nil
+		return e.val, e.fetched, nil
 	}
 	call, inflight := c.calls[key]
 	if !inflight {
@@ -53,15 +65,16 @@ func (c *ttlCache[K, V]) get(ctx context.Context, key K, fresh bool, fetch func(
 
 	select {
 	case <-call.done:
-		return call.val, call.err
+		return call.val, call.started, call.err
 	case <-ctx.Done():
 		var zero V
-		return zero, ctx.Err()
+		return zero, time.Time{}, ctx.Err()
 	}
 }
 
 func (c *ttlCache[K, V]) run(ctx context.Context, key K, call *cacheCall[V], fetch func(context.Context) (V, error)) {
 	started := c.now()
+	call.started = started
 	call.val, call.err = fetch(ctx)
 	c.mu.Lock()
 	delete(c.calls, key)

@@ -349,6 +349,20 @@ func findVMID(vms []pve.VMResource, vmid int) *pve.VMResource {
 	return nil
 }
 
+// ListVMs returns a region's VM list (GET /cluster/resources) at most
+// maxAge old, from the cache InstancesV2 uses too, and when it was read:
+// one list serves the Node lookups and the firewall's VM index.
+func (i *Instances) ListVMs(ctx context.Context, regionName string, maxAge time.Duration) ([]pve.VMResource, time.Time, error) {
+	r := i.regions[regionName]
+	if r == nil {
+		return nil, time.Time{}, fmt.Errorf("region %q is not in the cloud config", regionName)
+	}
+	return r.vms.getWithin(ctx, struct{}{}, maxAge, r.client.ClusterVMs)
+}
+
+// Regions returns the names of the configured regions, in config order.
+func (i *Instances) Regions() []string { return slices.Clone(i.regionOrder) }
+
 func (r *region) list(ctx context.Context, fresh bool) ([]pve.VMResource, error) {
 	return r.vms.get(ctx, struct{}{}, fresh, r.client.ClusterVMs)
 }
