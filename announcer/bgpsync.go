@@ -26,10 +26,6 @@ import (
 	"github.com/pvelb/pvelb/names"
 )
 
-// BGPPeerResource is names.BGPPeers, kept while announcer/controller.go
-// refers to it by this name.
-var BGPPeerResource = names.BGPPeers
-
 // BGPConfig configures the BGP speaker, a pvelb-bgp-speaker child process.
 // It starts once a BGPPeer selects this node (the Node's addresses give the
 // router ID and next hops) and lives until Handover or the end of Run.

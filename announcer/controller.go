@@ -13,10 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
@@ -32,21 +29,7 @@ import (
 	"github.com/pvelb/pvelb/announcer/bgp/desired"
 	"github.com/pvelb/pvelb/announcer/membership"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
-)
-
-// IPPoolResource is the IPPool resource, watched through the dynamic client.
-var IPPoolResource = schema.GroupVersionResource{Group: v1alpha1.GroupName, Version: "v1alpha1", Resource: "ippools"}
-
-// Event reasons on Services.
-const (
-	// EventAnnouncing names the node that now answers for an address; the
-	// winner writes it on every takeover, so `kubectl describe service`
-	// shows the current node last.
-	EventAnnouncing = "Announcing"
-	// EventNotAnnounced is a warning that no node may announce an address,
-	// with the reason; one announcer (the first live one by name) writes it
-	// when the reason appears or changes, so it does not multiply by nodes.
-	EventNotAnnounced = "NotAnnounced"
+	"github.com/pvelb/pvelb/names"
 )
 
 // Config of the controller.
@@ -163,7 +146,7 @@ func New(cfg Config) (*Controller, error) {
 	svcInf := c.factory.Core().V1().Services()
 	nodeInf := c.factory.Core().V1().Nodes()
 	esInf := c.factory.Discovery().V1().EndpointSlices()
-	poolInf := c.dfactory.ForResource(IPPoolResource)
+	poolInf := c.dfactory.ForResource(names.IPPools)
 	infs := []cache.SharedIndexInformer{svcInf.Informer(), nodeInf.Informer(), esInf.Informer(), poolInf.Informer()}
 	if b := cfg.BGP; b != nil {
 		if b.SpeakerBinary == "" {
@@ -184,7 +167,7 @@ func New(cfg Config) (*Controller, error) {
 		}
 		// Not in c.synced: ARP/NDP must not wait for BGPPeers (a watch of
 		// an empty resource can take a while to report its initial list).
-		peerInf := c.dfactory.ForResource(BGPPeerResource)
+		peerInf := c.dfactory.ForResource(names.BGPPeers)
 		if _, err := peerInf.Informer().AddEventHandler(handler); err != nil {
 			return nil, err
 		}
@@ -217,7 +200,7 @@ func (c *Controller) bgpInformers() []cache.SharedIndexInformer {
 	if c.bgp == nil {
 		return nil
 	}
-	return []cache.SharedIndexInformer{c.dfactory.ForResource(BGPPeerResource).Informer()}
+	return []cache.SharedIndexInformer{c.dfactory.ForResource(names.BGPPeers).Informer()}
 }
 
 // trimForCache drops what the announcer never reads before objects enter
@@ -375,16 +358,12 @@ func (c *Controller) listPools() map[string]*v1alpha1.IPPool {
 	objs, _ := c.pools.List(labels.Everything())
 	pools := make(map[string]*v1alpha1.IPPool, len(objs))
 	for _, o := range objs {
-		u, ok := o.(*unstructured.Unstructured)
-		if !ok {
+		p, err := names.IPPool(o)
+		if err != nil {
+			klog.ErrorS(err, "Cannot read IPPool")
 			continue
 		}
-		var p v1alpha1.IPPool
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
-			klog.ErrorS(err, "Cannot read IPPool", "pool", u.GetName())
-			continue
-		}
-		pools[p.Name] = &p
+		pools[p.Name] = p
 	}
 	return pools
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pvelb/pvelb/announcer/arp"
 	"github.com/pvelb/pvelb/announcer/ndp"
+	"github.com/pvelb/pvelb/names"
 )
 
 // The L2 applier: it owns this node's ARP and NDP responders and makes
@@ -128,7 +129,7 @@ func (c *Controller) applyL2(nodes []*v1.Node, answer []Assignment) {
 		for _, key := range a.Services {
 			ns, name, _ := strings.Cut(key, "/")
 			if svc, err := c.services.Services(ns).Get(name); err == nil {
-				c.recorder.Eventf(svc, v1.EventTypeNormal, EventAnnouncing,
+				c.recorder.Eventf(svc, v1.EventTypeNormal, names.EventAnnouncing,
 					"Node %s answers for %s (ARP/NDP on %s)", c.cfg.Node, a.IP, ifs)
 			}
 		}

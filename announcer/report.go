@@ -6,6 +6,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
+
+	"github.com/pvelb/pvelb/names"
 )
 
 // reportUnannounced counts the addresses nobody may announce by reason and,
@@ -37,7 +39,7 @@ func (c *Controller) reportUnannounced(plan []Assignment) {
 		for _, key := range a.Services {
 			ns, name, _ := strings.Cut(key, "/")
 			if svc, err := c.services.Services(ns).Get(name); err == nil {
-				c.recorder.Eventf(svc, v1.EventTypeWarning, EventNotAnnounced, "No node may announce %s: %s (%s)", a.IP, a.Reason, a.Code)
+				c.recorder.Eventf(svc, v1.EventTypeWarning, names.EventNotAnnounced, "No node may announce %s: %s (%s)", a.IP, a.Reason, a.Code)
 			}
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pvelb/pvelb/test/waitfor"
 )
 
 var testSecret = []byte("0123456789abcdef-shared-secret")
@@ -228,25 +230,12 @@ func (c *cluster) stop(name string) {
 	<-c.done[name]
 }
 
-// waitFor polls until cond holds, up to limit, and returns how long it took.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > limit {
-			t.Fatalf("%s: not true after %s", what, limit)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 func TestMembersSeeEachOtherAndDetectFailure(t *testing.T) {
 	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret, "n3": testSecret})
 	all := []string{"n1", "n2", "n3"}
 	for _, name := range all {
 		m := c.members[name]
-		waitFor(t, 2*time.Second, name+" sees everyone", func() bool { return slices.Equal(m.ElectableNodes(), all) })
+		waitfor.Until(t, 2*time.Second, name+" sees everyone", func() bool { return slices.Equal(m.ElectableNodes(), all) })
 	}
 	if v := testutil.ToFloat64(c.members["n1"].metrics.peersAlive); v != 2 {
 		t.Fatalf("peers_alive gauge = %v, want 2", v)
@@ -261,7 +250,7 @@ func TestMembersSeeEachOtherAndDetectFailure(t *testing.T) {
 	case <-m1.Changes(): // drain a stale signal
 	default:
 	}
-	waitFor(t, 2*time.Second, "n1 notices n3's death", func() bool { return !m1.Electable("n3") })
+	waitfor.Until(t, 2*time.Second, "n1 notices n3's death", func() bool { return !m1.Electable("n3") })
 	if d := time.Since(stopped); d > 600*time.Millisecond {
 		t.Errorf("death of n3 detected after %s, want < 600ms (DeadAfter %s)", d, DefaultDeadAfter)
 	}
@@ -280,7 +269,7 @@ func TestMembersSeeEachOtherAndDetectFailure(t *testing.T) {
 	// n3 restarts (new incarnation on the same address): alive again.
 	c.rejoin(t, "n3", c.members["n3"].LocalAddr())
 	c.run(t, "n3")
-	waitFor(t, 2*time.Second, "n1 sees restarted n3", func() bool { return m1.Electable("n3") })
+	waitfor.Until(t, 2*time.Second, "n1 sees restarted n3", func() bool { return m1.Electable("n3") })
 }
 
 // TestViewNamesWhoDoesNotHearWhom: the status view shows, per peer, both
@@ -288,7 +277,7 @@ func TestMembersSeeEachOtherAndDetectFailure(t *testing.T) {
 func TestViewNamesWhoDoesNotHearWhom(t *testing.T) {
 	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret, "n3": testSecret})
 	m1, m3 := c.members["n1"], c.members["n3"]
-	waitFor(t, 2*time.Second, "n1 sees everyone", func() bool { return len(m1.ElectableNodes()) == 3 })
+	waitfor.Until(t, 2*time.Second, "n1 sees everyone", func() bool { return len(m1.ElectableNodes()) == 3 })
 	v := m1.View()
 	if v.Node != "n1" || !v.Quorum || !v.MayAnswer || len(v.Peers) != 2 || v.Peers[0].Name != "n2" {
 		t.Fatalf("view %+v", v)
@@ -300,7 +289,7 @@ func TestViewNamesWhoDoesNotHearWhom(t *testing.T) {
 	}
 	// n3 stops without a word: n1 no longer hears it.
 	c.stop("n3")
-	waitFor(t, 2*time.Second, "n1 no longer hears n3", func() bool {
+	waitfor.Until(t, 2*time.Second, "n1 no longer hears n3", func() bool {
 		p := m1.View().Peers[1]
 		return p.Name == "n3" && !p.Heard && !p.HearsUs && !p.Electable
 	})
@@ -312,13 +301,13 @@ func TestViewNamesWhoDoesNotHearWhom(t *testing.T) {
 func TestLeaveIsImmediate(t *testing.T) {
 	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret})
 	m1, m2 := c.members["n1"], c.members["n2"]
-	waitFor(t, 2*time.Second, "n1 sees n2", func() bool { return m1.Electable("n2") })
+	waitfor.Until(t, 2*time.Second, "n1 sees n2", func() bool { return m1.Electable("n2") })
 	start := time.Now()
 	m2.Leave()
 	if m2.Electable("n2") || m2.MayAnswer() {
 		t.Error("a leaving node still counts itself electable")
 	}
-	d := waitFor(t, time.Second, "n1 sees n2 leave", func() bool { return !m1.Electable("n2") })
+	d := waitfor.Until(t, time.Second, "n1 sees n2 leave", func() bool { return !m1.Electable("n2") })
 	if d > 50*time.Millisecond {
 		t.Errorf("leave seen after %s, want well under one heartbeat interval", time.Since(start))
 	}
@@ -339,7 +328,7 @@ func TestLeaveIsImmediate(t *testing.T) {
 func TestRestartInPlaceKeepsItsVIPs(t *testing.T) {
 	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret, "n3": testSecret})
 	m1, m3 := c.members["n1"], c.members["n3"]
-	waitFor(t, 2*time.Second, "n1 sees everyone", func() bool { return len(m1.ElectableNodes()) == 3 })
+	waitfor.Until(t, 2*time.Second, "n1 sees everyone", func() bool { return len(m1.ElectableNodes()) == 3 })
 	m3.Restart()
 	if m3.MayAnswer() || m3.Electable("n3") {
 		t.Fatal("a restarting member may still answer")
@@ -370,7 +359,7 @@ func TestRestartInPlaceKeepsItsVIPs(t *testing.T) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	waitFor(t, time.Second, "n1 ends the reservation", func() bool {
+	waitfor.Until(t, time.Second, "n1 ends the reservation", func() bool {
 		return testutil.ToFloat64(m1.metrics.peersRestarting) == 0
 	})
 	if !m1.Electable("n3") {
@@ -472,10 +461,10 @@ func TestRestartGraceRunsOut(t *testing.T) {
 				c.run(t, name)
 			}
 			m1 := c.members["n1"]
-			waitFor(t, 2*time.Second, "n1 sees everyone", func() bool { return len(m1.ElectableNodes()) == 3 })
+			waitfor.Until(t, 2*time.Second, "n1 sees everyone", func() bool { return len(m1.ElectableNodes()) == 3 })
 			c.members["n3"].Restart()
 			c.stop("n3")
-			d := waitFor(t, 2*time.Second, "n1 gives n3 up", func() bool { return !m1.Electable("n3") })
+			d := waitfor.Until(t, 2*time.Second, "n1 gives n3 up", func() bool { return !m1.Electable("n3") })
 			if d < tt.min || d > tt.max {
 				t.Errorf("n3 given up after %s, want %s-%s", d.Round(time.Millisecond), tt.min, tt.max)
 			}
@@ -487,9 +476,9 @@ func TestWrongSecretCannotJoin(t *testing.T) {
 	wrong := []byte("this-is-not-the-cluster-secret")
 	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret, "intruder": wrong})
 	m1, intr := c.members["n1"], c.members["intruder"]
-	waitFor(t, 2*time.Second, "n1 sees n2", func() bool { return m1.Electable("n2") })
+	waitfor.Until(t, 2*time.Second, "n1 sees n2", func() bool { return m1.Electable("n2") })
 	badAuth := m1.metrics.received.WithLabelValues(resultBadAuth)
-	waitFor(t, 2*time.Second, "bad_auth counted", func() bool { return testutil.ToFloat64(badAuth) >= 3 })
+	waitfor.Until(t, 2*time.Second, "bad_auth counted", func() bool { return testutil.ToFloat64(badAuth) >= 3 })
 	time.Sleep(3 * DefaultInterval)
 	if m1.Heard("intruder") || c.members["n2"].Heard("intruder") || m1.Electable("intruder") {
 		t.Fatal("a node with the wrong secret was accepted")
@@ -520,7 +509,7 @@ func TestWrongSecretCannotJoin(t *testing.T) {
 	if _, err := raw.WriteToUDPAddrPort(buf[:n], m1.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "replay counted", func() bool { return testutil.ToFloat64(replay) > before })
+	waitfor.Until(t, time.Second, "replay counted", func() bool { return testutil.ToFloat64(replay) > before })
 }
 
 // TestOneWayPartitionStepsDown: n1 receives nothing (its peers send to a
@@ -530,7 +519,7 @@ func TestWrongSecretCannotJoin(t *testing.T) {
 func TestOneWayPartitionStepsDown(t *testing.T) {
 	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret, "n3": testSecret})
 	m1, m2, m3 := c.members["n1"], c.members["n2"], c.members["n3"]
-	waitFor(t, 2*time.Second, "all electable", func() bool {
+	waitfor.Until(t, 2*time.Second, "all electable", func() bool {
 		return len(m1.ElectableNodes()) == 3 && len(m2.ElectableNodes()) == 3 && len(m3.ElectableNodes()) == 3
 	})
 	black, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -548,8 +537,8 @@ func TestOneWayPartitionStepsDown(t *testing.T) {
 		}
 		m.SetPeers(peers)
 	}
-	waitFor(t, 2*time.Second, "n1 steps down", func() bool { return !m1.MayAnswer() && len(m1.ElectableNodes()) == 0 })
-	waitFor(t, 2*time.Second, "n2 and n3 drop n1", func() bool {
+	waitfor.Until(t, 2*time.Second, "n1 steps down", func() bool { return !m1.MayAnswer() && len(m1.ElectableNodes()) == 0 })
+	waitfor.Until(t, 2*time.Second, "n2 and n3 drop n1", func() bool {
 		return slices.Equal(m2.ElectableNodes(), []string{"n2", "n3"}) && slices.Equal(m3.ElectableNodes(), []string{"n2", "n3"})
 	})
 	// While it lasts, n1 never claims again and the others never count on it.
@@ -569,7 +558,7 @@ func TestOneWayPartitionStepsDown(t *testing.T) {
 func TestRestartHoldsDown(t *testing.T) {
 	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret, "n3": testSecret})
 	m1 := c.members["n1"]
-	waitFor(t, 2*time.Second, "n1 sees everyone", func() bool { return len(m1.ElectableNodes()) == 3 })
+	waitfor.Until(t, 2*time.Second, "n1 sees everyone", func() bool { return len(m1.ElectableNodes()) == 3 })
 	addr := c.members["n3"].LocalAddr()
 	c.stop("n3")
 	m3 := c.rejoin(t, "n3", addr)
@@ -585,7 +574,7 @@ func TestRestartHoldsDown(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	d := waitFor(t, 2*time.Second, "n3 electable everywhere", func() bool {
+	d := waitfor.Until(t, 2*time.Second, "n3 electable everywhere", func() bool {
 		return m3.MayAnswer() && m1.Electable("n3") && len(m3.ElectableNodes()) == 3
 	})
 	t.Logf("restarted n3 electable after %s", time.Since(start).Round(time.Millisecond))
@@ -598,7 +587,7 @@ func TestRestartHoldsDown(t *testing.T) {
 func TestStallClosesTheFence(t *testing.T) {
 	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret})
 	m1 := c.members["n1"]
-	waitFor(t, 2*time.Second, "n1 may answer", m1.MayAnswer)
+	waitfor.Until(t, 2*time.Second, "n1 may answer", m1.MayAnswer)
 	// Freeze n1's loops: stop it without Leave, as a frozen process looks.
 	c.stop("n1")
 	time.Sleep(DefaultDeadAfter)
@@ -670,7 +659,7 @@ func TestSecretRotation(t *testing.T) {
 func TestUnservableIsReported(t *testing.T) {
 	c := startCluster(t, map[string][]byte{"n1": testSecret, "n2": testSecret})
 	m1, m2 := c.members["n1"], c.members["n2"]
-	waitFor(t, 2*time.Second, "n2 sees n1", func() bool { return m2.Electable("n1") })
+	waitfor.Until(t, 2*time.Second, "n2 sees n1", func() bool { return m2.Electable("n1") })
 	select {
 	case <-m2.Changes():
 	default:
@@ -679,7 +668,7 @@ func TestUnservableIsReported(t *testing.T) {
 	if m1.CanServe("n1", "side") || !m1.CanServe("n1", "main") {
 		t.Fatal("n1's own view of what it serves is wrong")
 	}
-	d := waitFor(t, time.Second, "n2 learns n1 cannot serve pool side", func() bool { return !m2.CanServe("n1", "side") })
+	d := waitfor.Until(t, time.Second, "n2 learns n1 cannot serve pool side", func() bool { return !m2.CanServe("n1", "side") })
 	if d > 50*time.Millisecond {
 		t.Errorf("learnt after %s, want a heartbeat out of turn", d)
 	}
@@ -692,5 +681,5 @@ func TestUnservableIsReported(t *testing.T) {
 		t.Error("no change signal for a peer's unservable list")
 	}
 	m1.SetUnservable(nil)
-	waitFor(t, time.Second, "n2 learns n1 can serve again", func() bool { return m2.CanServe("n1", "side") })
+	waitfor.Until(t, time.Second, "n2 learns n1 can serve again", func() bool { return m2.CanServe("n1", "side") })
 }
