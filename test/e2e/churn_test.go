@@ -144,12 +144,33 @@ type churnLog struct {
 	mu         sync.Mutex
 	events     []churnEvent
 	violations []churnViolation
+	// sending: operations that may move a Service's addresses, by
+	// Service, from just before their call until their event is added.
+	// The watcher can see an edit's effect before the call returns.
+	sending map[string]time.Time
 }
 
 func (c *churnLog) add(e churnEvent) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.events = append(c.events, e)
+	if e.N > 0 && e.MayMove {
+		delete(c.sending, e.Svc)
+	}
+}
+
+// sendingMove notes that e, an operation that may move e.Svc's addresses,
+// is about to be sent (see churnLog.sending).
+func (c *churnLog) sendingMove(e churnEvent) {
+	if !e.MayMove {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sending == nil {
+		c.sending = map[string]time.Time{}
+	}
+	c.sending[e.Svc] = e.At
 }
 
 func (c *churnLog) violate(v churnViolation) {
@@ -163,6 +184,9 @@ func (c *churnLog) violate(v churnViolation) {
 func (c *churnLog) lastMayMove(svc string) (time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if at, ok := c.sending[svc]; ok {
+		return at, true
+	}
 	for i := len(c.events) - 1; i >= 0; i-- {
 		if e := c.events[i]; e.N > 0 && e.Svc == svc && e.MayMove {
 			return e.At, true
@@ -711,6 +735,7 @@ func (r *churnRun) create(n int, id string) {
 		svc.Annotations["pvelb.io/pool"] = s.pool
 	}
 	e := churnEvent{At: time.Now(), N: n, Op: "create", Svc: id, Detail: s.describe(), MayMove: true}
+	r.log.sendingMove(e)
 	_, err := r.l.Client.CoreV1().Services(ns).Create(context.Background(), svc, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		// The Service this run deleted under that name is still terminating
@@ -751,6 +776,7 @@ func (s *churnSvc) describe() string {
 
 func (r *churnRun) delete(n int, s *churnSvc) {
 	e := churnEvent{At: time.Now(), N: n, Op: "delete", Svc: s.id(), MayMove: true}
+	r.log.sendingMove(e)
 	if err := r.l.Client.CoreV1().Services(s.ns).Delete(context.Background(), s.name, metav1.DeleteOptions{}); err != nil {
 		e.Err = err.Error()
 	}
@@ -816,6 +842,7 @@ func (r *churnRun) portEdit(n int, s *churnSvc) {
 // patch applies a merge patch and records it; it reports whether it applied.
 func (r *churnRun) patch(n int, s *churnSvc, what, patch string, mayMove bool) bool {
 	e := churnEvent{At: time.Now(), N: n, Op: "edit", Svc: s.id(), Detail: what, MayMove: mayMove}
+	r.log.sendingMove(e)
 	_, err := r.l.Client.CoreV1().Services(s.ns).Patch(context.Background(), s.name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
 	if err != nil {
 		e.Err = err.Error()
