@@ -46,6 +46,7 @@ func Attach(cloud *provider.Cloud, lease *Lease) (*Controller, error) {
 		cloud.SetLoadBalancer(c)
 	}
 	cloud.OnInitialize(c.Initialize)
+	cloud.OnSetInformers(c.SetInformers)
 	return c, nil
 }
 

@@ -32,6 +32,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
@@ -101,6 +102,10 @@ type Controller struct {
 	namespaces corelisters.NamespaceLister
 	class      *classController
 	started    bool
+	// expectShared: Initialize ran, so SetInformers follows with the
+	// controller manager's factory on shared.
+	expectShared bool
+	shared       chan informers.SharedInformerFactory
 
 	ready chan struct{}
 	// desired recomputes the firewall's desired state (syncDesired),
@@ -176,6 +181,7 @@ func New(opts Options) (*Controller, error) {
 		metrics:        newMetrics(opts.Registerer),
 		locator:        newVMLocator(opts.VMs, vmRefreshPeriod),
 		ready:          make(chan struct{}),
+		shared:         make(chan informers.SharedInformerFactory, 1),
 		desired:        newSyncLoop("pvelb-desired", desiredDebounce, time.Second, vmRefreshPeriod),
 		poolStatus:     newSyncLoop("pvelb-pool-status", poolStatusDebounce, poolWriteRetry, poolWriteRetry),
 		allocatedPools: newSyncLoop("pvelb-allocated-pool", poolStatusDebounce, poolWriteRetry, poolWriteRetry),

@@ -56,6 +56,7 @@ func (c *Controller) Initialize(cb cloudprovider.ControllerClientBuilder, stop <
 	if err != nil {
 		klog.Fatalf("pvelb loadbalancer: dynamic client: %v", err)
 	}
+	c.expectShared = true
 	go func() {
 		if err := c.Start(ctx, kube, dyn); err != nil && ctx.Err() == nil {
 			klog.Fatalf("pvelb loadbalancer: %v", err)
@@ -80,7 +81,10 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 	c.recorder = bc.NewRecorder(scheme.Scheme, v1.EventSource{Component: "pvelb"})
 	go func() { <-ctx.Done(); bc.Shutdown() }()
 
-	factory := informers.NewSharedInformerFactory(kube, 0)
+	factory, err := c.informerFactory(ctx, kube)
+	if err != nil {
+		return err
+	}
 	svcInf := factory.Core().V1().Services()
 	nodeInf := factory.Core().V1().Nodes()
 	nsInf := factory.Core().V1().Namespaces()
@@ -137,6 +141,38 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 	c.kickPoolStatus()
 	c.kickAllocatedPools()
 	return nil
+}
+
+// sharedWait bounds the wait for the controller manager's SetInformers,
+// which follows Initialize at once; past it pvelb keeps its own copies.
+const sharedWait = 10 * time.Second
+
+// SetInformers takes the controller manager's shared informer factory (see
+// provider.Cloud.SetInformers).
+func (c *Controller) SetInformers(f informers.SharedInformerFactory) {
+	select {
+	case c.shared <- f:
+	default:
+	}
+}
+
+// informerFactory is the controller manager's factory when this controller
+// runs in one (Initialize), so its Services and Nodes are the ones the
+// service controller already keeps; else (Start called directly) its own.
+func (c *Controller) informerFactory(ctx context.Context, kube kubernetes.Interface) (informers.SharedInformerFactory, error) {
+	if !c.expectShared {
+		return informers.NewSharedInformerFactory(kube, 0), nil
+	}
+	select {
+	case f := <-c.shared:
+		klog.InfoS("Using the controller manager's shared informers for Services and Nodes")
+		return f, nil
+	case <-time.After(sharedWait):
+		klog.InfoS("The controller manager handed over no shared informers; keeping own copies of Services and Nodes")
+		return informers.NewSharedInformerFactory(kube, 0), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // watch registers the informer handlers: Service changes re-check leaving

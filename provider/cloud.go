@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/client-go/informers"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
@@ -56,6 +57,8 @@ type Cloud struct {
 	clientBuilder cloudprovider.ControllerClientBuilder
 	stop          <-chan struct{}
 	initHooks     []InitializeHook
+	informers     informers.SharedInformerFactory
+	informerHooks []func(informers.SharedInformerFactory)
 	initialized   bool
 }
 
@@ -197,6 +200,35 @@ func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, 
 	for _, h := range hooks {
 		h(clientBuilder, stop)
 	}
+}
+
+// SetInformers is cloudprovider.InformerUser: the controller manager hands
+// over its shared informer factory right after Initialize, before it starts
+// it. The hooks (OnSetInformers) take their Service and Node informers from
+// it, so pvelb-ccm keeps one copy of every Service and Node, not two.
+func (c *Cloud) SetInformers(f informers.SharedInformerFactory) {
+	c.mu.Lock()
+	c.informers = f
+	hooks := c.informerHooks
+	c.informerHooks = nil
+	c.mu.Unlock()
+	for _, h := range hooks {
+		h(f)
+	}
+}
+
+// OnSetInformers registers a hook run by SetInformers (immediately, if it
+// already ran).
+func (c *Cloud) OnSetInformers(hook func(informers.SharedInformerFactory)) {
+	c.mu.Lock()
+	if c.informers == nil {
+		c.informerHooks = append(c.informerHooks, hook)
+		c.mu.Unlock()
+		return
+	}
+	f := c.informers
+	c.mu.Unlock()
+	hook(f)
 }
 
 // LoadBalancer returns the plugged-in implementation, if any.
