@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,8 +20,12 @@ import (
 func TestFirstEnsureSucceeds(t *testing.T) {
 	l := lbLab(t, "")
 	l.createPool(t, "main", map[string]any{"addresses": []any{"203.0.113.0/28"}})
-	l.startCCM(t)
+	ccm, _ := l.startCCM(t)
 	l.waitNodesInitialised(t)
+	// One copy of Services and Nodes: the controller manager's.
+	if out := ccm.Output(); !strings.Contains(out, "Using the controller manager's shared informers") {
+		t.Error("pvelb-ccm's LoadBalancer keeps its own Service and Node informers beside the controller manager's")
+	}
 	for _, name := range []string{"quick-1", "quick-2", "quick-3"} {
 		start := time.Now()
 		l.createService(t, "default", name)
