@@ -21,7 +21,7 @@ import (
 )
 
 // BenchmarkLoadBalancer creates many Services (1000 unless
-// PVELB_BENCH_SERVICES says otherwise) on 10 nodes, with every Proxmox
+// PVELB_BENCH_SERVICES says otherwise) on 10 nodes (PVELB_BENCH_NODES), with every Proxmox
 // firewall write taking 20 ms, and reports: seconds until all have addresses,
 // seconds until the Proxmox IPSets hold every VIP, Proxmox writes per Service,
 // and writes in the steady state afterwards (which must be 0). The baseline
@@ -30,8 +30,15 @@ func BenchmarkLoadBalancer(b *testing.B) {
 	n := 1000
 	if v := os.Getenv("PVELB_BENCH_SERVICES"); v != "" {
 		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 1 || n > 4000 {
-			b.Fatalf("PVELB_BENCH_SERVICES=%q: want 1..4000", v)
+		if n, err = strconv.Atoi(v); err != nil || n < 1 || n > 10000 {
+			b.Fatalf("PVELB_BENCH_SERVICES=%q: want 1..10000", v)
+		}
+	}
+	nodes := 10
+	if v := os.Getenv("PVELB_BENCH_NODES"); v != "" {
+		var err error
+		if nodes, err = strconv.Atoi(v); err != nil || nodes < 1 || nodes > 50 {
+			b.Fatalf("PVELB_BENCH_NODES=%q: want 1..50", v)
 		}
 	}
 	for _, tc := range []struct {
@@ -44,21 +51,19 @@ func BenchmarkLoadBalancer(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			for range b.N {
-				runLBBench(b, n, tc.config, tc.noop)
+				runLBBench(b, n, nodes, tc.config, tc.noop)
 			}
 		})
 	}
 }
 
-const benchNodes = 10
-
-func runLBBench(b *testing.B, n int, extraConfig string, noop bool) {
+func runLBBench(b *testing.B, n, nodes int, extraConfig string, noop bool) {
 	b.StopTimer()
 	cp := apiserver.StartT(b, apiserver.Options{})
 	sim := pvesim.NewTestServer(b, pvesim.Options{WriteLatency: 20 * time.Millisecond})
 	ctx := context.Background()
 	client := cp.Client()
-	for i := range benchNodes {
+	for i := range nodes {
 		vmid, ip := 201+i, fmt.Sprintf("192.0.2.%d", 101+i)
 		host := fmt.Sprintf("pve%d", 1+i%3)
 		uuid := fmt.Sprintf("6b7d1f4e-0c1a-4a53-9b0e-000000000%03d", vmid)
@@ -126,8 +131,8 @@ func runLBBench(b *testing.B, n int, extraConfig string, noop bool) {
 				Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}}},
 		}
 		// The test apiserver's IPv4 service range is one documentation /24:
-		// one Service in four is IPv4, the others IPv6.
-		if i%4 != 0 {
+		// one Service in four of the first 1000 is IPv4, every other IPv6.
+		if i%4 != 0 || i >= 1000 {
 			s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol}
 		}
 		if _, err := client.CoreV1().Services("default").Create(ctx, s, metav1.CreateOptions{}); err != nil {
@@ -162,7 +167,7 @@ func runLBBench(b *testing.B, n int, extraConfig string, noop bool) {
 			if ours, _ := l.setEntries(pve.ClusterScope, clusterSet); len(ours) < want {
 				return errorf("cluster set %d entries, want %d", len(ours), want)
 			}
-			for i := range benchNodes {
+			for i := range nodes {
 				ref := pve.VMRef{Node: fmt.Sprintf("pve%d", 1+i%3), VMID: 201 + i}
 				if ours, _ := l.setEntries(pve.VMScope(ref), vmSet); len(ours) < want {
 					return errorf("VM %d set %d entries, want %d", ref.VMID, len(ours), want)
