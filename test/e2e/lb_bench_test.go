@@ -135,6 +135,10 @@ func runLBBench(b *testing.B, n, nodes int, extraConfig string, noop bool) {
 		if i%4 != 0 || i >= 1000 {
 			s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol}
 		}
+		// The NodePort range holds 2768 ports.
+		if i >= 2000 {
+			s.Spec.AllocateLoadBalancerNodePorts = ptr(false)
+		}
 		if _, err := client.CoreV1().Services("default").Create(ctx, s, metav1.CreateOptions{}); err != nil {
 			b.Fatal(err)
 		}
