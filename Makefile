@@ -19,7 +19,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 ACTIONLINT := github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build image push kube-bins kubectl demo demo-deps test test-unit lint bench soak generate clean
+.PHONY: all build image push kube-bins kubectl peers bench-peers demo demo-deps test test-unit lint bench soak generate clean
 
 all: build
 
@@ -88,6 +88,29 @@ kube-bins:
 kubectl:
 	@mkdir -p $(BIN)
 	cd test/tools && $(GO) build -o $(BIN)/kubectl k8s.io/kubernetes/cmd/kubectl
+
+# MetalLB (controller, speaker), kube-vip and kube-vip-cloud-provider, built
+# from their released sources as pinned by the tools modules under test/peers
+# (one module each: their Kubernetes libraries differ), for bench-peers.
+# Cold: about 5 minutes on 2 cores; warm: seconds. GONOSUMDB: the kube-vip
+# modules are not in the checksum database; their go.sum files are committed.
+PEERS_BIN := $(BIN)/peers
+peers:
+	@mkdir -p $(PEERS_BIN)
+	cd test/peers/metallb && CGO_ENABLED=0 $(GO) build -trimpath -o $(PEERS_BIN)/ go.universe.tf/metallb/controller go.universe.tf/metallb/speaker
+	cd test/peers/kube-vip && GONOSUMDB=github.com/kube-vip CGO_ENABLED=0 $(GO) build -trimpath -o $(PEERS_BIN)/ github.com/kube-vip/kube-vip
+	cd test/peers/kube-vip-cloud-provider && GONOSUMDB=github.com/kube-vip CGO_ENABLED=0 $(GO) build -trimpath -o $(PEERS_BIN)/ github.com/kube-vip/kube-vip-cloud-provider
+
+# pvelb, MetalLB and kube-vip side by side in the same lab (BenchmarkPeers in
+# test/e2e), writing the table docs/comparison.md quotes to
+# docs/benchmarks-peers.md. Needs root. Not part of `make test`: about
+# 40 minutes with the default 10 runs per timed row (PEERS_RUNS).
+PEERS_RUNS ?= 10
+PEERS_ONLY ?=
+bench-peers: kube-bins build peers
+	PVELB_KUBE_BIN_DIR=$(BIN) PVELB_BIN_DIR=$(BIN) PVELB_PEERS_BIN_DIR=$(PEERS_BIN) \
+		PVELB_PEERS_RUNS=$(PEERS_RUNS) PVELB_PEERS_ONLY=$(PEERS_ONLY) PVELB_PEERS_RESULTS=$(CURDIR)/docs/benchmarks-peers.md \
+		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkPeers$$' -benchtime=1x -v -timeout 3h ./test/e2e/
 
 # The lab on one machine: real apiserver, etcd and kube-controller-manager,
 # the Proxmox simulator with its firewall emulated on the lab bridge,

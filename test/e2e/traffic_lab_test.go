@@ -53,6 +53,13 @@ type trafficOpts struct {
 	// Pods lists, per node (index into the lab's nodes), how many backend
 	// pods labelled app=web run there; one on every node when nil.
 	Pods []int
+	// Peer runs another LoadBalancer implementation in pvelb's place
+	// (peers_lab_test.go): no pvelb-ccm, IPPool or pvelb announcer; the
+	// peer starts after the pods. pvelb when nil.
+	Peer lbImpl
+	// IPFilterOff turns every VM's Proxmox firewall off, so an
+	// implementation that does not admit its VIPs can be measured at all.
+	IPFilterOff bool
 }
 
 // trafficLab is the lab where requests go the way they do in a user's
@@ -142,8 +149,12 @@ func newTrafficLab(t testing.TB, opts trafficOpts) *trafficLab {
 
 	// Nodes as kubelets with --cloud-provider=external register them, then
 	// the pod network (podCIDRs, routes), then pvelb-ccm initialises them.
+	// A peer runs with kubelets without a cloud provider: the pod network
+	// registers the Nodes, initialised.
 	for i, h := range lab.Nodes {
-		l.registerNode(t, h, i)
+		if opts.Peer == nil {
+			l.registerNode(t, h, i)
+		}
 	}
 	l.dp = datapath.NewT(t, lab, datapath.Options{Client: l.kube, Kubeconfig: cp.Kubeconfig})
 	nodes, err := l.dp.AddNodes(ctx)
@@ -151,24 +162,32 @@ func newTrafficLab(t testing.TB, opts trafficOpts) *trafficLab {
 		t.Fatal(err)
 	}
 	l.nodes = nodes
-	l.createPool(t)
-	l.startCCM(t, l.cloudConfig(t, opts.FirewallOff))
-	l.waitNodesReady(t)
+	if opts.Peer == nil {
+		l.createPool(t)
+		l.startCCM(t, l.cloudConfig(t, opts.FirewallOff))
+		l.waitNodesReady(t)
+	}
 
 	if _, err := l.dp.StartKubeProxies(ctx, datapath.ProxyOptions{Mode: opts.Proxy}); err != nil {
 		t.Fatal(err)
 	}
-	l.member = filepath.Join(l.dir, "membership-secret")
-	if err := os.WriteFile(l.member, []byte(annSecret+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range lab.Nodes {
-		l.startAnnouncer(h)
+	if opts.Peer == nil {
+		l.member = filepath.Join(l.dir, "membership-secret")
+		if err := os.WriteFile(l.member, []byte(annSecret+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range lab.Nodes {
+			l.startAnnouncer(h)
+		}
 	}
 	for i, n := range nodes {
 		for j := range opts.Pods[i] {
 			l.addPod(t, fmt.Sprintf("web-%s-%d", n.Name, j+1), n.Name, map[string]string{"app": tlAppLabel})
 		}
+	}
+	if opts.Peer != nil {
+		opts.Peer.setup(t, l)
+		return l
 	}
 	for _, h := range lab.Nodes {
 		l.waitAnnouncerReady(t, h)
@@ -205,7 +224,7 @@ func (l *trafficLab) startProxmox(t testing.TB) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		sim.SetFirewallOptions(vmid, true, true)
+		sim.SetFirewallOptions(vmid, !l.opts.IPFilterOff, !l.opts.IPFilterOff)
 		p4, p6, err := datapath.NodePodCIDRs(i + 1)
 		if err != nil {
 			t.Fatal(err)
