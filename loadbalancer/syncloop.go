@@ -18,6 +18,15 @@ type syncLoop struct {
 	debounce time.Duration
 }
 
+// syncShare bounds the share of time a loop spends syncing while kicks keep
+// coming: after a sync that took d, the next waits (1/syncShare - 1) x d.
+// A whole-state sync costs O(Services x Nodes); with 5000 Services on 50
+// Nodes, back-to-back syncs during a burst of creations took the CPU the
+// apiserver and the service controller needed, and addresses came three
+// times slower than without pvelb. A quarter keeps the firewall converging
+// within a few passes of the burst's end.
+const syncShare = 0.25
+
 const syncKey = "sync"
 
 // newSyncLoop makes a loop whose retries wait retryMin, doubling up to
@@ -42,10 +51,18 @@ func (l *syncLoop) run(ctx context.Context, sync func(context.Context) (retry bo
 		if quit {
 			return
 		}
-		if sync(ctx) && ctx.Err() == nil {
+		start := time.Now()
+		retry := sync(ctx)
+		if retry && ctx.Err() == nil {
 			l.queue.AddRateLimited(key)
 		} else {
 			l.queue.Forget(key)
+		}
+		// Kicks during the pause fold into one sync after it (the key
+		// stays in processing until Done).
+		select {
+		case <-time.After(time.Duration(float64(time.Since(start)) * (1/syncShare - 1))):
+		case <-ctx.Done():
 		}
 		l.queue.Done(key)
 	}

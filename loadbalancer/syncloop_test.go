@@ -30,3 +30,30 @@ func TestSyncLoopFoldsKicksAndRetries(t *testing.T) {
 	l.kick()
 	waitfor.Until(t, 5*time.Second, "a sync after a later kick", func() bool { return runs.Load() == 4 })
 }
+
+// TestSyncLoopBoundsItsShare: under a stream of kicks, a slow sync takes at
+// most about syncShare of the time, not all of it.
+func TestSyncLoopBoundsItsShare(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l := newSyncLoop("test", time.Millisecond, time.Millisecond, time.Millisecond)
+	const pass = 20 * time.Millisecond
+	var busy atomic.Int64
+	go l.run(ctx, func(context.Context) bool {
+		time.Sleep(pass)
+		busy.Add(int64(pass))
+		return false
+	})
+	start := time.Now()
+	for time.Since(start) < 600*time.Millisecond {
+		l.kick()
+		time.Sleep(2 * time.Millisecond)
+	}
+	share := float64(busy.Load()) / float64(time.Since(start))
+	if share > syncShare+0.1 {
+		t.Errorf("syncing took %.0f%% of the time under a stream of kicks, want about %.0f%%", 100*share, 100*syncShare)
+	}
+	if share < syncShare/2 {
+		t.Errorf("syncing took only %.0f%% of the time: kicks were lost", 100*share)
+	}
+}
