@@ -176,3 +176,44 @@ func TestClassControllerReleasesADeletedService(t *testing.T) {
 		t.Error("the deleted Service is still remembered")
 	}
 }
+
+// TestClassControllerReleasesWhatTheServiceControllerLeft: a class-less
+// Service the service controller gave an address, flipped to ClusterIP and
+// to a pvelb-class LoadBalancer and back faster than the service controller
+// synced it. The service controller saw it with a class, so it dropped its
+// finalizer without EnsureLoadBalancerDeleted, and will never release the
+// address; the class controller, left with it, must (the churn soak, seed
+// 42: an address held for a Service that showed it nowhere, in the IPSets
+// for good). While the service controller's finalizer is on, the address
+// stays its to release.
+func TestClassControllerReleasesWhatTheServiceControllerLeft(t *testing.T) {
+	svc := lbService("flip", nil)
+	svc.Finalizers = []string{names.FinalizerService}
+	h := newClassHarness(t, svc)
+	if _, err := h.c.EnsureLoadBalancer(context.Background(), "", h.reload("flip"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if assigned, _ := h.holds("flip"); len(assigned) != 1 {
+		t.Fatalf("the service controller's ensure holds %v", assigned)
+	}
+	// The class controller had begun to take the Service (its finalizer),
+	// and the Service is ClusterIP again, the service controller's
+	// finalizer still on: not the class controller's to release.
+	h.edit("flip", func(s *v1.Service) {
+		s.Spec.Type = v1.ServiceTypeClusterIP
+		s.Finalizers = []string{names.FinalizerService, names.FinalizerClass}
+	})
+	h.sync("flip")
+	if assigned, _ := h.holds("flip"); len(assigned) != 1 {
+		t.Fatalf("released while the service controller's finalizer is on: holds %v", assigned)
+	}
+	// The service controller dropped its finalizer without releasing.
+	h.edit("flip", func(s *v1.Service) { s.Finalizers = []string{names.FinalizerClass} })
+	got := h.sync("flip")
+	if assigned, leaving := h.holds("flip"); len(assigned) != 0 || len(leaving) != 0 {
+		t.Errorf("the address the service controller left is still held: %v (leaving %v)", assigned, leaving)
+	}
+	if len(got.Finalizers) != 0 {
+		t.Errorf("finalizers %v, want none", got.Finalizers)
+	}
+}

@@ -38,6 +38,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	cloudprovider "k8s.io/cloud-provider"
+	servicehelper "k8s.io/cloud-provider/service/helpers"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 
@@ -443,6 +444,17 @@ func (c *Controller) refreshLocked(key allocator.ServiceKey) {
 	c.metrics.services.Set(float64(len(c.assigned)))
 }
 
+// leftByServiceController: the service controller holds svc's addresses
+// but will never release them, so the class controller (via) may. Its
+// finalizer is gone and svc is no longer a class-less LoadBalancer: the
+// service controller drops its finalizer without EnsureLoadBalancerDeleted
+// from a Service it last saw with a class (a flip to ClusterIP and to a
+// pvelb-class LoadBalancer faster than it synced).
+func leftByServiceController(svc *v1.Service, owner, via string) bool {
+	return owner == viaServiceController && via == viaClass && !servicehelper.HasLBFinalizer(svc) &&
+		(svc.Spec.LoadBalancerClass != nil || svc.Spec.Type != v1.ServiceTypeLoadBalancer || svc.DeletionTimestamp != nil)
+}
+
 // release takes svc's addresses away if the controller via holds them (or
 // nobody does), and reports whether it did: a Service another controller
 // holds addresses for is left to that controller. The addresses stay
@@ -458,7 +470,7 @@ func (c *Controller) release(ctx context.Context, svc *v1.Service, via string, g
 	key := keyOf(svc)
 	c.mu.Lock()
 	held := c.alloc.Held(key)
-	if owner := c.owners[key]; len(held) > 0 && owner != "" && owner != via {
+	if owner := c.owners[key]; len(held) > 0 && owner != "" && owner != via && !leftByServiceController(svc, owner, via) {
 		c.mu.Unlock()
 		klog.V(2).InfoS("Not releasing addresses another controller holds", "service", klog.KObj(svc), "holder", owner, "caller", via)
 		return false, nil

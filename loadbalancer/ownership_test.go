@@ -63,6 +63,7 @@ func TestEachControllerReleasesOnlyItsOwn(t *testing.T) {
 		s.Spec.Type, s.Spec.LoadBalancerClass = v1.ServiceTypeClusterIP, nil
 		return s
 	}
+	scFinalizer := func(s *v1.Service) *v1.Service { s.Finalizers = []string{names.FinalizerService}; return s }
 	tests := []struct {
 		name     string
 		via      string      // who ensured it
@@ -76,7 +77,12 @@ func TestEachControllerReleasesOnlyItsOwn(t *testing.T) {
 		{"class Service seen class-less, service controller", viaClass, classless(lbService("s", &class)), viaServiceController, false, false},
 		{"class-less Service, service controller", viaServiceController, lbService("s", nil), viaServiceController, true, true},
 		{"class-less Service now ClusterIP, service controller", viaServiceController, clusterIP(lbService("s", nil)), viaServiceController, true, true},
-		{"class-less Service, class controller", viaServiceController, clusterIP(lbService("s", nil)), viaClass, false, false},
+		// The service controller adds its finalizer before it ensures, and
+		// releases before it removes it.
+		{"class-less Service, class controller", viaServiceController, scFinalizer(clusterIP(lbService("s", nil))), viaClass, false, false},
+		// ... unless it last saw the Service with a class: then it drops
+		// its finalizer without releasing, and the class controller must.
+		{"class-less Service the service controller left, class controller", viaServiceController, clusterIP(lbService("s", nil)), viaClass, false, true},
 		{"class Service, class controller", viaClass, clusterIP(lbService("s", &class)), viaClass, false, true},
 	}
 	for _, tt := range tests {
