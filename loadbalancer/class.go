@@ -123,7 +123,7 @@ func (cc *classController) maybeEnqueue(o any) {
 	cc.mu.Lock()
 	owned := cc.owned[k]
 	cc.mu.Unlock()
-	if names.IsClass(svc) || owned || cc.cleanupOwed(svc) {
+	if names.IsClass(svc) || owned || cc.cleanupOwed(svc) || cc.lb.leftToClass(svc) {
 		cc.queue.Add(k)
 	}
 }
@@ -200,6 +200,7 @@ func (cc *classController) sync(ctx context.Context, key string) error {
 	cc.mu.Lock()
 	owned := cc.owned[key] || cc.cleanupOwed(svc)
 	cc.mu.Unlock()
+	owned = owned || cc.lb.leftToClass(svc)
 	mine := names.IsClass(svc)
 	if !mine && !owned {
 		return nil // another class, or class-less: never touched here

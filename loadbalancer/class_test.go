@@ -217,3 +217,30 @@ func TestClassControllerReleasesWhatTheServiceControllerLeft(t *testing.T) {
 		t.Errorf("finalizers %v, want none", got.Finalizers)
 	}
 }
+
+// TestClassControllerTakesUpWhatTheServiceControllerLeft: as above, but the
+// class controller never had the Service (no class finalizer, never owned):
+// the address the service controller left on a ClusterIP Service is
+// released all the same (the soak, seed 42, operation 1300, after the
+// first fix).
+func TestClassControllerTakesUpWhatTheServiceControllerLeft(t *testing.T) {
+	svc := lbService("left", nil)
+	svc.Finalizers = []string{names.FinalizerService}
+	h := newClassHarness(t, svc)
+	if _, err := h.c.EnsureLoadBalancer(context.Background(), "", h.reload("left"), nil); err != nil {
+		t.Fatal(err)
+	}
+	h.edit("left", func(s *v1.Service) {
+		s.Spec.Type = v1.ServiceTypeClusterIP
+		s.Finalizers = nil
+	})
+	if !h.c.leftToClass(h.reload("left")) {
+		t.Fatal("a ClusterIP Service whose address the service controller left is not the class controller's to clean up")
+	}
+	h.sync("left")
+	// Withdrawn; it stays reserved (leaving) only until the leaving loop
+	// sees no status shows it.
+	if assigned, _ := h.holds("left"); len(assigned) != 0 {
+		t.Errorf("the address the service controller left is still assigned: %v", assigned)
+	}
+}

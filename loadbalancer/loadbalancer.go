@@ -455,6 +455,16 @@ func leftByServiceController(svc *v1.Service, owner, via string) bool {
 		(svc.Spec.LoadBalancerClass != nil || svc.Spec.Type != v1.ServiceTypeLoadBalancer || svc.DeletionTimestamp != nil)
 }
 
+// leftToClass: the service controller holds addresses for svc that it will
+// never release (leftByServiceController), so the class controller takes
+// the Service up, whatever it is now, to release them.
+func (c *Controller) leftToClass(svc *v1.Service) bool {
+	key := keyOf(svc)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.alloc.Held(key)) > 0 && leftByServiceController(svc, c.owners[key], viaClass)
+}
+
 // release takes svc's addresses away if the controller via holds them (or
 // nobody does), and reports whether it did: a Service another controller
 // holds addresses for is left to that controller. The addresses stay
