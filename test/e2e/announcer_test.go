@@ -224,8 +224,7 @@ func (l *annLab) metric(t testing.TB, node *netlab.Host, name string) float64 {
 // scrape reads one sample (name with its labels, as exposed) of a node's
 // announcer metrics.
 func (l *annLab) scrape(node *netlab.Host, name string) (float64, error) {
-	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: l.net.Client.DialContext}}
-	resp, err := hc.Get("http://" + net.JoinHostPort(node.IPv4.Addr().String(), strconv.Itoa(annMetricPort)) + "/metrics")
+	resp, err := l.get(node, "/metrics")
 	if err != nil {
 		return 0, fmt.Errorf("metrics of %s: %w", node.Name, err)
 	}
@@ -239,11 +238,17 @@ func (l *annLab) scrape(node *netlab.Host, name string) (float64, error) {
 	return 0, fmt.Errorf("metric %s not exposed by %s", name, node.Name)
 }
 
+// get fetches path from a node's announcer HTTP endpoint, from the client
+// namespace.
+func (l *annLab) get(node *netlab.Host, path string) (*http.Response, error) {
+	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: l.net.Client.DialContext}}
+	return hc.Get("http://" + net.JoinHostPort(node.IPv4.Addr().String(), strconv.Itoa(annMetricPort)) + path)
+}
+
 // status reads a node's announcer /status.
 func (l *annLab) status(node *netlab.Host) (announcer.Status, error) {
 	var st announcer.Status
-	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: l.net.Client.DialContext}}
-	resp, err := hc.Get("http://" + net.JoinHostPort(node.IPv4.Addr().String(), strconv.Itoa(annMetricPort)) + "/status")
+	resp, err := l.get(node, "/status")
 	if err != nil {
 		return st, fmt.Errorf("status of %s: %w", node.Name, err)
 	}

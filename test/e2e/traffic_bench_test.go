@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/pvelb/pvelb/test/pvefw"
@@ -145,16 +144,7 @@ func (l *trafficLab) serviceToFirstHTTP(b *testing.B, name string, period time.D
 	if ft.http == 0 {
 		b.Fatalf("%s: no answer through %s within 2 minutes (%+v)", name, vip, ft)
 	}
-	if err := l.kube.CoreV1().Services("default").Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
-		b.Fatal(err)
-	}
-	Eventually(b, time.Minute, name+" gone", func(ctx context.Context) error {
-		_, err := l.kube.CoreV1().Services("default").Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		return errorf("still there (%v)", err)
-	})
+	l.deleteService(b, name)
 	// The next run starts with the firewall having applied the release.
 	time.Sleep(period + time.Second)
 	return ft
