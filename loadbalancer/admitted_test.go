@@ -12,6 +12,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 
 	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 	"github.com/pvelb/pvelb/loadbalancer/firewall"
@@ -75,26 +76,24 @@ func (e *writerEnv) annotation(name string) (string, bool) {
 	return v, ok
 }
 
-func ptr[T any](v T) *T { return &v }
-
 // The annotation is written when what the VM admits changes, and only then:
 // a resync that finds the same admission costs no API call.
 func TestAdmittedWriterWritesOnlyChanges(t *testing.T) {
 	e := newWriterEnv(t, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "w1", Annotations: map[string]string{"other": "kept"}}},
 		&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "w2"}})
-	e.w.set("w1", ptr("192.0.2.10"))
+	e.w.set("w1", ptr.To("192.0.2.10"))
 	e.drain()
 	if v, ok := e.annotation("w1"); !ok || v != "192.0.2.10" || e.patches != 1 {
 		t.Fatalf("annotation %q %v after %d patches", v, ok, e.patches)
 	}
 	for range 3 { // resyncs
-		e.w.set("w1", ptr("192.0.2.10"))
+		e.w.set("w1", ptr.To("192.0.2.10"))
 		e.drain()
 	}
 	if e.patches != 1 {
 		t.Fatalf("%d patches for an unchanged admission, want 1", e.patches)
 	}
-	e.w.set("w1", ptr("192.0.2.10-192.0.2.11"))
+	e.w.set("w1", ptr.To("192.0.2.10-192.0.2.11"))
 	e.drain()
 	if v, _ := e.annotation("w1"); v != "192.0.2.10-192.0.2.11" || e.patches != 2 {
 		t.Fatalf("annotation %q after %d patches", v, e.patches)
@@ -110,7 +109,7 @@ func TestAdmittedWriterWritesOnlyChanges(t *testing.T) {
 	}
 	// Nothing known of w2: left alone; a Node gone meanwhile is no error.
 	e.w.nodeChanged("w2", false)
-	e.w.set("gone", ptr(eligibility.Unfiltered))
+	e.w.set("gone", ptr.To(eligibility.Unfiltered))
 	e.drain()
 	if e.patches != 3 {
 		t.Errorf("%d patches, want 3", e.patches)

@@ -387,6 +387,9 @@ func (c *Controller) ensure(ctx context.Context, svc *v1.Service, via string) (*
 	}
 	c.kickDesired()
 	c.kickPoolStatus()
+	if c.changedMeanwhile(svc) {
+		return nil, errChangedMeanwhile
+	}
 	return statusFor(res.IPs), nil
 }
 

@@ -1,0 +1,80 @@
+package loadbalancer
+
+import (
+	"context"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/pvelb/pvelb/names"
+)
+
+// TestEnsureRefusesAStaleCopy: the service controller ensures the copy it
+// read when its sync began; when the user edits the Service meanwhile (here
+// takes its sharing key away), returning the status computed from the old
+// copy would show an address the Service may not hold as it is now, until
+// that controller's next sync of it, which after a leader change can be
+// seconds away (the churn suite saw 1.2 s). Ensure fails instead, so that
+// nothing is written and the Service is synced again at once; an unchanged
+// Service, or one changed only by pvelb's own writes, is answered.
+func TestEnsureRefusesAStaleCopy(t *testing.T) {
+	keyed := func(name string, port int32) *v1.Service {
+		s := lbService(name, nil)
+		s.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
+		s.Spec.Ports[0].Port = port
+		return s
+	}
+	tests := []struct {
+		name  string
+		live  func(*v1.Service) // the edit that reached the informer meanwhile; nil: none
+		stale bool
+	}{
+		{"unchanged", nil, false},
+		{"only pvelb's allocated-pool annotation", func(s *v1.Service) { s.Annotations[names.AnnotationAllocatedPool] = "main" }, false},
+		{"harmless annotation", func(s *v1.Service) { s.Annotations["example.com/note"] = "x" }, false},
+		{"sharing key removed", func(s *v1.Service) { delete(s.Annotations, names.AnnotationSharingKey) }, true},
+		{"sharing key changed", func(s *v1.Service) { s.Annotations[names.AnnotationSharingKey] = "other" }, true},
+		{"ports changed", func(s *v1.Service) { s.Spec.Ports[0].Port = 80 }, true},
+		{"pool requested", func(s *v1.Service) { s.Annotations[names.AnnotationPool] = "main" }, true},
+		{"address requested", func(s *v1.Service) { s.Spec.LoadBalancerIP = "192.0.2.3" }, true},
+		{"type changed", func(s *v1.Service) { s.Spec.Type = v1.ServiceTypeClusterIP }, true},
+		{"class changed", func(s *v1.Service) { c := names.Class; s.Spec.LoadBalancerClass = &c }, true},
+		{"deleted", func(s *v1.Service) { s.Name = "" }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := keyed("share-a", 80), keyed("share-b", 81)
+			c := ownershipController(t, a, b)
+			index := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+			c.services = listersv1.NewServiceLister(index)
+			ctx := context.Background()
+			if err := index.Add(a); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.EnsureLoadBalancer(ctx, "", a.DeepCopy(), nil); err != nil {
+				t.Fatal(err)
+			}
+			live := b.DeepCopy()
+			if tt.live != nil {
+				tt.live(live)
+			}
+			if live.Name != "" {
+				if err := index.Add(live); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st, err := c.EnsureLoadBalancer(ctx, "", b.DeepCopy(), nil)
+			if tt.stale {
+				if err == nil || st != nil {
+					t.Fatalf("ensure of a stale copy = %v, %v; want an error and no status", st, err)
+				}
+				return
+			}
+			if err != nil || st == nil || len(st.Ingress) != 1 || st.Ingress[0].IP != "192.0.2.0" {
+				t.Fatalf("ensure = %v, %v; want the shared 192.0.2.0", st, err)
+			}
+		})
+	}
+}
