@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -278,7 +279,7 @@ func (r *Reconciler) runJob(ctx context.Context, d *normalized, j job) ScopeResu
 		set := r.syncSet(ctx, c, j.region, nil, SetInput{
 			Name: r.opts.ClusterSet,
 			Want: d.wants(d.vips, r.opts.AdmitRanges),
-		}, nil)
+		}, nil, nil)
 		sr.Sets, sr.Err = []SetResult{set}, set.Err
 		return sr
 	}
@@ -306,6 +307,14 @@ func (r *Reconciler) runJob(ctx context.Context, d *normalized, j job) ScopeResu
 		return ipfilter, optsErr
 	}
 
+	nicSeeds := func(set string) ([]netip.Addr, error) {
+		f, err := readNICFacts(ctx, c, vm.Ref, strings.TrimPrefix(set, pve.IPFilterSet("")))
+		if err != nil {
+			return nil, err
+		}
+		return SeedAddrs(vm.Addresses, f), nil
+	}
+
 	var errs []error
 	gone := false
 	if !j.retired {
@@ -317,7 +326,7 @@ func (r *Reconciler) runJob(ctx context.Context, d *normalized, j job) ScopeResu
 			VMFilter: true,
 			Want:     wants,
 			OwnAddrs: vm.Addresses,
-		}, readIPFilter)
+		}, readIPFilter, nicSeeds)
 		if j.retired && set.Err != nil && vmGone(set.Err) {
 			// A deleted VM's firewall went with it: nothing left to clean.
 			set.Err, set.State = nil, SetInSync
@@ -348,7 +357,7 @@ func (r *Reconciler) runJob(ctx context.Context, d *normalized, j job) ScopeResu
 // syncSet reads one set, plans and writes. On a digest conflict (the set
 // changed between read and write) it re-reads and re-plans once.
 func (r *Reconciler) syncSet(ctx context.Context, c pve.Client, region string, vm *VMInfo, in SetInput,
-	readIPFilter func() (bool, error)) SetResult {
+	readIPFilter func() (bool, error), nicSeeds func(set string) ([]netip.Addr, error)) SetResult {
 	scope := pve.ClusterScope
 	key := setKey{region: region, set: in.Name}
 	if vm != nil {
@@ -388,6 +397,15 @@ func (r *Reconciler) syncSet(ctx context.Context, c pve.Client, region string, v
 			in.IPFilter = on
 		}
 		plan := PlanSet(in)
+		if nicSeeds != nil && seedsNeeded(plan) {
+			// Seeding: what the NIC itself carries, not the Node's addresses.
+			own, err := nicSeeds(in.Name)
+			if err != nil {
+				return fail("read VM config for the set's own addresses", "", err)
+			}
+			in.OwnAddrs = own
+			plan = PlanSet(in)
+		}
 		res.Notes = plan.Notes
 		for _, n := range plan.Notes {
 			klog.V(4).InfoS("Proxmox IPSet note", logKV(region, vm, in.Name, "note", n)...)

@@ -50,14 +50,20 @@ type env struct {
 	vms     []simVM
 }
 
-func newEnv(t testing.TB, simOpts pvesim.Options, clientOpts pve.Options, opts Options, vms []simVM) *env {
+// newEnv starts the simulator with vms (each changed by tweak, when given,
+// before it is added) and a reconciler on it.
+func newEnv(t testing.TB, simOpts pvesim.Options, clientOpts pve.Options, opts Options, vms []simVM, tweak ...func(*pvesim.VM)) *env {
 	t.Helper()
 	sim := pvesim.NewTestServer(t, simOpts)
 	for _, vm := range vms {
-		if err := sim.AddVM(pvesim.VM{
+		v := pvesim.VM{
 			VMID: vm.id, Node: vm.host, Name: vm.name, Cores: 2, Sockets: 1, MemoryMiB: 2048,
 			Nets: map[int]string{0: fmt.Sprintf("virtio=BC:24:11:00:%02X:%02X,bridge=vmbr0,firewall=1", vm.id/256, vm.id%256)},
-		}); err != nil {
+		}
+		for _, f := range tweak {
+			f(&v)
+		}
+		if err := sim.AddVM(v); err != nil {
 			t.Fatalf("AddVM %d: %v", vm.id, err)
 		}
 		sim.SetFirewallOptions(vm.id, true, vm.ipfilter)
@@ -706,4 +712,44 @@ func TestSimMigratedVMKeepsItsVIPs(t *testing.T) {
 			t.Errorf("the migrated VM's old place was reconciled as retired: %+v", s.VM)
 		}
 	}
+}
+
+// A set pvelb creates replaces what Proxmox admits without one. Under the
+// nftables firewall that default is link-local plus the NIC's cloud-init
+// ip/ip6, so the new set is seeded with those too (a static ip6 the Node
+// does not report would be cut off otherwise), and each NIC's set with what
+// the guest agent reports on that NIC, not the Node's addresses on another.
+func TestSimSeedsWhatTheNICCarries(t *testing.T) {
+	vip := service{"default/web", []string{"192.0.2.10"}}
+	t.Run("cloud-init ip6 beside the Node address", func(t *testing.T) {
+		e := newEnv(t, pvesim.Options{}, pve.Options{}, Options{}, threeVMs[:1], func(v *pvesim.VM) {
+			v.IPConfigs = map[int]string{0: "ip=198.51.100.11/24,gw=198.51.100.1,ip6=2001:db8::11/64"}
+		})
+		e.mustPass(e.desired(vip))
+		e.expect(vmScope(threeVMs[0]), "ipfilter-net0",
+			"198.51.100.11["+SeedComment+"]", "2001:db8::11["+SeedComment+"]", "192.0.2.10[pvelb: default/web]")
+	})
+	t.Run("no Node address, cloud-init address known", func(t *testing.T) {
+		e := newEnv(t, pvesim.Options{}, pve.Options{}, Options{}, threeVMs[:1], func(v *pvesim.VM) {
+			v.IPConfigs = map[int]string{0: "ip=198.51.100.11/24"}
+		})
+		d := e.desired(vip)
+		d.VMs[0].Addresses = nil
+		e.mustPass(d)
+		e.expect(vmScope(threeVMs[0]), "ipfilter-net0", "198.51.100.11["+SeedComment+"]", "192.0.2.10[pvelb: default/web]")
+	})
+	t.Run("each NIC its own addresses from the agent", func(t *testing.T) {
+		const mac0, mac1 = "BC:24:11:00:00:65", "BC:24:11:00:01:65"
+		e := newEnv(t, pvesim.Options{}, pve.Options{}, Options{NICs: []string{"net0", "net1"}}, threeVMs[:1], func(v *pvesim.VM) {
+			v.Nets[1] = "virtio=" + mac1 + ",bridge=vmbr1,firewall=1"
+			v.Agent = []pvesim.AgentIface{
+				{Name: "lo", MAC: "00:00:00:00:00:00", Addrs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/8")}},
+				{Name: "eth0", MAC: mac0, Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.11/24"), netip.MustParsePrefix("fe80::be24:11ff:fe00:65/64")}},
+				{Name: "eth1", MAC: mac1, Addrs: []netip.Prefix{netip.MustParsePrefix("203.0.113.50/24")}},
+			}
+		})
+		e.mustPass(e.desired(vip))
+		e.expect(vmScope(threeVMs[0]), "ipfilter-net0", "198.51.100.11["+SeedComment+"]", "192.0.2.10[pvelb: default/web]")
+		e.expect(vmScope(threeVMs[0]), "ipfilter-net1", "203.0.113.50["+SeedComment+"]", "192.0.2.10[pvelb: default/web]")
+	})
 }

@@ -89,11 +89,14 @@ type VMConfig struct {
 	Name    string
 	SMBIOS1 string         // raw "uuid=...,sku=..." string
 	Nets    map[int]string // netN index -> raw "virtio=MAC,bridge=vmbr0,firewall=1"
-	Cores   int
-	Sockets int
-	Memory  int // MiB
-	Tags    string
-	Digest  string
+	// IPConfigs are the cloud-init ipconfigN values by N (raw
+	// "ip=192.0.2.10/24,gw=192.0.2.1"); nil when none is set.
+	IPConfigs map[int]string
+	Cores     int
+	Sockets   int
+	Memory    int // MiB
+	Tags      string
+	Digest    string
 }
 
 // VMStatus is the part of status/current pvelb reads.

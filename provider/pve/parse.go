@@ -225,7 +225,62 @@ func parseVMConfig(data []byte) (*VMConfig, error) {
 		}
 		cfg.Nets[idx] = string(s)
 	}
+	for key, raw := range m {
+		sm := ipconfigKeyRE.FindStringSubmatch(key)
+		if sm == nil {
+			continue
+		}
+		idx, err := strconv.Atoi(sm[1])
+		if err != nil {
+			continue
+		}
+		var s flexString
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, fmt.Errorf("config %s: %v", key, err)
+		}
+		if cfg.IPConfigs == nil {
+			cfg.IPConfigs = map[int]string{}
+		}
+		cfg.IPConfigs[idx] = string(s)
+	}
 	return cfg, nil
+}
+
+// ipconfigKeyRE matches the cloud-init ipconfigN keys of a VM config.
+var ipconfigKeyRE = regexp.MustCompile(`^ipconfig(0|[1-9][0-9]*)$`)
+
+// ParseIPConfig returns the static addresses of a cloud-init ipconfigN value
+// such as "ip=192.0.2.10/24,gw=192.0.2.1,ip6=2001:db8::10/64". "dhcp" and
+// "auto" name no address. Proxmox's nftables firewall admits these addresses
+// on netN when the VM has no ipfilter-netN set, so a set pvelb creates must
+// admit them too.
+func ParseIPConfig(raw string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, part := range strings.Split(raw, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil, fmt.Errorf("ipconfig %q: %q is not key=value", raw, part)
+		}
+		switch strings.ToLower(k) {
+		case "ip", "ip6":
+			if v == "dhcp" || v == "auto" {
+				continue
+			}
+			p, err := netip.ParsePrefix(v)
+			if err != nil {
+				return nil, fmt.Errorf("ipconfig %q: %s %q is not address/length, dhcp or auto", raw, k, v)
+			}
+			if (k == "ip") != p.Addr().Is4() {
+				return nil, fmt.Errorf("ipconfig %q: %s %q is of the wrong family", raw, k, v)
+			}
+			out = append(out, p.Addr())
+		}
+	}
+	return out, nil
 }
 
 func parseMemory(s string) (int, error) {

@@ -171,7 +171,7 @@ func FuzzParseVMConfig(f *testing.F) {
 		`{"name":"cp-2","cores":"2","sockets":"2","memory":"4096"}`,
 		`{"memory":"current=2048"}`, `{"memory":"2048,shares=10"}`, `{"name":1234}`,
 		`{"cores":"many"}`, `{"memory":"lots"}`, `{"net99999999999999999999":"virtio"}`,
-		`{"net1":"virtio","net01":"e1000"}`, `{"cores":1.5,"sockets":true}`, `null`,
+		`{"net1":"virtio","net01":"e1000"}`, `{"ipconfig0":"ip=192.0.2.10/24,ip6=2001:db8::10/64","ipconfig01":"ip=dhcp"}`, `{"cores":1.5,"sockets":true}`, `null`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -250,6 +250,39 @@ func FuzzFlexInt(f *testing.F) {
 		}
 		if int64(n) != int64(math.Trunc(x)) {
 			t.Fatalf("flexInt(%q) = %d, want %v truncated", b, n, x)
+		}
+	})
+}
+
+// FuzzParseIPConfig: a cloud-init ipconfigN value either fails with an error
+// naming the field or gives addresses that read back the same from the
+// canonical form of their key (ip for IPv4, ip6 for IPv6).
+func FuzzParseIPConfig(f *testing.F) {
+	for _, s := range []string{
+		"ip=192.0.2.10/24,gw=192.0.2.1", "ip=dhcp", "ip6=auto", "ip6=dhcp",
+		"ip=192.0.2.10/24,gw=192.0.2.1,ip6=2001:db8::10/64,gw6=2001:db8::1",
+		"ip6=2001:db8::10/64", "", "ip", "ip=192.0.2.10", "ip=2001:db8::1/64", "ip6=192.0.2.1/24",
+		"IP=192.0.2.10/24", " ip=192.0.2.10/24 , ", "ip=192.0.2.300/24", "ip6=::ffff:192.0.2.1/96",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		addrs, err := ParseIPConfig(s)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "ipconfig") {
+				t.Fatalf("ParseIPConfig(%q) error %q does not name the field", s, err)
+			}
+			return
+		}
+		for _, a := range addrs {
+			key := "ip6="
+			if a.Is4() {
+				key = "ip="
+			}
+			again, err := ParseIPConfig(key + netip.PrefixFrom(a, a.BitLen()).String())
+			if err != nil || len(again) != 1 || again[0] != a {
+				t.Fatalf("ParseIPConfig(%q) gave %v, which reads back as %v, %v", s, a, again, err)
+			}
 		}
 	})
 }

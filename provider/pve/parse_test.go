@@ -3,6 +3,7 @@ package pve
 import (
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -183,5 +184,39 @@ func TestParseFirewallAndIPSets(t *testing.T) {
 	}
 	if _, err := parseIPSetEntries([]byte(`{"not":"a list"}`)); err == nil {
 		t.Fatal("want error for an object where a list belongs")
+	}
+}
+
+func TestParseIPConfig(t *testing.T) {
+	tests := []struct {
+		raw     string
+		want    []string
+		wantErr bool
+	}{
+		{"ip=192.0.2.10/24,gw=192.0.2.1", []string{"192.0.2.10"}, false},
+		{"ip=192.0.2.10/24,gw=192.0.2.1,ip6=2001:db8::10/64,gw6=2001:db8::1", []string{"192.0.2.10", "2001:db8::10"}, false},
+		{"ip=dhcp,ip6=auto", nil, false},
+		{"ip6=dhcp", nil, false},
+		{"", nil, false},
+		{"ip=192.0.2.10", nil, true},          // Proxmox requires CIDR notation
+		{"ip=2001:db8::1/64", nil, true},      // wrong family for ip
+		{"ip6=192.0.2.10/24", nil, true},      // wrong family for ip6
+		{"ip=192.0.2.10/24,junk", nil, true},  // not key=value
+		{"gw=192.0.2.1,newkey=x", nil, false}, // keys pvelb does not read
+	}
+	for _, tt := range tests {
+		t.Run(tt.raw, func(t *testing.T) {
+			got, err := ParseIPConfig(tt.raw)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("ParseIPConfig(%q) error = %v, want error %v", tt.raw, err, tt.wantErr)
+			}
+			var gs []string
+			for _, a := range got {
+				gs = append(gs, a.String())
+			}
+			if !slices.Equal(gs, tt.want) {
+				t.Fatalf("ParseIPConfig(%q) = %v, want %v", tt.raw, gs, tt.want)
+			}
+		})
 	}
 }

@@ -57,7 +57,10 @@ type VM struct {
 	Sockets   int
 	MemoryMiB int
 	Nets      map[int]string // netN index -> raw value "virtio=MAC,bridge=vmbr0,firewall=1"
-	Status    string         // "running" (default), "stopped" or "paused"
+	// IPConfigs are cloud-init ipconfigN values by N, e.g.
+	// "ip=192.0.2.10/24,gw=192.0.2.1,ip6=2001:db8::10/64".
+	IPConfigs map[int]string
+	Status    string // "running" (default), "stopped" or "paused"
 	// Agent lists what the guest agent reports; nil means no agent configured.
 	Agent    []AgentIface
 	Tags     string

@@ -50,7 +50,8 @@ type StateVM struct {
 	Cores     int                `json:"cores"`
 	Sockets   int                `json:"sockets"`
 	MemoryMiB int                `json:"memoryMiB"`
-	Nets      map[string]string  `json:"nets"` // "net0" (or "0") -> raw value
+	Nets      map[string]string  `json:"nets"`      // "net0" (or "0") -> raw value
+	IPConfigs map[string]string  `json:"ipconfigs"` // "ipconfig0" (or "0") -> raw value
 	Status    string             `json:"status"`
 	Agent     *[]StateAgentIface `json:"agent"`
 	Tags      string             `json:"tags"`
@@ -171,6 +172,16 @@ func (sv StateVM) toVM() (VM, error) {
 			return VM{}, fmt.Errorf("nets.%s: key must be net0..net31", k)
 		}
 		vm.Nets[n] = v
+	}
+	for k, v := range sv.IPConfigs {
+		n, err := strconv.Atoi(strings.TrimPrefix(k, "ipconfig"))
+		if err != nil || n < 0 || n > 31 {
+			return VM{}, fmt.Errorf("ipconfigs.%s: key must be ipconfig0..ipconfig31", k)
+		}
+		if vm.IPConfigs == nil {
+			vm.IPConfigs = map[int]string{}
+		}
+		vm.IPConfigs[n] = v
 	}
 	if sv.Agent != nil {
 		vm.Agent = []AgentIface{}

@@ -242,6 +242,9 @@ func configLines(vm VM) map[string]any {
 	for i, n := range vm.Nets {
 		cfg["net"+strconv.Itoa(i)] = n
 	}
+	for i, c := range vm.IPConfigs {
+		cfg["ipconfig"+strconv.Itoa(i)] = c
+	}
 	if vm.Agent != nil {
 		cfg["agent"] = "1"
 	}
