@@ -342,15 +342,12 @@ func (c *Controller) ensure(ctx context.Context, svc *v1.Service, via string) (*
 	var res allocator.Result
 	c.mu.Lock()
 	if err == nil {
+		c.refreshGroupLocked(req)
 		res, err = c.alloc.Assign(req, shown)
 	} else {
 		// A request that does not parse: keep what may still be held under
 		// the rest of the spec (its ports may clash now, say).
-		bare, _ := c.toRequest(&v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: svc.Namespace, Name: svc.Name, Labels: svc.Labels}, Spec: svc.Spec})
-		bare.RequestedIPs = nil
-		bare.Selector, bare.Labels = svc.Spec.Selector, svc.Labels
-		bare.SharingKey = names.SharingKey(svc)
-		res = c.alloc.Keep(bare, shown)
+		res = c.alloc.Keep(c.bareRequest(svc), shown)
 	}
 	if err == nil || len(c.alloc.Held(key)) > 0 {
 		c.owners[key] = via
@@ -662,6 +659,37 @@ func (c *Controller) toRequest(svc *v1.Service) (allocator.Service, error) {
 		}
 	}
 	return s, nil
+}
+
+// bareRequest is svc's request without the parts that do not parse (the
+// addresses it asks for): what it may keep is judged on the rest.
+func (c *Controller) bareRequest(svc *v1.Service) allocator.Service {
+	bare, _ := c.toRequest(&v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: svc.Namespace, Name: svc.Name, Labels: svc.Labels}, Spec: svc.Spec})
+	bare.RequestedIPs = nil
+	bare.Selector, bare.Labels = svc.Spec.Selector, svc.Labels
+	bare.SharingKey = names.SharingKey(svc)
+	return bare
+}
+
+// refreshGroupLocked records the Services req may join as the informer holds
+// them now (allocator.Refresh): one edited since its last ensure (its
+// sharing key removed, say) is not joined on the strength of what it was.
+// c.mu is held.
+func (c *Controller) refreshGroupLocked(req allocator.Service) {
+	if c.services == nil {
+		return
+	}
+	for _, k := range c.alloc.Group(req) {
+		live, err := c.services.Services(k.Namespace).Get(k.Name)
+		if err != nil {
+			continue // deleted: it shows its address until it is gone, as recorded
+		}
+		now, err := c.toRequest(live)
+		if err != nil {
+			now = c.bareRequest(live)
+		}
+		c.alloc.Refresh(now)
+	}
 }
 
 // ingressIPs are the addresses in svc's status.

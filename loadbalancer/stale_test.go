@@ -78,3 +78,41 @@ func TestEnsureRefusesAStaleCopy(t *testing.T) {
 		})
 	}
 }
+
+// TestJoinsAHolderAsItIsNow: share-a got 192.0.2.0 under key k and was then
+// edited to drop the key; before its own next ensure, share-b (key k) is
+// ensured. Joining share-a's address on the strength of its old record would
+// show one address on two Services that may not share it (the churn suite
+// saw 0.7 s of it), so share-b gets an address of its own.
+func TestJoinsAHolderAsItIsNow(t *testing.T) {
+	a := lbService("share-a", nil)
+	a.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
+	b := lbService("share-b", nil)
+	b.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
+	b.Spec.Ports[0].Port = 81
+	c := ownershipController(t, a, b)
+	index := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	c.services = listersv1.NewServiceLister(index)
+	ctx := context.Background()
+	if err := index.Add(a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.EnsureLoadBalancer(ctx, "", a.DeepCopy(), nil); err != nil {
+		t.Fatal(err)
+	}
+	edited := a.DeepCopy()
+	delete(edited.Annotations, names.AnnotationSharingKey)
+	if err := index.Update(edited); err != nil {
+		t.Fatal(err)
+	}
+	if err := index.Add(b); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.EnsureLoadBalancer(ctx, "", b.DeepCopy(), nil)
+	if err != nil || len(st.Ingress) != 1 {
+		t.Fatalf("ensure share-b = %v, %v", st, err)
+	}
+	if st.Ingress[0].IP == "192.0.2.0" {
+		t.Fatalf("share-b joined 192.0.2.0, held by share-a, which no longer sets the sharing key")
+	}
+}

@@ -896,3 +896,38 @@ func (a *Allocator) Usage() []PoolUsage {
 	}
 	return out
 }
+
+// Refresh records svc as the Service is now, without changing what it
+// holds. Sharing is decided on what a holder is now: a holder edited since
+// its last Assign (its sharing key removed, its ports changed) must not be
+// joined on the strength of what it was, or two Services would show one
+// address they may not share until the holder's own next Assign moves it.
+// That Assign still decides whether it keeps its addresses. A Service that
+// holds nothing is not recorded.
+func (a *Allocator) Refresh(svc Service) {
+	h := a.svcs[svc.Key]
+	if h == nil {
+		return
+	}
+	nh := *h
+	nh.svc = cloneService(svc)
+	a.set(svc.Key, &nh)
+}
+
+// Group lists the Services sharing an address under svc's sharing key in
+// its namespace (svc itself excluded): the holders svc may join.
+func (a *Allocator) Group(svc Service) []ServiceKey {
+	g := groupOf(&svc)
+	if g == "" {
+		return nil
+	}
+	var out []ServiceKey
+	for ip := range a.sharing[g] {
+		for _, k := range a.holders[ip] {
+			if k != svc.Key && !slices.Contains(out, k) {
+				out = append(out, k)
+			}
+		}
+	}
+	return out
+}

@@ -253,3 +253,46 @@ func TestRestorePrefersLiveServices(t *testing.T) {
 func owners(a *Allocator, ip netip.Addr) []ServiceKey {
 	return slices.Clone(a.holders[ip])
 }
+
+// A holder edited since its last Assign is joined only as it is now: once
+// Refresh records that share-a no longer sets the key (its own next Assign
+// has not run yet), share-b with that key gets an address of its own
+// instead of one two Services would show while they may not share it. A
+// refresh that keeps the key still lets share-b join; a refresh changes no
+// address.
+func TestRefreshedHolderIsJoinedAsItIsNow(t *testing.T) {
+	tests := []struct {
+		name    string
+		now     Service // share-a as it is now
+		want    string  // share-b's address
+		wantErr bool
+	}{
+		{"key removed", svc("ns", "share-a"), "192.0.2.1", false},
+		{"key changed", svc("ns", "share-a", withShare("other")), "192.0.2.1", false},
+		{"ports now clash", svc("ns", "share-a", withShare("k"), withPorts(Port{"TCP", 81})), "192.0.2.1", false},
+		{"unchanged", svc("ns", "share-a", withShare("k")), "192.0.2.0", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := New()
+			a.SetPools([]Pool{pool(t, "main", "192.0.2.0/30")})
+			mustAssign(t, a, svc("ns", "share-a", withShare("k")))
+			a.Refresh(tt.now)
+			if got := strs(a.Assigned(ServiceKey{"ns", "share-a"})); got != "192.0.2.0" {
+				t.Fatalf("share-a holds %s after Refresh, want 192.0.2.0 kept", got)
+			}
+			r := mustAssign(t, a, svc("ns", "share-b", withShare("k"), withPorts(Port{"TCP", 81})))
+			if got := strs(r.IPs); got != tt.want {
+				t.Fatalf("share-b got %s, want %s", got, tt.want)
+			}
+		})
+	}
+	t.Run("a Service holding nothing is not recorded", func(t *testing.T) {
+		a := New()
+		a.SetPools([]Pool{pool(t, "main", "192.0.2.0/30")})
+		a.Refresh(svc("ns", "x", withShare("k")))
+		if got := a.Held(ServiceKey{"ns", "x"}); len(got) != 0 {
+			t.Fatalf("Refresh of a Service holding nothing made it hold %v", got)
+		}
+	})
+}
