@@ -38,7 +38,8 @@ func Attach(cloud *provider.Cloud, lease *Lease) (*Controller, error) {
 	for _, cl := range cfg.Clusters {
 		clients[cl.Region] = cloud.Client(cl.Region)
 	}
-	c, err := New(Options{Clients: clients, VMs: cloud.VMs(), Firewall: cfg.Firewall, LoadBalancer: cfg.LoadBalancer, Lease: lease})
+	c, err := New(Options{Clients: clients, VMs: cloud.VMs(), Firewall: cfg.Firewall, LoadBalancer: cfg.LoadBalancer, Lease: lease,
+		RecordNamespace: recordNamespace(lease)})
 	if err != nil {
 		return nil, err
 	}
@@ -48,6 +49,17 @@ func Attach(cloud *provider.Cloud, lease *Lease) (*Controller, error) {
 	cloud.OnInitialize(c.Initialize)
 	cloud.OnSetInformers(c.SetInformers)
 	return c, nil
+}
+
+// recordNamespace is where the record of the VMs with pvelb's entries
+// lives: beside the leader-election Lease, pvelb-ccm's own namespace, or
+// without leader election the Pod's namespace (POD_NAMESPACE, from the
+// downward API); "" when neither is known.
+func recordNamespace(lease *Lease) string {
+	if lease != nil && lease.Namespace != "" {
+		return lease.Namespace
+	}
+	return os.Getenv("POD_NAMESPACE")
 }
 
 // NoopEnv, set to "1" in pvelb-ccm's environment, plugs in a LoadBalancer

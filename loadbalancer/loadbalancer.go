@@ -44,6 +44,7 @@ import (
 
 	"github.com/pvelb/pvelb/loadbalancer/allocator"
 	"github.com/pvelb/pvelb/loadbalancer/firewall"
+	"github.com/pvelb/pvelb/loadbalancer/vmledger"
 	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/provider/config"
 	"github.com/pvelb/pvelb/provider/instances"
@@ -84,6 +85,9 @@ type Options struct {
 	// Lease is pvelb-ccm's leader-election Lease (nil without leader
 	// election): allocation and every Service write are fenced by it.
 	Lease *Lease
+	// RecordNamespace holds the record of the VMs that may hold pvelb's
+	// IPSet entries (package vmledger); "" keeps no record.
+	RecordNamespace string
 }
 
 // Controller is pvelb's LoadBalancer: allocation, status, firewall wiring,
@@ -93,6 +97,11 @@ type Controller struct {
 	metrics *metrics
 	fw      *firewall.Reconciler
 	locator *vmLocator
+	// record keeps the VMs that may hold pvelb's entries across restarts
+	// (nil: none kept); recorded is what it held at start, until retired.
+	record     *vmledger.Ledger
+	recordRead bool
+	recorded   []firewall.VM
 
 	// Set by Start.
 	kube       kubernetes.Interface

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -31,6 +32,7 @@ import (
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 	"github.com/pvelb/pvelb/loadbalancer/firewall"
+	"github.com/pvelb/pvelb/loadbalancer/vmledger"
 	"github.com/pvelb/pvelb/names"
 )
 
@@ -74,6 +76,9 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 	}
 	c.started = true
 	c.kube, c.dyn = kube, dyn
+	if c.fw != nil && c.opts.RecordNamespace != "" {
+		c.record = vmledger.New(kube, c.opts.RecordNamespace)
+	}
 
 	bc := record.NewBroadcaster(record.WithContext(ctx))
 	bc.StartStructuredLogging(3)
@@ -436,6 +441,9 @@ func (c *Controller) syncDesired(ctx context.Context) (retry bool) {
 	if c.fw == nil {
 		return retry
 	}
+	if !c.recordVMs(ctx, desired.VMs) {
+		return true
+	}
 	if c.lastDesired != nil && reflect.DeepEqual(*c.lastDesired, desired) {
 		return retry // the reconciler has it; its resync repairs drift
 	}
@@ -443,9 +451,57 @@ func (c *Controller) syncDesired(ctx context.Context) (retry bool) {
 		klog.ErrorS(err, "Firewall desired state refused")
 		return retry
 	}
+	if c.recorded != nil {
+		// VMs recorded by an earlier leader whose Nodes are gone now (deleted
+		// while no replica led): their entries are removed.
+		c.fw.Retire(c.recorded)
+		c.recorded = nil
+	}
 	c.lastDesired = &desired
 	c.metrics.firewallDesiredAt.SetToCurrentTime()
 	return retry
+}
+
+// recordVMs keeps the record of the VMs that may hold pvelb's entries
+// (vmledger) a superset of them before the reconciler may write to a new
+// one: the VMs known to the reconciler, those desired now and, until they
+// are retired, those recorded before this replica led. It reports whether
+// the desired state may go to the reconciler; a record pvelb is not
+// allowed to keep (RBAC of an older install) is given up with an error
+// log, not made a reason to admit no VIP.
+func (c *Controller) recordVMs(ctx context.Context, desired []firewall.VM) bool {
+	if c.record == nil {
+		return true
+	}
+	giveUp := func(err error) bool {
+		klog.ErrorS(err, "Not allowed to keep the record of the VMs with pvelb's IPSet entries; "+
+			"the VM of a Node deleted while no pvelb-ccm leads keeps its entries (grant configmaps get, create and update, see manifests/ccm-rbac.yaml)")
+		c.record, c.recorded = nil, nil
+		return true
+	}
+	if !c.recordRead {
+		vms, err := c.record.Load(ctx)
+		if apierrors.IsForbidden(err) {
+			return giveUp(err)
+		}
+		if err != nil {
+			klog.ErrorS(err, "Reading the record of the VMs with pvelb's IPSet entries; retrying")
+			return false
+		}
+		c.recordRead, c.recorded = true, vms
+		if c.recorded == nil {
+			c.recorded = []firewall.VM{}
+		}
+	}
+	err := c.record.Save(ctx, vmledger.Union(vmledger.Union(c.fw.Known(), c.recorded), desired))
+	if apierrors.IsForbidden(err) {
+		return giveUp(err)
+	}
+	if err != nil {
+		klog.ErrorS(err, "Retrying")
+		return false
+	}
+	return true
 }
 
 // onFirewallResult turns a reconcile pass into Events: a Warning naming the

@@ -17,6 +17,11 @@ import (
 // Class is the loadBalancerClass served by pvelb's own class controller.
 const Class = "pvelb.io/loadbalancer"
 
+// ConfigMapFirewallVMs is the ConfigMap, in pvelb-ccm's namespace
+// (POD_NAMESPACE), recording the Proxmox VMs that may hold pvelb's IPSet
+// entries (package vmledger).
+const ConfigMapFirewallVMs = "pvelb-firewall-vms"
+
 // Service annotations a user sets to steer allocation.
 const (
 	// AnnotationIPs requests addresses: comma-separated, one per family for

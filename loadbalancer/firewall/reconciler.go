@@ -168,6 +168,66 @@ func (r *Reconciler) SetDesired(d Desired) error {
 	return nil
 }
 
+// Retire adds VMs that may hold pvelb entries although the desired state
+// does not hold them (read back from a record kept across restarts): their
+// entries are removed like those of a VM whose Node left while this
+// replica ran. A Node deleted while no replica led leaves no other trace.
+// VMs the desired state holds, or of a region not configured, are skipped.
+func (r *Reconciler) Retire(vms []VM) {
+	r.mu.Lock()
+	added := false
+	for _, vm := range vms {
+		k := vmKey{vm.Region, vm.Ref}
+		if _, ok := r.clients[vm.Region]; !ok || (r.desired != nil && r.desired.hasVMID(k)) {
+			continue
+		}
+		if _, ok := r.retired[k]; !ok {
+			vm.VIPs = nil
+			r.retired[k], added = vm, true
+		}
+	}
+	r.mu.Unlock()
+	if added {
+		select {
+		case r.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Known lists every VM that may hold pvelb entries: the desired ones and
+// the retired ones not cleaned yet, by region and VM id, without VIPs.
+func (r *Reconciler) Known() []VM {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []VM
+	if r.desired != nil {
+		for _, vm := range r.desired.vms {
+			vm.VIPs = nil
+			out = append(out, vm)
+		}
+	}
+	for _, vm := range r.retired {
+		vm.VIPs = nil
+		out = append(out, vm)
+	}
+	SortVMs(out)
+	return out
+}
+
+// SortVMs orders VMs by region, VM id and host.
+func SortVMs(vms []VM) {
+	slices.SortFunc(vms, func(a, b VM) int {
+		if c := strings.Compare(a.Region, b.Region); c != 0 {
+			return c
+		}
+		if a.Ref.VMID != b.Ref.VMID {
+			return a.Ref.VMID - b.Ref.VMID
+		}
+		return strings.Compare(a.Ref.Node, b.Ref.Node)
+	})
+}
+
 // Run reconciles on every SetDesired, every ResyncPeriod, and sooner after a
 // failed pass (from 2s, doubling up to ResyncPeriod), until ctx is done.
 func (r *Reconciler) Run(ctx context.Context) {

@@ -753,3 +753,42 @@ func TestSimSeedsWhatTheNICCarries(t *testing.T) {
 		e.expect(vmScope(threeVMs[0]), "ipfilter-net1", "203.0.113.50["+SeedComment+"]", "192.0.2.10[pvelb: default/web]")
 	})
 }
+
+// A replica that starts knows only the Nodes there are now; a VM whose Node
+// was deleted while no replica led keeps pvelb's entries, and may answer
+// for the VIPs once repurposed, unless the VMs recorded before are retired.
+// Known is what that record holds: every VM that may hold entries, until a
+// retired one is clean.
+func TestSimRetireFromRecord(t *testing.T) {
+	e := newEnv(t, pvesim.Options{}, pve.Options{}, Options{}, threeVMs[:2])
+	d := e.desired(service{"default/web", []string{"192.0.2.10"}})
+	e.mustPass(d)
+	w2 := vmScope(threeVMs[1])
+	e.expect(w2, "ipfilter-net0", "198.51.100.12["+SeedComment+"]", "192.0.2.10[pvelb: default/web]")
+	record := e.rec.Known()
+	if len(record) != 2 {
+		t.Fatalf("Known = %v, want both VMs", record)
+	}
+
+	// The restart: a new reconciler, and w2's Node is gone.
+	fresh, err := New(map[string]pve.Client{region: e.client}, Options{Metrics: NewMetrics(prometheus.NewRegistry())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.VMs = d.VMs[:1]
+	if err := fresh.SetDesired(d); err != nil {
+		t.Fatal(err)
+	}
+	fresh.Retire(append(record, VM{Region: "elsewhere", Ref: pve.VMRef{Node: "x", VMID: 999}}))
+	if got := fresh.Known(); len(got) != 2 {
+		t.Fatalf("Known after Retire = %v, want w1 desired and w2 retired (the unconfigured region skipped)", got)
+	}
+	if err := fresh.Reconcile(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.expect(w2, "ipfilter-net0", "198.51.100.12["+SeedComment+"]")
+	e.expect(vmScope(threeVMs[0]), "ipfilter-net0", "198.51.100.11["+SeedComment+"]", "192.0.2.10[pvelb: default/web]")
+	if got := fresh.Known(); len(got) != 1 || got[0].Ref.VMID != 101 {
+		t.Fatalf("Known once w2 is clean = %v, want w1 only", got)
+	}
+}

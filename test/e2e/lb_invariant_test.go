@@ -528,3 +528,45 @@ func TestPausedLeaderWritesNothing(t *testing.T) {
 	l.waitHeldAsShown(t)
 	noViolations(t, watch, 0)
 }
+
+// TestNodeDeletedWithoutLeaderIsCleaned: a Node deleted while no pvelb-ccm
+// led leaves no trace in the API, yet its VM still holds pvelb's entries and,
+// once repurposed, would send from and answer for the VIPs. The record of
+// the VMs with pvelb's entries (ConfigMap pvelb-firewall-vms) lets the next
+// leader find that VM and remove them; the user's entries stay.
+func TestNodeDeletedWithoutLeaderIsCleaned(t *testing.T) {
+	l := lbLab(t, "firewall:\n  resyncPeriod: 3s\n")
+	l.createPool(t, "main", map[string]any{"addresses": []any{"192.0.2.128/28"}})
+	ccm, _ := l.startCCM(t)
+	l.waitNodesInitialised(t)
+	l.createService(t, "default", "web")
+	ip := l.waitIPs(t, "default", "web", 1)[0]
+	gone, stays := labVMs[2], labVMs[1]
+	admitted := func(vm labVM) bool {
+		ours, _ := l.setEntries(vmScope(vm), vmSet)
+		return slices.Contains(ours, ip)
+	}
+	Eventually(t, 30*time.Second, "the VIP admitted on both workers' VMs", func(context.Context) error {
+		if !admitted(gone) || !admitted(stays) {
+			return errorf("not yet")
+		}
+		return nil
+	})
+	ccm.Stop()
+	if err := l.Client.CoreV1().Nodes().Delete(context.Background(), gone.name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	l.startCCM(t)
+	Eventually(t, 30*time.Second, "pvelb's entries removed from the VM of the deleted Node", func(context.Context) error {
+		if ours, _ := l.setEntries(vmScope(gone), vmSet); len(ours) != 0 {
+			return errorf("%s still holds %v", gone.name, ours)
+		}
+		return nil
+	})
+	if _, users := l.setEntries(vmScope(gone), vmSet); !slices.ContainsFunc(users, func(u string) bool { return strings.HasPrefix(u, gone.ip+" ") }) {
+		t.Fatalf("the user's entry for the VM's own address was removed: %v", users)
+	}
+	if !admitted(stays) {
+		t.Fatalf("the VIP is no longer admitted on %s", stays.name)
+	}
+}
