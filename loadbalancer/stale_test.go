@@ -46,16 +46,8 @@ func TestEnsureRefusesAStaleCopy(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a, b := keyed("share-a", 80), keyed("share-b", 81)
-			c := ownershipController(t, a, b)
-			index := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
-			c.services = listersv1.NewServiceLister(index)
+			c, index := sharingPair(t, a, b)
 			ctx := context.Background()
-			if err := index.Add(a); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := c.EnsureLoadBalancer(ctx, "", a.DeepCopy(), nil); err != nil {
-				t.Fatal(err)
-			}
 			live := b.DeepCopy()
 			if tt.live != nil {
 				tt.live(live)
@@ -90,16 +82,8 @@ func TestJoinsAHolderAsItIsNow(t *testing.T) {
 	b := lbService("share-b", nil)
 	b.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
 	b.Spec.Ports[0].Port = 81
-	c := ownershipController(t, a, b)
-	index := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
-	c.services = listersv1.NewServiceLister(index)
+	c, index := sharingPair(t, a, b)
 	ctx := context.Background()
-	if err := index.Add(a); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.EnsureLoadBalancer(ctx, "", a.DeepCopy(), nil); err != nil {
-		t.Fatal(err)
-	}
 	edited := a.DeepCopy()
 	delete(edited.Annotations, names.AnnotationSharingKey)
 	if err := index.Update(edited); err != nil {
@@ -115,4 +99,20 @@ func TestJoinsAHolderAsItIsNow(t *testing.T) {
 	if st.Ingress[0].IP == "192.0.2.0" {
 		t.Fatalf("share-b joined 192.0.2.0, held by share-a, which no longer sets the sharing key")
 	}
+}
+
+// sharingPair is a Controller whose Service informer is an indexer the test
+// fills, with a ensured and in the informer (b is on the fake apiserver only).
+func sharingPair(t *testing.T, a, b *v1.Service) (*Controller, cache.Indexer) {
+	t.Helper()
+	c := ownershipController(t, a, b)
+	index := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	c.services = listersv1.NewServiceLister(index)
+	if err := index.Add(a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.EnsureLoadBalancer(context.Background(), "", a.DeepCopy(), nil); err != nil {
+		t.Fatal(err)
+	}
+	return c, index
 }

@@ -210,40 +210,38 @@ func parseVMConfig(data []byte) (*VMConfig, error) {
 			return nil, err
 		}
 	}
-	for key, raw := range m {
-		sm := netKeyRE.FindStringSubmatch(key)
-		if sm == nil {
-			continue
-		}
-		idx, err := strconv.Atoi(sm[1])
-		if err != nil {
-			continue
-		}
-		var s flexString
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return nil, fmt.Errorf("config %s: %v", key, err)
-		}
-		cfg.Nets[idx] = string(s)
+	if cfg.Nets, err = indexedKeys(m, netKeyRE); err != nil {
+		return nil, err
 	}
-	for key, raw := range m {
-		sm := ipconfigKeyRE.FindStringSubmatch(key)
-		if sm == nil {
-			continue
-		}
-		idx, err := strconv.Atoi(sm[1])
-		if err != nil {
-			continue
-		}
-		var s flexString
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return nil, fmt.Errorf("config %s: %v", key, err)
-		}
-		if cfg.IPConfigs == nil {
-			cfg.IPConfigs = map[int]string{}
-		}
-		cfg.IPConfigs[idx] = string(s)
+	if cfg.IPConfigs, err = indexedKeys(m, ipconfigKeyRE); err != nil {
+		return nil, err
+	}
+	if len(cfg.IPConfigs) == 0 {
+		cfg.IPConfigs = nil
 	}
 	return cfg, nil
+}
+
+// indexedKeys collects the string values of the config keys re matches
+// ("net3", "ipconfig0") by the index re captures.
+func indexedKeys(m map[string]json.RawMessage, re *regexp.Regexp) (map[int]string, error) {
+	out := map[int]string{}
+	for key, raw := range m {
+		sm := re.FindStringSubmatch(key)
+		if sm == nil {
+			continue
+		}
+		idx, err := strconv.Atoi(sm[1])
+		if err != nil {
+			continue
+		}
+		var s flexString
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, fmt.Errorf("config %s: %v", key, err)
+		}
+		out[idx] = string(s)
+	}
+	return out, nil
 }
 
 // ipconfigKeyRE matches the cloud-init ipconfigN keys of a VM config.

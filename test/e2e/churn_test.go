@@ -1027,7 +1027,9 @@ func (r *churnRun) checkpoint(n int) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	r.log.violate(churnViolation{At: time.Now(), What: fmt.Sprintf("IPSets not equal to what is held 90 s after operation %d: %v", n, last), Svcs: r.namesIn(last)})
+	// The cause came before the 90 s wait: the timeline starts 3 minutes back.
+	r.log.violate(churnViolation{At: time.Now(), Since: time.Now().Add(-3 * time.Minute),
+		What: fmt.Sprintf("IPSets not equal to what is held 90 s after operation %d: %v", n, last), Svcs: r.namesIn(last)})
 }
 
 func deadline(ctx context.Context) time.Time {
