@@ -183,6 +183,12 @@ func (cc *classController) sync(ctx context.Context, key string) error {
 			stub := last.DeepCopy()
 			now := metav1.Now()
 			stub.DeletionTimestamp = &now // gone: no annotation to clean
+			// Gone, so no controller will act on it again, whatever
+			// finalizers its last copy listed (a delete event may carry
+			// them): the service controller, which releases nothing of a
+			// Service of a class, left what it held to this controller
+			// (leftByServiceController).
+			stub.Finalizers = nil
 			if _, err := cc.lb.release(ctx, stub, viaClass, true); err != nil {
 				return err
 			}

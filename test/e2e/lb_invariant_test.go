@@ -570,3 +570,45 @@ func TestNodeDeletedWithoutLeaderIsCleaned(t *testing.T) {
 		t.Fatalf("the VIP is no longer admitted on %s", stays.name)
 	}
 }
+
+// TestFlipToClassThenDeleteReleases: a class-less Service the service
+// controller gave an address is switched to ClusterIP, back to a
+// LoadBalancer of class pvelb.io/loadbalancer and deleted, each right after
+// the other. The service controller then takes its delete path for a
+// Service of a class and releases nothing (not its own any more), and the
+// class controller must release what it left: the churn suite found the
+// address held for a Service that no longer existed, kept in the IPSets.
+func TestFlipToClassThenDeleteReleases(t *testing.T) {
+	l := lbLab(t, "firewall:\n  resyncPeriod: 3s\n")
+	l.createPool(t, "main", map[string]any{"addresses": []any{"203.0.113.0/27"}})
+	l.startCCM(t)
+	l.waitNodesInitialised(t)
+	const n = 10
+	for i := range n {
+		l.createService(t, "default", fmt.Sprintf("flip-%d", i))
+	}
+	for i := range n {
+		l.waitIPs(t, "default", fmt.Sprintf("flip-%d", i), 1)
+	}
+	for i := range n {
+		name := fmt.Sprintf("flip-%d", i)
+		l.patchService(t, "default", name, `{"spec":{"type":"ClusterIP","allocateLoadBalancerNodePorts":null}}`)
+		l.patchService(t, "default", name, fmt.Sprintf(`{"spec":{"type":"LoadBalancer","loadBalancerClass":%q}}`, lbClass))
+		if err := l.Client.CoreV1().Services("default").Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	Eventually(t, 30*time.Second, "every flipped Service gone", func(ctx context.Context) error {
+		list, err := l.Client.CoreV1().Services("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, s := range list.Items {
+			if strings.HasPrefix(s.Name, "flip-") {
+				return errorf("%s still there (finalizers %v)", s.Name, s.Finalizers)
+			}
+		}
+		return nil
+	})
+	l.waitHeldAsShown(t)
+}
