@@ -197,9 +197,10 @@ func (c *churnLog) lastMayMove(svc string) (time.Time, bool) {
 
 // excused tells whether a sharing violation is the window an edit leaves
 // open: an operation on one of the Services just before it began, and it
-// ended within editWindow, or, when a replica was killed or stopped or the
-// apiserver restarted around it, within editWindow plus startWindow after a
-// replica next acquired the lease (acquired lists those times): without a
+// ended within editWindow, or within editWindow plus startWindow after a
+// replica acquired the lease (acquired lists those times; a new leader syncs
+// every Service first), or, when a replica was killed or stopped or the
+// apiserver restarted around it, before a replica led again: without a
 // leader nobody can close the window.
 func (c *churnLog) excused(v Violation, acquired []time.Time) bool {
 	c.mu.Lock()
@@ -222,6 +223,14 @@ func (c *churnLog) excused(v Violation, acquired []time.Time) bool {
 	}
 	if v.Duration() <= editWindow {
 		return true
+	}
+	for _, a := range acquired {
+		// A new leader syncs every Service once when it starts, and an
+		// edit's Service waits its turn: however long ago the disruption
+		// that made it leader (an apiserver restart can take 15 s).
+		if !a.After(v.Last) && !v.Last.After(a.Add(editWindow+startWindow)) {
+			return true
+		}
 	}
 	if disrupted.IsZero() {
 		return false
