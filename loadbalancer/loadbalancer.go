@@ -345,6 +345,7 @@ func (c *Controller) ensure(ctx context.Context, svc *v1.Service, via string) (*
 	if err := c.fence.check(); err != nil {
 		return nil, err
 	}
+	asked := svc.DeepCopy() // svc follows pvelb's own writes; this stays as the caller read it
 	shown := ingressIPs(svc)
 	key := keyOf(svc)
 	req, err := c.toRequest(svc)
@@ -393,7 +394,7 @@ func (c *Controller) ensure(ctx context.Context, svc *v1.Service, via string) (*
 	}
 	c.kickDesired()
 	c.kickPoolStatus()
-	if c.changedMeanwhile(svc) {
+	if c.changedMeanwhile(asked) {
 		return nil, errChangedMeanwhile
 	}
 	return statusFor(res.IPs), nil
@@ -622,6 +623,11 @@ func (c *Controller) recordPools(ctx context.Context, svc *v1.Service, pools []s
 		}
 		if cur.UID != svc.UID || cur.DeletionTimestamp != nil || cur.Spec.Type != v1.ServiceTypeLoadBalancer {
 			return fmt.Errorf("recording annotation %s: %w", names.AnnotationAllocatedPool, err)
+		}
+		if !remove && c.asksDiffer(svc, cur) {
+			// Edited since the addresses were chosen: writing onto it would
+			// pass the edit off as what they were chosen for.
+			return errChangedMeanwhile
 		}
 		if err := c.fence.check(); err != nil {
 			return err

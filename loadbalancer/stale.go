@@ -22,6 +22,10 @@ var errChangedMeanwhile = errors.New("the Service was edited while its addresses
 // Only what decides addresses is compared, and only what the service
 // controller queues a Service again for (labels and selector are not: a
 // failure for them would wait out its retry backoff).
+//
+// svc must be the copy as the ensure got it: pvelb's own writes update the
+// caller's copy in place, and a write made again onto the current version
+// after a Conflict would carry the edit into it.
 func (c *Controller) changedMeanwhile(svc *v1.Service) bool {
 	if c.services == nil {
 		return false
@@ -30,15 +34,22 @@ func (c *Controller) changedMeanwhile(svc *v1.Service) bool {
 	if err != nil {
 		return true // deleted meanwhile
 	}
-	if live.UID != svc.UID || (live.DeletionTimestamp == nil) != (svc.DeletionTimestamp == nil) ||
-		live.Spec.Type != svc.Spec.Type || ptr.Deref(live.Spec.LoadBalancerClass, "") != ptr.Deref(svc.Spec.LoadBalancerClass, "") {
+	return c.asksDiffer(svc, live)
+}
+
+// asksDiffer reports whether now, a later version of the Service was, asks
+// for other addresses: another Service, deleted, another type or class, or
+// another allocation request.
+func (c *Controller) asksDiffer(was, now *v1.Service) bool {
+	if now.UID != was.UID || (now.DeletionTimestamp == nil) != (was.DeletionTimestamp == nil) ||
+		now.Spec.Type != was.Spec.Type || ptr.Deref(now.Spec.LoadBalancerClass, "") != ptr.Deref(was.Spec.LoadBalancerClass, "") {
 		return true
 	}
-	was, errWas := c.toRequest(svc)
-	now, errNow := c.toRequest(live)
-	if (errWas == nil) != (errNow == nil) {
+	before, errBefore := c.toRequest(was)
+	after, errAfter := c.toRequest(now)
+	if (errBefore == nil) != (errAfter == nil) {
 		return true
 	}
-	was.Selector, was.Labels, now.Selector, now.Labels = nil, nil, nil, nil
-	return !reflect.DeepEqual(was, now)
+	before.Selector, before.Labels, after.Selector, after.Labels = nil, nil, nil, nil
+	return !reflect.DeepEqual(before, after)
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
@@ -115,4 +116,39 @@ func sharingPair(t *testing.T, a, b *v1.Service) (*Controller, cache.Indexer) {
 		t.Fatal(err)
 	}
 	return c, index
+}
+
+// TestEnsureRefusesAnEditMetWhileRecordingThePool: the user's edit lands
+// between the allocation and pvelb's write of its pool annotation. The write
+// meets a Conflict and is made again onto the Service as it is now, which
+// must not pass the edit off as the Service the addresses were chosen for:
+// the churn suite saw a status computed before a sharing key was removed
+// written 1 s after the removal.
+func TestEnsureRefusesAnEditMetWhileRecordingThePool(t *testing.T) {
+	a := lbService("share-a", nil)
+	a.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
+	b := lbService("share-b", nil)
+	b.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
+	b.Spec.Ports[0].Port = 81
+	c, index := sharingPair(t, a, b)
+	if err := index.Add(b); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// The edit, on the apiserver and by the end of the ensure in the
+	// informer.
+	edited := b.DeepCopy()
+	delete(edited.Annotations, names.AnnotationSharingKey)
+	if _, err := c.kube.CoreV1().Services("default").Update(ctx, edited, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := index.Update(edited); err != nil {
+		t.Fatal(err)
+	}
+	stale := b.DeepCopy()
+	stale.ResourceVersion = "1"
+	st, err := c.EnsureLoadBalancer(ctx, "", stale, nil)
+	if err == nil || st != nil {
+		t.Fatalf("ensure = %v, %v; want an error and no status", st, err)
+	}
 }
