@@ -23,11 +23,11 @@ func TestChurnExcused(t *testing.T) {
 		acquired []time.Time
 		want     bool
 	}{
-		{"short window after an edit", []churnEvent{edit}, win(100, 900), nil, true},
-		{"no edit before it", nil, win(100, 900), nil, false},
-		{"long window, no leader change", []churnEvent{edit}, win(100, 1500), nil, false},
-		{"long window ending within 3 s of a new leader, its cause long before", []churnEvent{restart, edit}, win(100, 1500), []time.Time{at(-1000)}, true},
-		{"long window ending 3 s after the new leader", []churnEvent{restart, edit}, win(100, 4500), []time.Time{at(1000)}, false},
+		{"short window after an edit", []churnEvent{edit}, win(100, 1900), nil, true},
+		{"no edit before it", nil, win(100, 1900), nil, false},
+		{"long window, no leader change", []churnEvent{edit}, win(100, 2500), nil, false},
+		{"long window ending within 4 s of a new leader, its cause long before", []churnEvent{restart, edit}, win(100, 2500), []time.Time{at(-1000)}, true},
+		{"long window ending 4 s after the new leader", []churnEvent{restart, edit}, win(100, 5500), []time.Time{at(1000)}, false},
 		{"long window after a kill, no leader yet", []churnEvent{kill, edit}, win(100, 4500), nil, true},
 		{"long window after a kill, closed late by the next leader", []churnEvent{kill, edit}, win(100, 9000), []time.Time{at(2000)}, false},
 		{"window still open", []churnEvent{edit}, Violation{Services: []string{"default/a"}, First: at(100), Last: at(300)}, nil, false},
