@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -689,12 +690,19 @@ func (c *Controller) bareRequest(svc *v1.Service) allocator.Service {
 // refreshGroupLocked records the Services req may join as the informer holds
 // them now (allocator.Refresh): one edited since its last ensure (its
 // sharing key removed, say) is not joined on the strength of what it was.
-// c.mu is held.
+// A Service req already shares an address with is left as recorded: if its
+// edit broke the sharing, it is that Service, the edited one, that must
+// move when its own ensure comes, not req (an unrelated edit never moves an
+// address). c.mu is held.
 func (c *Controller) refreshGroupLocked(req allocator.Service) {
 	if c.services == nil {
 		return
 	}
+	held := c.alloc.Held(req.Key)
 	for _, k := range c.alloc.Group(req) {
+		if slices.ContainsFunc(c.alloc.Held(k), func(ip netip.Addr) bool { return slices.Contains(held, ip) }) {
+			continue
+		}
 		live, err := c.services.Services(k.Namespace).Get(k.Name)
 		if err != nil {
 			continue // deleted: it shows its address until it is gone, as recorded

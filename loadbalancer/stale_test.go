@@ -152,3 +152,36 @@ func TestEnsureRefusesAnEditMetWhileRecordingThePool(t *testing.T) {
 		t.Fatalf("ensure = %v, %v; want an error and no status", st, err)
 	}
 }
+
+// TestEditedSharerMovesNotItsPartner: share-a and share-b share 192.0.2.0;
+// share-b's sharing key is edited. Whichever is ensured first, it is
+// share-b, the edited one, that moves: an unrelated edit never moves an
+// address, and share-a's request did not change.
+func TestEditedSharerMovesNotItsPartner(t *testing.T) {
+	a := lbService("share-a", nil)
+	a.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
+	b := lbService("share-b", nil)
+	b.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
+	b.Spec.Ports[0].Port = 81
+	c, index := sharingPair(t, a, b)
+	if err := index.Add(b); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if st, err := c.EnsureLoadBalancer(ctx, "", b.DeepCopy(), nil); err != nil || st.Ingress[0].IP != "192.0.2.0" {
+		t.Fatalf("share-b = %v, %v; want it to share 192.0.2.0", st, err)
+	}
+	edited := b.DeepCopy()
+	edited.Annotations[names.AnnotationSharingKey] = "other"
+	if err := index.Update(edited); err != nil {
+		t.Fatal(err)
+	}
+	// share-a first (a resync, or a retry of its own).
+	if st, err := c.EnsureLoadBalancer(ctx, "", a.DeepCopy(), nil); err != nil || st.Ingress[0].IP != "192.0.2.0" {
+		t.Fatalf("share-a = %v, %v; want 192.0.2.0 kept", st, err)
+	}
+	st, err := c.EnsureLoadBalancer(ctx, "", edited.DeepCopy(), nil)
+	if err != nil || st.Ingress[0].IP == "192.0.2.0" {
+		t.Fatalf("share-b = %v, %v; want it moved off 192.0.2.0", st, err)
+	}
+}
