@@ -30,6 +30,10 @@ func TestChurnExcused(t *testing.T) {
 		{"long window ending 4 s after the new leader", []churnEvent{restart, edit}, win(100, 5500), []time.Time{at(1000)}, false},
 		{"long window after a kill, no leader yet", []churnEvent{kill, edit}, win(100, 4500), nil, true},
 		{"long window after a kill, closed late by the next leader", []churnEvent{kill, edit}, win(100, 9000), []time.Time{at(2000)}, false},
+		{"seen only once the apiserver was back: its edit came before the restart", []churnEvent{{At: at(-11000), N: 4, Op: "edit", Svc: "default/a", MayMove: true}, {At: at(-10990), N: 5, Op: "restart-apiserver"}, {At: at(2000), N: 6, Op: "stop-leader"}},
+			Violation{Services: []string{"default/a", "default/b"}, Unseen: at(-11100), First: at(100), Last: at(5000), Ended: true}, []time.Time{at(5100)}, true},
+		{"same, had the window been seen from its start", []churnEvent{{At: at(-11000), N: 4, Op: "edit", Svc: "default/a", MayMove: true}, {At: at(-10990), N: 5, Op: "restart-apiserver"}, {At: at(2000), N: 6, Op: "stop-leader"}},
+			Violation{Services: []string{"default/a", "default/b"}, Unseen: at(0), First: at(100), Last: at(5000), Ended: true}, []time.Time{at(5100)}, false},
 		{"window still open", []churnEvent{edit}, Violation{Services: []string{"default/a"}, First: at(100), Last: at(300)}, nil, false},
 	}
 	for _, tt := range tests {

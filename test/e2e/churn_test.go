@@ -207,14 +207,20 @@ func (c *churnLog) excused(v Violation, acquired []time.Time) bool {
 	defer c.mu.Unlock()
 	edited := false
 	var disrupted time.Time
+	// It began after the last poll that did not see it; polls fail while
+	// the apiserver restarts, so that may be long before it was seen.
+	began := v.First
+	if !v.Unseen.IsZero() && v.Unseen.Before(began) {
+		began = v.Unseen
+	}
 	for _, e := range c.events {
 		if e.N == 0 {
 			continue
 		}
-		if slices.Contains(v.Services, e.Svc) && !e.At.Before(v.First.Add(-churnEditWindow-2*churnPoll)) && !e.At.After(v.First) {
+		if slices.Contains(v.Services, e.Svc) && !e.At.Before(began.Add(-churnEditWindow-2*churnPoll)) && !e.At.After(v.First) {
 			edited = true
 		}
-		if e.disruptive() && e.At.After(v.First.Add(-10*time.Second)) && !e.At.After(v.Last) {
+		if e.disruptive() && e.At.After(began.Add(-10*time.Second)) && !e.At.After(v.Last) {
 			disrupted = e.At
 		}
 	}
@@ -1174,10 +1180,13 @@ func (r *churnRun) monitor() (stop func()) {
 		defer close(done)
 		tick := time.NewTicker(churnPoll)
 		defer tick.Stop()
+		var lastListed time.Time // the last poll whose list succeeded
 		for {
 			list, err := r.l.Client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
 			now := time.Now()
 			if err == nil {
+				unseen := lastListed // the poll before this one that listed
+				lastListed = now
 				// Sharing.
 				seen := map[string]bool{}
 				for _, v := range addressViolations(list.Items) {
@@ -1192,7 +1201,7 @@ func (r *churnRun) monitor() (stop func()) {
 							o.Why += ", then " + v.Why
 						}
 					} else {
-						v.First, v.Last = now, now
+						v.First, v.Last, v.Unseen = now, now, unseen
 						open[id] = &v
 					}
 				}

@@ -35,6 +35,9 @@ type Violation struct {
 	// false when it still held at the last poll.
 	First, Last time.Time
 	Ended       bool
+	// Unseen is the last poll before First that did not see it (zero when
+	// unknown): a poll that failed (the apiserver down) hides when it began.
+	Unseen time.Time
 }
 
 // Duration is how long the violation was seen (0 for a single poll).
