@@ -686,6 +686,28 @@ func asExpr(n ast.Node) ast.Expr {
 	return e
 }
 
+// TestAliasesDocumented checks the reference lists exactly the MetalLB and
+// Cilium annotations pvelb reads (names.Aliases), in the order read.
+func TestAliasesDocumented(t *testing.T) {
+	doc := readDoc(t, referenceDoc)
+	documented := map[string][]string{}
+	for _, r := range tableRows(section(t, doc, "### MetalLB and Cilium annotations")) {
+		if len(r) >= 2 {
+			documented[strings.Trim(r[0], "`")] = codeSpans(r[1])
+		}
+	}
+	for own, aliases := range names.Aliases {
+		if got, ok := documented[own]; !ok || !slices.Equal(got, aliases) {
+			t.Errorf("%s: the reference lists aliases %v, names.Aliases %v", own, got, aliases)
+		}
+	}
+	for own := range documented {
+		if _, ok := names.Aliases[own]; !ok {
+			t.Errorf("the reference lists aliases of %s, which names.Aliases does not hold", own)
+		}
+	}
+}
+
 // TestAnnotationsDocumented checks the reference's table lists exactly the
 // names registry, each with its kind, object and writer, and that no
 // pvelb.io/ name is spelt anywhere but in package names.
