@@ -329,7 +329,7 @@ func TestFlagsDocumented(t *testing.T) {
 		}
 	})
 
-	for _, sub := range []string{"lab", "doctor", "status"} {
+	for _, sub := range []string{"lab", "doctor", "status", "import"} {
 		t.Run("pvelbctl "+sub, func(t *testing.T) {
 			code := runHelp(t, "pvelbctl", sub)
 			documented := docFlags(t, section(t, doc, "### pvelbctl "+sub))
