@@ -678,10 +678,12 @@ func (c *Controller) toRequest(svc *v1.Service) (allocator.Service, error) {
 	if err != nil {
 		return allocator.Service{}, err
 	}
+	_, poolFrom, _ := names.Lookup(svc.Annotations, names.AnnotationPool)
 	s := allocator.Service{
 		Key:                   keyOf(svc),
 		RequestedIPs:          ips,
 		RequestedPool:         names.RequestedPool(svc),
+		PoolAnnotation:        poolFrom,
 		SharingKey:            names.SharingKey(svc),
 		ExternalTrafficPolicy: string(svc.Spec.ExternalTrafficPolicy),
 		Selector:              svc.Spec.Selector,

@@ -638,11 +638,11 @@ func (a *Allocator) requestedInPool(svc *Service, ip netip.Addr) error {
 		p := a.byName[svc.RequestedPool]
 		if p == nil {
 			return &Error{Reason: ReasonNoMatchingPool, Pool: svc.RequestedPool, Address: ip,
-				Msg: fmt.Sprintf("pool %s (annotation %s) does not exist", svc.RequestedPool, names.AnnotationPool)}
+				Msg: fmt.Sprintf("pool %s (annotation %s) does not exist", svc.RequestedPool, svc.poolAnnotation())}
 		}
 		if !p.Contains(ip) {
 			return &Error{Reason: ReasonRequestConflict, Pool: p.Name, Address: ip,
-				Msg: fmt.Sprintf("requested address %s is not in pool %s named by %s", ip, p.Name, names.AnnotationPool)}
+				Msg: fmt.Sprintf("requested address %s is not in pool %s named by %s", ip, p.Name, svc.poolAnnotation())}
 		}
 		return a.poolUsableFor(p, svc, ip)
 	}
@@ -734,7 +734,7 @@ func (a *Allocator) candidatePools(svc *Service, f Family) ([]*Pool, error) {
 		p := a.byName[svc.RequestedPool]
 		if p == nil {
 			return nil, &Error{Reason: ReasonNoMatchingPool, Pool: svc.RequestedPool,
-				Msg: fmt.Sprintf("pool %s (annotation %s) does not exist", svc.RequestedPool, names.AnnotationPool)}
+				Msg: fmt.Sprintf("pool %s (annotation %s) does not exist", svc.RequestedPool, svc.poolAnnotation())}
 		}
 		if !p.hasFamily(f) {
 			return nil, &Error{Reason: ReasonNoMatchingPool, Pool: p.Name,

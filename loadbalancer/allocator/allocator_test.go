@@ -185,6 +185,12 @@ func TestAssignTable(t *testing.T) {
 			svc:   svc("default", "web", withPool("nope")), reason: ReasonNoMatchingPool, errMsg: "pool nope (annotation pvelb.io/pool) does not exist",
 		},
 		{
+			name:   "named pool does not exist: the message names the annotation read",
+			pools:  func() []Pool { return []Pool{pool(t, "a", "192.0.2.0/24")} },
+			svc:    svc("default", "web", withPool("nope"), func(s *Service) { s.PoolAnnotation = "metallb.io/address-pool" }),
+			reason: ReasonNoMatchingPool, errMsg: "pool nope (annotation metallb.io/address-pool) does not exist",
+		},
+		{
 			name: "namespace limit",
 			pools: func() []Pool {
 				p := pool(t, "team", "192.0.2.0/24")

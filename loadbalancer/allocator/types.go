@@ -66,6 +66,9 @@ type Service struct {
 	RequestedIPs []netip.Addr
 	// RequestedPool from pvelb.io/pool (or an alias); empty means any auto-assign pool.
 	RequestedPool string
+	// PoolAnnotation is the annotation RequestedPool was read from, for
+	// messages; empty means pvelb.io/pool.
+	PoolAnnotation string
 	// SharingKey from pvelb.io/sharing-key (or an alias); empty means the address is exclusive.
 	SharingKey string
 	Ports      []Port
@@ -79,6 +82,14 @@ type Service struct {
 	IPFamilies      []Family
 	NamespaceLabels map[string]string
 	Labels          map[string]string
+}
+
+// poolAnnotation names the annotation RequestedPool came from.
+func (s *Service) poolAnnotation() string {
+	if s.PoolAnnotation != "" {
+		return s.PoolAnnotation
+	}
+	return names.AnnotationPool
 }
 
 // families returns the families the Service wants, primary first.
