@@ -58,6 +58,7 @@ var importSources = map[string]importSource{
 			{convert.KindCiliumBGPClusterConfig, "cilium.io", "ciliumbgpclusterconfigs", []string{"v2", "v2alpha1"}},
 			{convert.KindCiliumBGPPeerConfig, "cilium.io", "ciliumbgppeerconfigs", []string{"v2", "v2alpha1"}},
 			{convert.KindCiliumBGPAdvertisement, "cilium.io", "ciliumbgpadvertisements", []string{"v2", "v2alpha1"}},
+			{convert.KindCiliumBGPPeeringPolicy, "cilium.io", "ciliumbgppeeringpolicies", []string{"v2alpha1"}},
 		},
 		convert: func(objs map[string][]unstructured.Unstructured) (convert.Result, error) {
 			c, err := convert.FromCiliumObjects(objs)

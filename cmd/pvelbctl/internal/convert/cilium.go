@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +24,9 @@ type Cilium struct {
 	BGPClusters    []CiliumBGPClusterConfig
 	BGPPeerConfigs []CiliumBGPPeerConfig
 	BGPAdverts     []CiliumBGPAdvertisement
+	// PeeringPolicies are the BGP control plane's first API (v2alpha1,
+	// deprecated since Cilium 1.16 but common on older clusters).
+	PeeringPolicies []CiliumBGPPeeringPolicy
 }
 
 // Cilium kinds, as FromCiliumObjects takes them.
@@ -32,6 +36,7 @@ const (
 	KindCiliumBGPClusterConfig = "CiliumBGPClusterConfig"
 	KindCiliumBGPPeerConfig    = "CiliumBGPPeerConfig"
 	KindCiliumBGPAdvertisement = "CiliumBGPAdvertisement"
+	KindCiliumBGPPeeringPolicy = "CiliumBGPPeeringPolicy"
 )
 
 // Service labels Cilium's selectors may use for a Service's namespace and
@@ -97,13 +102,34 @@ type CiliumBGPPeerConfig struct {
 			HoldTimeSeconds      *int32 `json:"holdTimeSeconds,omitempty"`
 			KeepAliveTimeSeconds *int32 `json:"keepAliveTimeSeconds,omitempty"`
 		} `json:"timers,omitempty"`
-		AuthSecretRef   *string `json:"authSecretRef,omitempty"`
-		GracefulRestart *struct {
-			Enabled            bool   `json:"enabled"`
-			RestartTimeSeconds *int32 `json:"restartTimeSeconds,omitempty"`
-		} `json:"gracefulRestart,omitempty"`
-		EBGPMultihop *int32 `json:"ebgpMultihop,omitempty"`
+		AuthSecretRef   *string                `json:"authSecretRef,omitempty"`
+		GracefulRestart *ciliumGracefulRestart `json:"gracefulRestart,omitempty"`
+		EBGPMultihop    *int32                 `json:"ebgpMultihop,omitempty"`
 	} `json:"spec"`
+}
+
+type ciliumGracefulRestart struct {
+	Enabled            bool   `json:"enabled"`
+	RestartTimeSeconds *int32 `json:"restartTimeSeconds,omitempty"`
+}
+
+// ciliumPeerSettings are a peer's settings, as a CiliumBGPPeerConfig or a
+// legacy policy's neighbor gives them.
+type ciliumPeerSettings struct {
+	peerPort, holdTime, keepAlive, multihop *int32
+	authSecretRef                           *string
+	gracefulRestart                         *ciliumGracefulRestart
+}
+
+func (pc CiliumBGPPeerConfig) settings() ciliumPeerSettings {
+	s := ciliumPeerSettings{authSecretRef: pc.Spec.AuthSecretRef, gracefulRestart: pc.Spec.GracefulRestart, multihop: pc.Spec.EBGPMultihop}
+	if t := pc.Spec.Transport; t != nil {
+		s.peerPort = t.PeerPort
+	}
+	if t := pc.Spec.Timers; t != nil {
+		s.holdTime, s.keepAlive = t.HoldTimeSeconds, t.KeepAliveTimeSeconds
+	}
+	return s
 }
 
 type CiliumBGPAdvertisement struct {
@@ -127,6 +153,28 @@ type CiliumBGPAdvertisement struct {
 	} `json:"spec"`
 }
 
+type CiliumBGPPeeringPolicy struct {
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		NodeSelector   *metav1.LabelSelector `json:"nodeSelector,omitempty"`
+		VirtualRouters []struct {
+			LocalASN              int64                 `json:"localASN"`
+			ServiceSelector       *metav1.LabelSelector `json:"serviceSelector,omitempty"`
+			ServiceAdvertisements []string              `json:"serviceAdvertisements,omitempty"`
+			Neighbors             []struct {
+				PeerAddress          string                 `json:"peerAddress"`
+				PeerASN              int64                  `json:"peerASN"`
+				PeerPort             *int32                 `json:"peerPort,omitempty"`
+				AuthSecretRef        *string                `json:"authSecretRef,omitempty"`
+				EBGPMultihopTTL      *int32                 `json:"eBGPMultihopTTL,omitempty"`
+				HoldTimeSeconds      *int32                 `json:"holdTimeSeconds,omitempty"`
+				KeepAliveTimeSeconds *int32                 `json:"keepAliveTimeSeconds,omitempty"`
+				GracefulRestart      *ciliumGracefulRestart `json:"gracefulRestart,omitempty"`
+			} `json:"neighbors"`
+		} `json:"virtualRouters"`
+	} `json:"spec"`
+}
+
 // FromCiliumObjects decodes Cilium's objects, keyed by kind.
 func FromCiliumObjects(objs map[string][]unstructured.Unstructured) (Cilium, error) {
 	var c Cilium
@@ -144,6 +192,9 @@ func FromCiliumObjects(objs map[string][]unstructured.Unstructured) (Cilium, err
 		return c, err
 	}
 	if c.BGPAdverts, err = decode[CiliumBGPAdvertisement](KindCiliumBGPAdvertisement, objs[KindCiliumBGPAdvertisement]); err != nil {
+		return c, err
+	}
+	if c.PeeringPolicies, err = decode[CiliumBGPPeeringPolicy](KindCiliumBGPPeeringPolicy, objs[KindCiliumBGPPeeringPolicy]); err != nil {
 		return c, err
 	}
 	return c, nil
@@ -188,6 +239,20 @@ func ConvertCilium(c Cilium) Result {
 			}
 		}
 	}
+	for _, pp := range c.PeeringPolicies {
+		obj := KindCiliumBGPPeeringPolicy + "/" + pp.Name
+		for i, vr := range pp.Spec.VirtualRouters {
+			if vr.ServiceSelector == nil || (len(vr.ServiceAdvertisements) > 0 && !slices.Contains(vr.ServiceAdvertisements, "LoadBalancerIP")) {
+				continue
+			}
+			if bgpObj == "" {
+				bgpObj = obj
+			}
+			if !matchesEverything(vr.ServiceSelector) {
+				r.note(obj, fmt.Sprintf("spec.virtualRouters[%d].serviceSelector", i), "not imported: pvelb advertises every address of a BGP pool, not only those of the Services selected")
+			}
+		}
+	}
 	var l2 []CiliumL2Policy
 	for _, p := range c.L2 {
 		if p.Spec.LoadBalancerIPs {
@@ -206,6 +271,23 @@ func ConvertCilium(c Cilium) Result {
 	sortPools(r.Pools)
 	sortPeers(r.Peers)
 	return r
+}
+
+// matchesEverything recognises the selectors Cilium's documentation uses to
+// advertise every Service through a policy: empty, or a NotIn/DoesNotExist
+// on a label no Service carries. It cannot know which labels Services
+// carry, so it takes any selector made only of NotIn and DoesNotExist
+// expressions as meant to match everything.
+func matchesEverything(s *metav1.LabelSelector) bool {
+	if len(s.MatchLabels) > 0 {
+		return false
+	}
+	for _, e := range s.MatchExpressions {
+		if e.Operator != metav1.LabelSelectorOpNotIn && e.Operator != metav1.LabelSelectorOpDoesNotExist {
+			return false
+		}
+	}
+	return true
 }
 
 func isEmpty(s *metav1.LabelSelector) bool {
@@ -337,6 +419,31 @@ func (r *Result) ciliumPeers(c Cilium) []v1alpha1.BGPPeer {
 		configs[pc.Name] = pc
 	}
 	var out []v1alpha1.BGPPeer
+	for _, pp := range c.PeeringPolicies {
+		obj := KindCiliumBGPPeeringPolicy + "/" + pp.Name
+		for i, vr := range pp.Spec.VirtualRouters {
+			for j, n := range vr.Neighbors {
+				field := fmt.Sprintf("spec.virtualRouters[%d].neighbors[%d]", i, j)
+				addr, err := netip.ParsePrefix(n.PeerAddress)
+				if err != nil || !addr.IsSingleIP() {
+					r.note(obj, field+".peerAddress", "%q not imported: pvelb needs one peer address (a /32 or /128)", n.PeerAddress)
+					continue
+				}
+				p := newPeer(pp.Name + "-" + strings.NewReplacer(".", "-", ":", "-").Replace(addr.Addr().String()))
+				p.Spec.MyASN = uint32(vr.LocalASN)
+				p.Spec.PeerASN = uint32(n.PeerASN)
+				p.Spec.PeerAddress = addr.Addr().String()
+				if s := pp.Spec.NodeSelector; s != nil && !isEmpty(s) {
+					p.Spec.NodeSelector = s.DeepCopy()
+				}
+				r.ciliumPeerSettings(obj, field+".", ciliumPeerSettings{
+					peerPort: n.PeerPort, holdTime: n.HoldTimeSeconds, keepAlive: n.KeepAliveTimeSeconds, multihop: n.EBGPMultihopTTL,
+					authSecretRef: n.AuthSecretRef, gracefulRestart: n.GracefulRestart,
+				}, &p)
+				out = append(out, p)
+			}
+		}
+	}
 	for _, cc := range c.BGPClusters {
 		obj := KindCiliumBGPClusterConfig + "/" + cc.Name
 		for i, inst := range cc.Spec.BGPInstances {
@@ -369,31 +476,33 @@ func (r *Result) ciliumPeers(c Cilium) []v1alpha1.BGPPeer {
 }
 
 func (r *Result) ciliumPeerConfig(pc CiliumBGPPeerConfig, p *v1alpha1.BGPPeer) {
-	obj := KindCiliumBGPPeerConfig + "/" + pc.Name
-	s := pc.Spec
-	if t := s.Transport; t != nil && t.PeerPort != nil {
-		p.Spec.PeerPort = *t.PeerPort
+	r.ciliumPeerSettings(KindCiliumBGPPeerConfig+"/"+pc.Name, "spec.", pc.settings(), p)
+}
+
+// ciliumPeerSettings applies a peer's settings; obj and the field prefix
+// name where they come from.
+func (r *Result) ciliumPeerSettings(obj, prefix string, s ciliumPeerSettings, p *v1alpha1.BGPPeer) {
+	if s.peerPort != nil {
+		p.Spec.PeerPort = *s.peerPort
 	}
-	if t := s.Timers; t != nil {
-		if t.HoldTimeSeconds != nil {
-			p.Spec.HoldTime = metav1.Duration{Duration: time.Duration(*t.HoldTimeSeconds) * time.Second}
-		}
-		if t.KeepAliveTimeSeconds != nil {
-			p.Spec.KeepaliveTime = &metav1.Duration{Duration: time.Duration(*t.KeepAliveTimeSeconds) * time.Second}
-		}
+	if s.holdTime != nil {
+		p.Spec.HoldTime = metav1.Duration{Duration: time.Duration(*s.holdTime) * time.Second}
 	}
-	if s.AuthSecretRef != nil && *s.AuthSecretRef != "" {
-		p.Spec.PasswordSecretRef = &v1alpha1.SecretKeyRef{Namespace: ciliumSecretsNamespace, Name: *s.AuthSecretRef, Key: "password"}
-		r.note(obj, "spec.authSecretRef", "imported as Secret %s/%s: Cilium reads it from its bgp-secrets-namespace; change passwordSecretRef.namespace of BGPPeer %s if yours is not %s",
-			ciliumSecretsNamespace, *s.AuthSecretRef, p.Name, ciliumSecretsNamespace)
+	if s.keepAlive != nil {
+		p.Spec.KeepaliveTime = &metav1.Duration{Duration: time.Duration(*s.keepAlive) * time.Second}
 	}
-	if g := s.GracefulRestart; g != nil && g.Enabled {
+	if s.authSecretRef != nil && *s.authSecretRef != "" {
+		p.Spec.PasswordSecretRef = &v1alpha1.SecretKeyRef{Namespace: ciliumSecretsNamespace, Name: *s.authSecretRef, Key: "password"}
+		r.note(obj, prefix+"authSecretRef", "imported as Secret %s/%s: Cilium reads it from its bgp-secrets-namespace; change passwordSecretRef.namespace of BGPPeer %s if yours is not %s",
+			ciliumSecretsNamespace, *s.authSecretRef, p.Name, ciliumSecretsNamespace)
+	}
+	if g := s.gracefulRestart; g != nil && g.Enabled {
 		p.Spec.GracefulRestart = &v1alpha1.GracefulRestart{Enabled: true}
 		if g.RestartTimeSeconds != nil {
 			p.Spec.GracefulRestart.RestartTime = &metav1.Duration{Duration: time.Duration(*g.RestartTimeSeconds) * time.Second}
 		}
 	}
-	if m := s.EBGPMultihop; m != nil && *m > 1 && p.Spec.PeerASN != p.Spec.MyASN {
+	if m := s.multihop; m != nil && *m > 1 && p.Spec.PeerASN != p.Spec.MyASN {
 		ttl := *m
 		p.Spec.EBGPMultiHop = &ttl
 	}

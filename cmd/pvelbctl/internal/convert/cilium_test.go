@@ -229,6 +229,88 @@ spec:
 `,
 		},
 		{
+			name: "legacy CiliumBGPPeeringPolicy",
+			in: `
+apiVersion: cilium.io/v2alpha1
+kind: CiliumLoadBalancerIPPool
+metadata: {name: lb}
+spec: {blocks: [{cidr: 203.0.113.0/28}]}
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumBGPPeeringPolicy
+metadata: {name: rack0}
+spec:
+  nodeSelector: {matchLabels: {rack: rack0}}
+  virtualRouters:
+  - localASN: 64512
+    exportPodCIDR: true
+    serviceSelector: {matchExpressions: [{key: somekey, operator: NotIn, values: [never-used-value]}]}
+    neighbors:
+    - peerAddress: 192.0.2.1/32
+      peerASN: 64513
+      eBGPMultihopTTL: 4
+      holdTimeSeconds: 12
+      authSecretRef: rack0-pw
+      gracefulRestart: {enabled: true}
+    - peerAddress: 2001:db8::1/128
+      peerASN: 64512
+      peerPort: 1790
+    - peerAddress: 192.0.2.0/24
+      peerASN: 64513
+  - localASN: 64600
+    serviceSelector: {matchLabels: {bgp: "yes"}}
+    neighbors: []
+`,
+			want: `
+# CiliumBGPPeeringPolicy/rack0 spec.virtualRouters[1].serviceSelector: not imported: pvelb advertises every address of a BGP pool, not only those of the Services selected
+# CiliumBGPPeeringPolicy/rack0 spec.virtualRouters[0].neighbors[0].authSecretRef: imported as Secret kube-system/rack0-pw: Cilium reads it from its bgp-secrets-namespace; change passwordSecretRef.namespace of BGPPeer rack0-192-0-2-1 if yours is not kube-system
+# CiliumBGPPeeringPolicy/rack0 spec.virtualRouters[0].neighbors[2].peerAddress: "192.0.2.0/24" not imported: pvelb needs one peer address (a /32 or /128)
+---
+apiVersion: pvelb.io/v1alpha1
+kind: IPPool
+metadata:
+  name: lb
+spec:
+  addresses:
+  - 203.0.113.0/28
+  announce:
+    mode: bgp
+---
+apiVersion: pvelb.io/v1alpha1
+kind: BGPPeer
+metadata:
+  name: rack0-192-0-2-1
+spec:
+  ebgpMultiHop: 4
+  gracefulRestart:
+    enabled: true
+  holdTime: 12s
+  myASN: 64512
+  nodeSelector:
+    matchLabels:
+      rack: rack0
+  passwordSecretRef:
+    key: password
+    name: rack0-pw
+    namespace: kube-system
+  peerASN: 64513
+  peerAddress: 192.0.2.1
+---
+apiVersion: pvelb.io/v1alpha1
+kind: BGPPeer
+metadata:
+  name: rack0-2001-db8--1
+spec:
+  myASN: 64512
+  nodeSelector:
+    matchLabels:
+      rack: rack0
+  peerASN: 64512
+  peerAddress: 2001:db8::1
+  peerPort: 1790
+`,
+		},
+		{
 			name: "a pool nothing announces",
 			in: `
 apiVersion: cilium.io/v2alpha1
