@@ -64,17 +64,7 @@ func TestImport(t *testing.T) {
 	}
 
 	applyMetalLBCRDs(ctx, t, ap, moduleDir(t, metallbCRDModule))
-	b, err := os.ReadFile(filepath.Join("testdata", "cilium-crds.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	crds, err := kubeapply.Decode(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ap.ApplyCRDs(ctx, crds, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	applyCRDFile(ctx, t, ap, filepath.Join("testdata", "cilium-crds.yaml"))
 	if _, err := cp.Client().CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "metallb-system"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -94,17 +94,7 @@ func peerModuleDir(t testing.TB, toolsModule, module string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("go", "list", "-m", "-json", module)
-	cmd.Dir = filepath.Join(root, "test", "peers", toolsModule)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list -m %s in test/peers/%s: %v", module, toolsModule, err)
-	}
-	var m struct{ Dir string }
-	if err := json.Unmarshal(out, &m); err != nil || m.Dir == "" {
-		t.Fatalf("go list -m %s: no source directory (%v): %s", module, err, out)
-	}
-	return m.Dir
+	return goModuleDir(t, filepath.Join(root, "test", "peers", toolsModule), "list", "-m", "-json", module)
 }
 
 // applyMetalLBCRDs applies MetalLB's CRDs as its module, unpacked in dir,
@@ -116,17 +106,7 @@ func applyMetalLBCRDs(ctx context.Context, t testing.TB, ap *kubeapply.Applier, 
 		t.Fatalf("no MetalLB CRDs in %s (%v)", dir, err)
 	}
 	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		objs, err := kubeapply.Decode(b)
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		if _, err := ap.ApplyCRDs(ctx, objs, 30*time.Second); err != nil {
-			t.Fatal(err)
-		}
+		applyCRDFile(ctx, t, ap, f)
 	}
 }
 
@@ -135,14 +115,22 @@ func applyMetalLBCRDs(ctx context.Context, t testing.TB, ap *kubeapply.Applier, 
 // go.mod or go.sum.
 func moduleDir(t testing.TB, moduleAtVersion string) string {
 	t.Helper()
-	cmd := exec.Command("go", "mod", "download", "-json", moduleAtVersion)
+	return goModuleDir(t, "", "mod", "download", "-json", moduleAtVersion)
+}
+
+// goModuleDir runs a go command (in dir) that describes one module as JSON,
+// and returns the module's source directory.
+func goModuleDir(t testing.TB, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("go", args...)
+	cmd.Dir = dir
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("go mod download %s: %v\n%s", moduleAtVersion, err, out)
+		t.Fatalf("go %s (in %q): %v\n%s", strings.Join(args, " "), dir, err, out)
 	}
 	var m struct{ Dir string }
 	if err := json.Unmarshal(out, &m); err != nil || m.Dir == "" {
-		t.Fatalf("go mod download %s: no source directory (%v): %s", moduleAtVersion, err, out)
+		t.Fatalf("go %s: no source directory (%v): %s", strings.Join(args, " "), err, out)
 	}
 	return m.Dir
 }
