@@ -69,7 +69,8 @@ var importSources = map[string]importSource{
 
 const importUsage = `pvelbctl import metallb|cilium [flags]: print (or --apply) the IPPools and BGPPeers
 equivalent to the cluster's MetalLB or Cilium configuration; a "# " line names every setting
-pvelb has no equivalent for and what happens to it.`
+pvelb has no equivalent for and what happens to it, and every Service that would not keep its
+address.`
 
 // importFieldManager owns the fields pvelbctl import --apply writes.
 const importFieldManager = "pvelbctl-import"
@@ -96,7 +97,7 @@ func runImport(ctx context.Context, args []string, stdout io.Writer) error {
 	if *output != "yaml" {
 		return usageError{fmt.Errorf("--output %q: only yaml", *output)}
 	}
-	_, dyn, err := clients(*kubeconfig)
+	kube, dyn, err := clients(*kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -108,6 +109,11 @@ func runImport(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	svcs, err := kube.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("listing Services: %w", err)
+	}
+	r.Notes = append(r.Notes, convert.ServiceNotes(svcs.Items)...)
 	if !*apply {
 		y, err := r.YAML()
 		if err != nil {

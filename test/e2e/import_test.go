@@ -69,6 +69,30 @@ func TestImport(t *testing.T) {
 		t.Fatal(err)
 	}
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
+	// Services the switch would not keep as they are: one address shared
+	// across namespaces, one of another load balancer's class.
+	for _, s := range []struct {
+		ns, name, class string
+		port            int32
+	}{{"default", "shared-a", "", 80}, {"metallb-system", "shared-b", "", 443}, {"default", "cilium-class", "io.cilium/l2-announcer", 80}} {
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: s.name},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer,
+				Ports: []corev1.ServicePort{{Port: s.port, Protocol: corev1.ProtocolTCP}}},
+		}
+		if s.class != "" {
+			svc.Spec.LoadBalancerClass = &s.class
+		}
+		created, err := cp.Client().CoreV1().Services(s.ns).Create(ctx, svc, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		created.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "192.0.2.77"}}
+		if _, err := cp.Client().CoreV1().Services(s.ns).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1100 * time.Millisecond) // creation timestamps have seconds: make the order plain
+	}
 
 	for _, source := range []string{"metallb", "cilium"} {
 		t.Run(source, func(t *testing.T) {

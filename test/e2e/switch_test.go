@@ -275,6 +275,9 @@ func testSwitch(t *testing.T, src switchSource) {
 	if err != nil {
 		t.Fatalf("pvelbctl import %s --apply: %v\n%s", src.name, err, out)
 	}
+	if strings.Contains(string(out), "# Service/") {
+		t.Errorf("the import says a Service would not keep its address:\n%s", out)
+	}
 	for _, p := range []string{"lan", "manual"} {
 		if !strings.Contains(string(out), "ippools.pvelb.io/"+p+" applied") {
 			t.Fatalf("the import did not apply pool %s:\n%s", p, out)
