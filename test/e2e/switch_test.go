@@ -284,6 +284,7 @@ func testSwitch(t *testing.T, src switchSource) {
 		}
 	}
 	src.remove(ctx, t, l)
+	started := time.Now()
 	l.startCCM(t)
 	l.waitNodesInitialised(t)
 
@@ -301,6 +302,7 @@ func testSwitch(t *testing.T, src switchSource) {
 		}
 		return nil
 	})
+	t.Logf("pvelb-ccm recorded every Service's pool %s after it was started", time.Since(started).Round(10*time.Millisecond))
 	want := slices.Sorted(func(yield func(string) bool) {
 		for ip := range holders {
 			if !yield(ip) {
