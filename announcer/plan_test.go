@@ -274,8 +274,8 @@ func TestPlanPoolOfAddress(t *testing.T) {
 			pool:  "main", mode: v1alpha1.AnnounceARP, cands: []string{"n1", "n2"},
 		},
 		{
-			name:  "overlapping pools: higher priority, as pvelb-ccm decides",
-			pools: []*v1alpha1.IPPool{withPrio(pool("a", v1alpha1.AnnounceARP, nil, "192.0.2.0/24"), 1), withPrio(pool("b", v1alpha1.AnnounceBGP, nil, "192.0.2.0/28"), 2)},
+			name:  "overlapping pools: lower priority value (MetalLB's order), as pvelb-ccm decides",
+			pools: []*v1alpha1.IPPool{withPrio(pool("a", v1alpha1.AnnounceARP, nil, "192.0.2.0/24"), 2), withPrio(pool("b", v1alpha1.AnnounceBGP, nil, "192.0.2.0/28"), 1)},
 			svc:   svc("d", "s", "a", false, "192.0.2.3"),
 			pool:  "b", mode: v1alpha1.AnnounceBGP, cands: []string{"n1", "n2"},
 		},

@@ -329,7 +329,7 @@ func TestFlagsDocumented(t *testing.T) {
 		}
 	})
 
-	for _, sub := range []string{"lab", "doctor", "status"} {
+	for _, sub := range []string{"lab", "doctor", "status", "import"} {
 		t.Run("pvelbctl "+sub, func(t *testing.T) {
 			code := runHelp(t, "pvelbctl", sub)
 			documented := docFlags(t, section(t, doc, "### pvelbctl "+sub))
@@ -684,6 +684,28 @@ func pvelbNames(files map[string]*ast.File) map[string][]string {
 func asExpr(n ast.Node) ast.Expr {
 	e, _ := n.(ast.Expr)
 	return e
+}
+
+// TestAliasesDocumented checks the reference lists exactly the MetalLB and
+// Cilium annotations pvelb reads (names.Aliases), in the order read.
+func TestAliasesDocumented(t *testing.T) {
+	doc := readDoc(t, referenceDoc)
+	documented := map[string][]string{}
+	for _, r := range tableRows(section(t, doc, "### MetalLB and Cilium annotations")) {
+		if len(r) >= 2 {
+			documented[strings.Trim(r[0], "`")] = codeSpans(r[1])
+		}
+	}
+	for own, aliases := range names.Aliases {
+		if got, ok := documented[own]; !ok || !slices.Equal(got, aliases) {
+			t.Errorf("%s: the reference lists aliases %v, names.Aliases %v", own, got, aliases)
+		}
+	}
+	for own := range documented {
+		if _, ok := names.Aliases[own]; !ok {
+			t.Errorf("the reference lists aliases of %s, which names.Aliases does not hold", own)
+		}
+	}
 }
 
 // TestAnnotationsDocumented checks the reference's table lists exactly the

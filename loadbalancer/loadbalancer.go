@@ -157,6 +157,9 @@ type Controller struct {
 	noNode      reportOnce
 	fwFailing   reportOnce
 	outsideSeen map[string]string
+	// aliasConflicts is the message last given per Service about another
+	// load balancer's annotations that pvelb ignores (names.AliasConflicts).
+	aliasConflicts map[allocator.ServiceKey]string
 	// nodeVMs maps Node names to their VMs as of the last desired state:
 	// a reconcile pass's admission is published only on the Node whose VM
 	// it is now (a pass may have started before the Node's VM changed).
@@ -207,6 +210,8 @@ func New(opts Options) (*Controller, error) {
 		fwFailing:   reportOnce{},
 		outsideSeen: map[string]string{},
 		nodeVMs:     map[string]vmLocation{},
+
+		aliasConflicts: map[allocator.ServiceKey]string{},
 	}
 	if opts.Firewall.Enabled {
 		fw, err := firewall.New(opts.Clients, firewall.Options{
@@ -352,6 +357,7 @@ func (c *Controller) ensure(ctx context.Context, svc *v1.Service, via string) (*
 	req, err := c.toRequest(svc)
 	var res allocator.Result
 	c.mu.Lock()
+	conflicts := c.aliasConflictsLocked(svc)
 	if err == nil {
 		c.refreshGroupLocked(req)
 		res, err = c.alloc.Assign(req, shown)
@@ -368,6 +374,9 @@ func (c *Controller) ensure(ctx context.Context, svc *v1.Service, via string) (*
 	c.mu.Unlock()
 	if leaving {
 		c.leavingQueue.Add(key)
+	}
+	if conflicts != "" {
+		c.event(svc, v1.EventTypeWarning, names.EventAnnotationConflict, "%s", conflicts)
 	}
 	if err != nil {
 		reason := eventReason(err)
@@ -503,6 +512,7 @@ func (c *Controller) release(ctx context.Context, svc *v1.Service, via string, g
 	}
 	delete(c.owners, key)
 	delete(c.noNode, key.String())
+	delete(c.aliasConflicts, key)
 	c.refreshLocked(key)
 	leaving := len(c.alloc.Leaving(key)) > 0
 	c.mu.Unlock()
@@ -641,16 +651,40 @@ func (c *Controller) recordPools(ctx context.Context, svc *v1.Service, pools []s
 	}
 }
 
+// aliasConflictsLocked returns the message for a Warning Event about the
+// annotations of svc that pvelb ignores because another one it reads for the
+// same purpose says otherwise, when that message is new: "" when there is
+// none or it was given last time. c.mu is held.
+func (c *Controller) aliasConflictsLocked(svc *v1.Service) string {
+	var parts []string
+	for _, cf := range names.AliasConflicts(svc.Annotations) {
+		parts = append(parts, cf.String())
+	}
+	msg := strings.Join(parts, "; ")
+	key := keyOf(svc)
+	if msg == c.aliasConflicts[key] {
+		return ""
+	}
+	if msg == "" {
+		delete(c.aliasConflicts, key)
+		return ""
+	}
+	c.aliasConflicts[key] = msg
+	return msg
+}
+
 // toRequest converts a Service into the allocator's terms.
 func (c *Controller) toRequest(svc *v1.Service) (allocator.Service, error) {
 	ips, err := allocator.ParseRequest(svc.Annotations, svc.Spec.LoadBalancerIP)
 	if err != nil {
 		return allocator.Service{}, err
 	}
+	_, poolFrom, _ := names.Lookup(svc.Annotations, names.AnnotationPool)
 	s := allocator.Service{
 		Key:                   keyOf(svc),
 		RequestedIPs:          ips,
 		RequestedPool:         names.RequestedPool(svc),
+		PoolAnnotation:        poolFrom,
 		SharingKey:            names.SharingKey(svc),
 		ExternalTrafficPolicy: string(svc.Spec.ExternalTrafficPolicy),
 		Selector:              svc.Spec.Selector,

@@ -96,6 +96,10 @@ const (
 	EventFirewallOK       = "FirewallAdmitted"
 	EventRestoreConflict  = "AddressConflict"
 	EventPartialDualStack = "PartialDualStack"
+	// EventAnnotationConflict warns that a Service sets pvelb's annotation
+	// and another load balancer's alias of it (or two aliases) to different
+	// values: it names the one used and the ones ignored.
+	EventAnnotationConflict = "AnnotationConflict"
 )
 
 // Event reasons pvelb-announcer gives on Services.

@@ -23,14 +23,18 @@ func AllocatedPool(svc *v1.Service) (value string, ok bool) {
 	return value, ok
 }
 
-// RequestedPool returns the IPPool named by AnnotationPool, "" for none.
+// RequestedPool returns the IPPool named by AnnotationPool (or an alias of
+// it, see Lookup), "" for none.
 func RequestedPool(svc *v1.Service) string {
-	return strings.TrimSpace(svc.Annotations[AnnotationPool])
+	v, _, _ := Lookup(svc.Annotations, AnnotationPool)
+	return strings.TrimSpace(v)
 }
 
-// SharingKey returns the Service's AnnotationSharingKey, "" for none.
+// SharingKey returns the Service's AnnotationSharingKey (or an alias of it,
+// see Lookup), "" for none.
 func SharingKey(svc *v1.Service) string {
-	return strings.TrimSpace(svc.Annotations[AnnotationSharingKey])
+	v, _, _ := Lookup(svc.Annotations, AnnotationSharingKey)
+	return strings.TrimSpace(v)
 }
 
 // IPPool converts an object of the IPPools dynamic informer or list; the

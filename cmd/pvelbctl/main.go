@@ -3,6 +3,7 @@
 //	pvelbctl lab      run all of pvelb on this machine in network namespaces (root)
 //	pvelbctl doctor   check a real cluster's Proxmox token, VMs, firewall and CRDs
 //	pvelbctl status   show pvelb's Services, their VIPs, announcing nodes and pools
+//	pvelbctl import   turn a cluster's MetalLB or Cilium configuration into pvelb's
 package main
 
 import (
@@ -25,6 +26,8 @@ Usage:
   pvelbctl lab     [flags]   start the demo lab on this machine (root); Ctrl-C tears it down
   pvelbctl doctor  [flags]   check a cluster's pvelb setup against its Proxmox VE and say what to fix
   pvelbctl status  [flags]   list pvelb's Services, VIPs, announcing nodes and pool usage
+  pvelbctl import  metallb|cilium [-o yaml | --apply]
+                             print (or apply) IPPools and BGPPeers equivalent to MetalLB's or Cilium's
   pvelbctl version           print the version and commit (also: --version)
 
 Run "pvelbctl <command> --help" for a command's flags.
@@ -55,6 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"lab":    runLab,
 		"doctor": runDoctor,
 		"status": runStatus,
+		"import": runImport,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"math"
 	"math/big"
 	"net/netip"
 	"slices"
@@ -40,7 +41,7 @@ func (h *holder) held() []netip.Addr {
 
 // Allocator tracks pools and which Services hold which addresses.
 type Allocator struct {
-	pools   []*Pool // sorted by priority (desc) then name
+	pools   []*Pool // in comparePools order
 	byName  map[string]*Pool
 	holders map[netip.Addr][]ServiceKey // sorted keys per address
 	svcs    map[ServiceKey]*holder
@@ -152,13 +153,22 @@ func Holding(pools []Pool, ip netip.Addr) string {
 	return best.Name
 }
 
-// comparePools orders pools for allocation and for Holding: higher priority
-// first, then by name.
+// comparePools orders pools for allocation and for Holding, in MetalLB's
+// order so that imported pools keep their meaning: a lower priority first,
+// pools without one (0) after every pool with one, then by name.
 func comparePools(a, b *Pool) int {
 	if a.Priority != b.Priority {
-		return cmp.Compare(b.Priority, a.Priority)
+		return cmp.Compare(rank(a.Priority), rank(b.Priority))
 	}
 	return strings.Compare(a.Name, b.Name)
+}
+
+// rank is the sort key of a priority: 0 (none) after every set value.
+func rank(priority int32) int64 {
+	if priority <= 0 {
+		return math.MaxInt64
+	}
+	return int64(priority)
 }
 
 // Assigned returns the addresses a Service holds.
@@ -628,11 +638,11 @@ func (a *Allocator) requestedInPool(svc *Service, ip netip.Addr) error {
 		p := a.byName[svc.RequestedPool]
 		if p == nil {
 			return &Error{Reason: ReasonNoMatchingPool, Pool: svc.RequestedPool, Address: ip,
-				Msg: fmt.Sprintf("pool %s (annotation %s) does not exist", svc.RequestedPool, names.AnnotationPool)}
+				Msg: fmt.Sprintf("pool %s (annotation %s) does not exist", svc.RequestedPool, svc.poolAnnotation())}
 		}
 		if !p.Contains(ip) {
 			return &Error{Reason: ReasonRequestConflict, Pool: p.Name, Address: ip,
-				Msg: fmt.Sprintf("requested address %s is not in pool %s named by %s", ip, p.Name, names.AnnotationPool)}
+				Msg: fmt.Sprintf("requested address %s is not in pool %s named by %s", ip, p.Name, svc.poolAnnotation())}
 		}
 		return a.poolUsableFor(p, svc, ip)
 	}
@@ -724,7 +734,7 @@ func (a *Allocator) candidatePools(svc *Service, f Family) ([]*Pool, error) {
 		p := a.byName[svc.RequestedPool]
 		if p == nil {
 			return nil, &Error{Reason: ReasonNoMatchingPool, Pool: svc.RequestedPool,
-				Msg: fmt.Sprintf("pool %s (annotation %s) does not exist", svc.RequestedPool, names.AnnotationPool)}
+				Msg: fmt.Sprintf("pool %s (annotation %s) does not exist", svc.RequestedPool, svc.poolAnnotation())}
 		}
 		if !p.hasFamily(f) {
 			return nil, &Error{Reason: ReasonNoMatchingPool, Pool: p.Name,

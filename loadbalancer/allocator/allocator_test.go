@@ -114,13 +114,22 @@ func TestAssignTable(t *testing.T) {
 			svc:    svc("default", "web"), want: "192.0.2.12",
 		},
 		{
-			name: "higher priority pool first, then name",
+			name: "a pool with a priority before one without, then name",
 			pools: func() []Pool {
 				lo, hi, hi2 := pool(t, "a-low", "192.0.2.0/24"), pool(t, "z-high", "198.51.100.0/24"), pool(t, "b-high", "203.0.113.0/24")
 				hi.Priority, hi2.Priority = 5, 5
 				return []Pool{lo, hi, hi2}
 			},
 			svc: svc("default", "web"), want: "203.0.113.0",
+		},
+		{
+			name: "lower priority value first (MetalLB's order)",
+			pools: func() []Pool {
+				two, one, none := pool(t, "a-two", "192.0.2.0/24"), pool(t, "z-one", "198.51.100.0/24"), pool(t, "0-none", "203.0.113.0/24")
+				two.Priority, one.Priority = 2, 1
+				return []Pool{two, one, none}
+			},
+			svc: svc("default", "web"), want: "198.51.100.0",
 		},
 		{
 			name: "falls through to next pool when first is full",
@@ -176,6 +185,12 @@ func TestAssignTable(t *testing.T) {
 			svc:   svc("default", "web", withPool("nope")), reason: ReasonNoMatchingPool, errMsg: "pool nope (annotation pvelb.io/pool) does not exist",
 		},
 		{
+			name:   "named pool does not exist: the message names the annotation read",
+			pools:  func() []Pool { return []Pool{pool(t, "a", "192.0.2.0/24")} },
+			svc:    svc("default", "web", withPool("nope"), func(s *Service) { s.PoolAnnotation = "metallb.io/address-pool" }),
+			reason: ReasonNoMatchingPool, errMsg: "pool nope (annotation metallb.io/address-pool) does not exist",
+		},
+		{
 			name: "namespace limit",
 			pools: func() []Pool {
 				p := pool(t, "team", "192.0.2.0/24")
@@ -198,8 +213,8 @@ func TestAssignTable(t *testing.T) {
 			pools: func() []Pool {
 				p := pool(t, "prod", "192.0.2.0/24")
 				p.NamespaceSelector = sel("env=prod")
+				p.Priority = 1 // first, were it not for its selector
 				q := pool(t, "other", "198.51.100.0/24")
-				q.Priority = -1
 				return []Pool{p, q}
 			},
 			svc: svc("default", "web", withNSLabels(map[string]string{"env": "dev"})), want: "198.51.100.0",

@@ -17,7 +17,8 @@
 //   - an address a Service already has is kept while it still fits the
 //     Service's request, so restarts and pool edits never move addresses;
 //     the allocator's own record wins over a status that may be stale;
-//   - choices are deterministic: pools by priority (higher first) then name,
+//   - choices are deterministic: pools by priority (MetalLB's order: lower
+//     first, none last) then name,
 //     addresses lowest first;
 //   - a failed Assign keeps what the Service may still hold as it is now,
 //     and takes nothing new.

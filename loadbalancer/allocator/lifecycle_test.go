@@ -33,6 +33,13 @@ func TestParseRequest(t *testing.T) {
 		{name: "empty annotation", ann: map[string]string{names.AnnotationIPs: " , "}, reason: ReasonInvalidRequest, msg: "pvelb.io/ips is empty"},
 		{name: "bad loadBalancerIP", lbIP: "192.0.2.300", reason: ReasonInvalidRequest, msg: "spec.loadBalancerIP"},
 		{name: "mapped address refused", ann: map[string]string{names.AnnotationIPs: "::ffff:192.0.2.1"}, reason: ReasonInvalidRequest, msg: "not an IP address"},
+		{name: "MetalLB's annotation", ann: map[string]string{names.MetalLBLoadBalancerIPs: "192.0.2.5,2001:db8::5"}, want: "192.0.2.5,2001:db8::5"},
+		{name: "MetalLB's older annotation", ann: map[string]string{names.MetalLBLoadBalancerIPsOld: "192.0.2.6"}, want: "192.0.2.6"},
+		{name: "Cilium's annotation", ann: map[string]string{names.CiliumIPs: "192.0.2.7"}, want: "192.0.2.7"},
+		{name: "pvelb's own wins over an alias", ann: map[string]string{names.AnnotationIPs: "192.0.2.1", names.CiliumIPs: "192.0.2.7"}, want: "192.0.2.1"},
+		{name: "alias and loadBalancerIP differ: the error names the alias", ann: map[string]string{names.MetalLBLoadBalancerIPs: "192.0.2.1"}, lbIP: "192.0.2.9",
+			reason: ReasonRequestConflict, msg: "spec.loadBalancerIP 192.0.2.9 is not among annotation metallb.io/loadBalancerIPs (192.0.2.1)"},
+		{name: "bad alias: the error names it", ann: map[string]string{names.CiliumIPs: "nope"}, reason: ReasonInvalidRequest, msg: `annotation lbipam.cilium.io/ips: "nope" is not an IP address`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

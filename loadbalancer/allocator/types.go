@@ -62,11 +62,14 @@ func (p Port) String() string { return fmt.Sprintf("%s/%d", p.Protocol, p.Port) 
 // Service is what the allocator needs to know about a LoadBalancer Service.
 type Service struct {
 	Key ServiceKey
-	// RequestedIPs from pvelb.io/ips or spec.loadBalancerIP (see ParseRequest).
+	// RequestedIPs from pvelb.io/ips (or an alias) or spec.loadBalancerIP (see ParseRequest).
 	RequestedIPs []netip.Addr
-	// RequestedPool from pvelb.io/pool; empty means any auto-assign pool.
+	// RequestedPool from pvelb.io/pool (or an alias); empty means any auto-assign pool.
 	RequestedPool string
-	// SharingKey from pvelb.io/sharing-key; empty means the address is exclusive.
+	// PoolAnnotation is the annotation RequestedPool was read from, for
+	// messages; empty means pvelb.io/pool.
+	PoolAnnotation string
+	// SharingKey from pvelb.io/sharing-key (or an alias); empty means the address is exclusive.
 	SharingKey string
 	Ports      []Port
 	// ExternalTrafficPolicy is "Cluster" or "Local" (empty counts as Cluster).
@@ -79,6 +82,14 @@ type Service struct {
 	IPFamilies      []Family
 	NamespaceLabels map[string]string
 	Labels          map[string]string
+}
+
+// poolAnnotation names the annotation RequestedPool came from.
+func (s *Service) poolAnnotation() string {
+	if s.PoolAnnotation != "" {
+		return s.PoolAnnotation
+	}
+	return names.AnnotationPool
 }
 
 // families returns the families the Service wants, primary first.
@@ -113,12 +124,14 @@ func (s *Service) etp() string {
 }
 
 // ParseRequest reads the addresses a Service asks for from its annotations
-// and spec.loadBalancerIP. pvelb.io/ips is a comma-separated list (one
-// address per family for dual-stack). When both are set, loadBalancerIP must
-// be one of the annotation's addresses.
+// and spec.loadBalancerIP. pvelb.io/ips (or, without it, the first of its
+// aliases present: names.Lookup) is a comma-separated list (one address per
+// family for dual-stack). When both are set, loadBalancerIP must be one of
+// the annotation's addresses.
 func ParseRequest(annotations map[string]string, loadBalancerIP string) ([]netip.Addr, error) {
 	var ips []netip.Addr
-	if v, ok := annotations[names.AnnotationIPs]; ok {
+	v, from, ok := names.Lookup(annotations, names.AnnotationIPs)
+	if ok {
 		for _, f := range strings.Split(v, ",") {
 			f = strings.TrimSpace(f)
 			if f == "" {
@@ -126,7 +139,7 @@ func ParseRequest(annotations map[string]string, loadBalancerIP string) ([]netip
 			}
 			a, err := parseAddr(f)
 			if err != nil {
-				return nil, &Error{Reason: ReasonInvalidRequest, Msg: fmt.Sprintf("annotation %s: %q is not an IP address", names.AnnotationIPs, f)}
+				return nil, &Error{Reason: ReasonInvalidRequest, Msg: fmt.Sprintf("annotation %s: %q is not an IP address", from, f)}
 			}
 			if slices.Contains(ips, a) {
 				continue
@@ -134,7 +147,7 @@ func ParseRequest(annotations map[string]string, loadBalancerIP string) ([]netip
 			ips = append(ips, a)
 		}
 		if len(ips) == 0 {
-			return nil, &Error{Reason: ReasonInvalidRequest, Msg: fmt.Sprintf("annotation %s is empty", names.AnnotationIPs)}
+			return nil, &Error{Reason: ReasonInvalidRequest, Msg: fmt.Sprintf("annotation %s is empty", from)}
 		}
 	}
 	if loadBalancerIP = strings.TrimSpace(loadBalancerIP); loadBalancerIP != "" {
@@ -144,7 +157,7 @@ func ParseRequest(annotations map[string]string, loadBalancerIP string) ([]netip
 		}
 		if ips != nil && !slices.Contains(ips, a) {
 			return nil, &Error{Reason: ReasonRequestConflict, Address: a,
-				Msg: fmt.Sprintf("spec.loadBalancerIP %s is not among annotation %s (%s); set one of them", a, names.AnnotationIPs, annotations[names.AnnotationIPs])}
+				Msg: fmt.Sprintf("spec.loadBalancerIP %s is not among annotation %s (%s); set one of them", a, from, v)}
 		}
 		if ips == nil {
 			ips = []netip.Addr{a}

@@ -94,15 +94,43 @@ func peerModuleDir(t testing.TB, toolsModule, module string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("go", "list", "-m", "-json", module)
-	cmd.Dir = filepath.Join(root, "test", "peers", toolsModule)
+	return goModuleDir(t, filepath.Join(root, "test", "peers", toolsModule), "list", "-m", "-json", module)
+}
+
+// applyMetalLBCRDs applies MetalLB's CRDs as its module, unpacked in dir,
+// ships them, and waits until they are established.
+func applyMetalLBCRDs(ctx context.Context, t testing.TB, ap *kubeapply.Applier, dir string) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "config", "crd", "bases", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no MetalLB CRDs in %s (%v)", dir, err)
+	}
+	for _, f := range files {
+		applyCRDFile(ctx, t, ap, f)
+	}
+}
+
+// moduleDir returns the directory of module@version in the module cache,
+// downloading it through the module proxy if needed, without touching any
+// go.mod or go.sum.
+func moduleDir(t testing.TB, moduleAtVersion string) string {
+	t.Helper()
+	return goModuleDir(t, "", "mod", "download", "-json", moduleAtVersion)
+}
+
+// goModuleDir runs a go command (in dir) that describes one module as JSON,
+// and returns the module's source directory.
+func goModuleDir(t testing.TB, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("go", args...)
+	cmd.Dir = dir
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("go list -m %s in test/peers/%s: %v", module, toolsModule, err)
+		t.Fatalf("go %s (in %q): %v\n%s", strings.Join(args, " "), dir, err, out)
 	}
 	var m struct{ Dir string }
 	if err := json.Unmarshal(out, &m); err != nil || m.Dir == "" {
-		t.Fatalf("go list -m %s: no source directory (%v): %s", module, err, out)
+		t.Fatalf("go %s: no source directory (%v): %s", strings.Join(args, " "), err, out)
 	}
 	return m.Dir
 }
@@ -176,28 +204,11 @@ func (m *metallbImpl) setup(t testing.TB, l *trafficLab) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dir := peerModuleDir(t, "metallb", "go.universe.tf/metallb")
-	files, err := filepath.Glob(filepath.Join(dir, "config", "crd", "bases", "*.yaml"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no MetalLB CRDs in %s (%v)", dir, err)
-	}
 	ap, err := kubeapply.New(l.cp.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		objs, err := kubeapply.Decode(b)
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		if _, err := ap.ApplyCRDs(ctx, objs, 30*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	applyMetalLBCRDs(ctx, t, ap, peerModuleDir(t, "metallb", "go.universe.tf/metallb"))
 	ensureNamespace(t, l, metallbNS)
 	cfg, err := kubeapply.Decode([]byte(fmt.Sprintf(`apiVersion: metallb.io/v1beta1
 kind: IPAddressPool

@@ -96,10 +96,11 @@ type AllocateTo struct {
 	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'] && ((e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0)))",message="matchExpressions: operator must be In, NotIn, Exists or DoesNotExist; In and NotIn need values, Exists and DoesNotExist take none"
 	ServiceSelector *metav1.LabelSelector `json:"serviceSelector,omitempty"`
 
-	// Priority orders the pools a Service may use: higher first, then by name.
+	// Priority orders the pools a Service may use, as MetalLB does: a lower
+	// value first (1 before 2), and pools without one (0) after every pool
+	// with one; then by name.
 	// +optional
-	// +kubebuilder:validation:Minimum=-1000
-	// +kubebuilder:validation:Maximum=1000
+	// +kubebuilder:validation:Minimum=0
 	Priority int32 `json:"priority,omitempty"`
 }
 
