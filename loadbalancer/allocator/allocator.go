@@ -326,8 +326,22 @@ func union(a, b []netip.Addr) []netip.Addr {
 // canShare explains why svc may not use ip alongside its current holders
 // (nil when it may). Holders equal to svc itself are ignored.
 func (a *Allocator) canShare(ip netip.Addr, svc *Service) *Error {
+	return a.shareRefusal(ip, svc, false)
+}
+
+// canKeep is canShare for an address svc has: a holder for which ip is only
+// leaving (it moved away, its status may still show ip) does not count. It
+// is on its way out, and the Service that stayed must not move for it.
+func (a *Allocator) canKeep(ip netip.Addr, svc *Service) *Error {
+	return a.shareRefusal(ip, svc, true)
+}
+
+func (a *Allocator) shareRefusal(ip netip.Addr, svc *Service, ignoreLeaving bool) *Error {
 	for _, k := range a.holders[ip] {
 		if k == svc.Key {
+			continue
+		}
+		if ignoreLeaving && !slices.Contains(a.svcs[k].ips, ip) {
 			continue
 		}
 		other := &a.svcs[k].svc
@@ -492,7 +506,7 @@ func (a *Allocator) Keep(svc Service, shown []netip.Addr) Result {
 	leaving := slices.Clone(h.leaving)
 	for _, ip := range h.ips {
 		if slices.Contains(fams, familyOf(ip)) && !slices.ContainsFunc(keep, func(k netip.Addr) bool { return familyOf(k) == familyOf(ip) }) &&
-			a.canShare(ip, &svc) == nil {
+			a.canKeep(ip, &svc) == nil {
 			keep = append(keep, ip)
 		} else {
 			leaving = append(leaving, ip)
@@ -689,7 +703,11 @@ func (a *Allocator) pickFamily(svc *Service, f Family, current []netip.Addr, unc
 				continue // the Service now asks for another pool: honour it
 			}
 		}
-		if a.canShare(ip, svc) == nil {
+		share := a.canShare
+		if h := a.svcs[svc.Key]; h != nil && slices.Contains(h.ips, ip) {
+			share = a.canKeep
+		}
+		if share(ip, svc) == nil {
 			return ip, nil
 		}
 	}

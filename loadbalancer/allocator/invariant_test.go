@@ -296,3 +296,31 @@ func TestRefreshedHolderIsJoinedAsItIsNow(t *testing.T) {
 		}
 	})
 }
+
+// A sharer whose partner moved away keeps the address: the partner's
+// reservation of it while its status may still show it (leaving) does not
+// count against the Service that holds it, only against one that would
+// join it. The churn suite saw a class Service move when its partner's
+// sharing key was edited and the partner moved first.
+func TestPartnerLeavingDoesNotMoveTheKeeper(t *testing.T) {
+	a := New()
+	a.SetPools([]Pool{pool(t, "main", "192.0.2.0/29")})
+	keeper := svc("ns", "keeper", withShare("k"))
+	mustAssign(t, a, keeper)
+	mustAssign(t, a, svc("ns", "editor", withShare("k"), withPorts(Port{"TCP", 81})))
+	// The editor's key changes: it moves, 192.0.2.0 stays reserved for it.
+	r := mustAssign(t, a, svc("ns", "editor", withShare("other"), withPorts(Port{"TCP", 81})), "192.0.2.0")
+	if strs(r.IPs) == "192.0.2.0" || strs(a.Leaving(ServiceKey{"ns", "editor"})) != "192.0.2.0" {
+		t.Fatalf("editor: %s, leaving %s; want moved, 192.0.2.0 leaving", strs(r.IPs), strs(a.Leaving(ServiceKey{"ns", "editor"})))
+	}
+	if got := strs(mustAssign(t, a, keeper, "192.0.2.0").IPs); got != "192.0.2.0" {
+		t.Fatalf("keeper moved to %s; want 192.0.2.0 kept", got)
+	}
+	if got := strs(a.Keep(keeper, ips("192.0.2.0")).IPs); got != "192.0.2.0" {
+		t.Fatalf("Keep gave %s; want 192.0.2.0", got)
+	}
+	// A newcomer with the editor's new key may not join it on its way out.
+	if got := strs(mustAssign(t, a, svc("ns", "new", withShare("other"), withPorts(Port{"TCP", 82}))).IPs); got == "192.0.2.0" {
+		t.Fatal("a newcomer joined an address on its way out")
+	}
+}
