@@ -1143,8 +1143,27 @@ func (r *churnRun) converged(ctx context.Context) error {
 	return nil
 }
 
+// sharesAny: two comma-separated address lists have an address in common.
+func sharesAny(a, b string) bool {
+	if a == "" || b == "" {
+		return false
+	}
+	for _, x := range strings.Split(a, ",") {
+		if slices.Contains(strings.Split(b, ","), x) {
+			return true
+		}
+	}
+	return false
+}
+
 func bareIP(cidr string) string {
 	return strings.TrimSuffix(strings.TrimSuffix(cidr, "/32"), "/128")
+}
+
+// mayMove: an operation that may move id's addresses came within movableFor.
+func (r *churnRun) mayMove(id string, now time.Time) bool {
+	at, ok := r.log.lastMayMove(id)
+	return ok && now.Sub(at) <= movableFor
 }
 
 // monitor lists the Services and samples the IPSets every churnPoll until
@@ -1239,7 +1258,18 @@ func (r *churnRun) monitor() (stop func()) {
 					r.log.mu.Unlock()
 					r.log.add(churnEvent{At: now, Op: "seen", Svc: id, Detail: fmt.Sprintf("ingress [%s] (was [%s])", cur, prev.ips)})
 					if prev.ips != "" {
-						if at, ok := r.log.lastMayMove(id); !ok || now.Sub(at) > movableFor {
+						// An edit that breaks sharing may move either
+						// partner: pvelb moves the edited one, but when a
+						// leader change comes before its new status is
+						// written, the new leader finds both on the address
+						// and the older Service keeps it (docs/loadbalancer.md).
+						partnerEdited := false
+						for other, sh := range last {
+							if other != id && sharesAny(sh.ips, prev.ips) && r.mayMove(other, now) {
+								partnerEdited = true
+							}
+						}
+						if !r.mayMove(id, now) && !partnerEdited {
 							// The Services showing the old or the new
 							// address belong in the timeline too: another
 							// Service's edit may have pushed this one.
