@@ -313,3 +313,51 @@ func mustIndex(nodes []*v1.Node, n *v1.Node) int {
 	}
 	return -1
 }
+
+// TestSimEndpointOutageIsNotVMGone: a region reached through two Proxmox
+// hosts' APIs. With one stopped, Nodes are still initialised and exist; with
+// both stopped, InstanceExists and InstanceShutdown answer errors (the node
+// lifecycle controller retries), never "gone" or "shut down".
+func TestSimEndpointOutageIsNotVMGone(t *testing.T) {
+	sim := pvesim.NewTestServer(t, pvesim.Options{})
+	if err := sim.AddVM(pvesim.VM{VMID: 101, Node: "pve1", Name: "w1", UUID: uuidW1, Cores: 2, MemoryMiB: 2048}); err != nil {
+		t.Fatal(err)
+	}
+	a, b := sim.AddEndpoint(t), sim.AddEndpoint(t)
+	c, err := pve.New(pve.Options{
+		Region: "pve-east", URLs: []string{a.URL, b.URL}, TokenID: sim.TokenID, TokenSecret: sim.TokenSecret,
+		CAFile: sim.CAFile, Timeout: 2 * time.Second, MaxRetries: 1, RetryBackoff: 10 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No cache: every question goes to Proxmox.
+	inst, err := instances.New(instances.Options{Regions: []instances.Region{{Name: "pve-east", Client: c}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w1 := node("w1", "", uuidW1, "192.0.2.11")
+
+	a.Stop()
+	md, err := inst.InstanceMetadata(ctx(t), w1)
+	if err != nil || md.ProviderID != "proxmox://pve-east/101" || md.Zone != "pve1" {
+		t.Fatalf("first endpoint stopped: metadata %+v, %v; want the VM through the second", md, err)
+	}
+	w1.Spec.ProviderID = md.ProviderID
+	if ok, err := inst.InstanceExists(ctx(t), w1); !ok || err != nil {
+		t.Fatalf("first endpoint stopped: InstanceExists = %v, %v; want true", ok, err)
+	}
+
+	b.Stop()
+	ok, err := inst.InstanceExists(ctx(t), w1)
+	if !ok || err == nil {
+		t.Fatalf("every endpoint stopped: InstanceExists = %v, %v; want true and an error", ok, err)
+	}
+	var ne *pve.NetworkError
+	if !errors.As(err, &ne) {
+		t.Fatalf("every endpoint stopped: %T %v; want a NetworkError inside", err, err)
+	}
+	if down, err := inst.InstanceShutdown(ctx(t), w1); down || err == nil {
+		t.Fatalf("every endpoint stopped: InstanceShutdown = %v, %v; want false and an error", down, err)
+	}
+}

@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -22,6 +24,7 @@ type TestServer struct {
 	TokenSecret string
 	HTTP        *httptest.Server
 	caPEM       []byte
+	cert        tls.Certificate
 }
 
 // DefaultTokenID is the token NewTestServer creates when opts.Tokens is empty.
@@ -79,6 +82,68 @@ func NewTestServer(t testing.TB, opts Options) *TestServer {
 		TokenSecret: opts.Tokens[0].Secret,
 		HTTP:        hs,
 		caPEM:       caPEM,
+		cert:        cert,
+	}
+}
+
+// Endpoint is one more Proxmox host's API for the TestServer's cluster: every
+// Proxmox host serves the whole cluster's API, so it answers from the same
+// state, with a certificate from the same CA. Stop makes the host go away
+// (connections are refused) and Start brings it back on the same address.
+type Endpoint struct {
+	URL string // https://127.0.0.1:PORT/api2/json
+
+	ts   *TestServer
+	addr string
+	mu   sync.Mutex
+	srv  *http.Server
+}
+
+// AddEndpoint starts another endpoint of the simulated cluster, stopped by
+// t.Cleanup.
+func (ts *TestServer) AddEndpoint(t testing.TB) *Endpoint {
+	t.Helper()
+	e := &Endpoint{ts: ts, addr: "127.0.0.1:0"}
+	if err := e.Start(); err != nil {
+		t.Fatalf("pvesim: %v", err)
+	}
+	e.URL = "https://" + e.addr + apiPrefix
+	t.Cleanup(e.Stop)
+	return e
+}
+
+// Start serves the endpoint (again) on its address; it is a no-op while it
+// serves.
+func (e *Endpoint) Start() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.srv != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", e.addr)
+	if err != nil {
+		return err
+	}
+	e.addr = ln.Addr().String()
+	srv := &http.Server{
+		Handler:           e.ts.Server,
+		ReadHeaderTimeout: 10 * time.Second,
+		// HTTP/1.1 only, as NewTestServer.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		TLSConfig:    &tls.Config{Certificates: []tls.Certificate{e.ts.cert}, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12},
+	}
+	e.srv = srv
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	return nil
+}
+
+// Stop closes the listener and every connection: the host is gone.
+func (e *Endpoint) Stop() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.srv != nil {
+		_ = e.srv.Close()
+		e.srv = nil
 	}
 }
 
