@@ -41,8 +41,11 @@ type Config struct {
 // (providerID, topology.kubernetes.io/region).
 type Cluster struct {
 	Region string
-	// URL is the API base, ending in /api2/json.
-	URL     string
+	// URLs are the API bases (each ending in /api2/json) of the cluster's
+	// Proxmox hosts, from `url` or `urls`, in preference order: any host
+	// serves the whole cluster's API, and the client fails over between
+	// them (see pve.Options.URLs).
+	URLs    []string
 	TokenID string
 	// TokenSecret is loaded from tokenSecret or tokenSecretFile; it never prints.
 	TokenSecret Secret

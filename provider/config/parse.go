@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -33,6 +34,7 @@ type rawConfig struct {
 type rawCluster struct {
 	Region             any `json:"region"`
 	URL                any `json:"url"`
+	URLs               any `json:"urls"`
 	TokenID            any `json:"tokenID"`
 	TokenSecret        any `json:"tokenSecret"`
 	TokenSecretFile    any `json:"tokenSecretFile"`
@@ -294,7 +296,7 @@ func (v *validator) cluster(path string, rc *rawCluster) Cluster {
 	}
 
 	c.InsecureSkipVerify = v.boolean(path+".insecureSkipVerify", rc.InsecureSkipVerify, false)
-	c.URL = v.apiURL(path+".url", rc.URL, c.InsecureSkipVerify)
+	c.URLs = v.apiURLs(path, rc, c.InsecureSkipVerify)
 
 	c.TokenID = v.str(path+".tokenID", rc.TokenID)
 	switch {
@@ -311,6 +313,47 @@ func (v *validator) cluster(path string, rc *rawCluster) Cluster {
 	}
 	c.Timeout = v.duration(path+".timeout", rc.Timeout, DefaultTimeout, 100*time.Millisecond, 10*time.Minute)
 	return c
+}
+
+// apiURLs reads `url` (one host) or `urls` (several hosts of the cluster,
+// in preference order); exactly one of them is required.
+func (v *validator) apiURLs(path string, rc *rawCluster, insecure bool) []string {
+	switch {
+	case rc.URL != nil && rc.URLs != nil:
+		v.add(path, "set exactly one of url and urls, not both")
+		return nil
+	case rc.URL == nil && rc.URLs == nil:
+		v.add(path+".url", "required (or urls, a list of the cluster's hosts)")
+		return nil
+	case rc.URL != nil:
+		if u := v.apiURL(path+".url", rc.URL, insecure); u != "" {
+			return []string{u}
+		}
+		return nil
+	}
+	list, ok := rc.URLs.([]any)
+	if !ok {
+		v.add(path+".urls", "must be a list of URLs, got %s", kindOf(rc.URLs))
+		return nil
+	}
+	if len(list) == 0 {
+		v.add(path+".urls", "must name at least one URL")
+		return nil
+	}
+	var out []string
+	for i, item := range list {
+		p := fmt.Sprintf("%s.urls[%d]", path, i)
+		u := v.apiURL(p, item, insecure)
+		if u == "" {
+			continue
+		}
+		if k := slices.Index(out, u); k >= 0 {
+			v.add(p, "%s is listed twice", u)
+			continue
+		}
+		out = append(out, u)
+	}
+	return out
 }
 
 func (v *validator) apiURL(path string, val any, insecure bool) string {

@@ -72,7 +72,7 @@ func TestParseDefaults(t *testing.T) {
 	}
 	want := &Config{
 		Clusters: []Cluster{{
-			Region: "pve-east", URL: "https://192.0.2.10:8006/api2/json", TokenID: "pvelb@pve!ccm",
+			Region: "pve-east", URLs: []string{"https://192.0.2.10:8006/api2/json"}, TokenID: "pvelb@pve!ccm",
 			TokenSecret: validSecret, Timeout: DefaultTimeout,
 		}},
 		Instances:    Instances{Addresses: AddressesProvided, CacheTTL: DefaultCacheTTL},
@@ -81,6 +81,27 @@ func TestParseDefaults(t *testing.T) {
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("Parse(minimal) =\n%+v\nwant\n%+v", cfg, want)
+	}
+}
+
+func TestParseURLs(t *testing.T) {
+	doc := `
+clusters:
+  - region: pve-east
+    urls:
+      - https://pve1.example.com:8006
+      - https://192.0.2.12:8006/api2/json
+      - https://[2001:db8::13]:8006/
+    tokenID: pvelb@pve!ccm
+    tokenSecret: "` + validSecret + `"
+`
+	cfg, err := Parse([]byte(doc), "")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	want := []string{"https://pve1.example.com:8006/api2/json", "https://192.0.2.12:8006/api2/json", "https://[2001:db8::13]:8006/api2/json"}
+	if got := cfg.Clusters[0].URLs; !reflect.DeepEqual(got, want) {
+		t.Errorf("URLs = %q; want %q (normalised, in the file's order)", got, want)
 	}
 }
 
@@ -117,11 +138,11 @@ loadBalancer:
 	}
 	want := &Config{
 		Clusters: []Cluster{{
-			Region: "pve-east", URL: "https://pve1.example.com:8006/api2/json", TokenID: "pvelb@pve!ccm",
+			Region: "pve-east", URLs: []string{"https://pve1.example.com:8006/api2/json"}, TokenID: "pvelb@pve!ccm",
 			TokenSecret: validSecret, TokenSecretFile: filepath.Join(dir, "token"),
 			CAFile: filepath.Join(dir, "ca.pem"), Timeout: 3 * time.Second,
 		}, {
-			Region: "pve-west", URL: "http://198.51.100.7:8006/api2/json", TokenID: "root@pam!lab-1",
+			Region: "pve-west", URLs: []string{"http://198.51.100.7:8006/api2/json"}, TokenID: "root@pam!lab-1",
 			TokenSecret: "s3cr3t", InsecureSkipVerify: true, Timeout: DefaultTimeout,
 		}},
 		Instances:    Instances{Addresses: AddressesProvidedAndAgent, CacheTTL: 0},
@@ -209,7 +230,14 @@ func TestParseErrors(t *testing.T) {
 			minimal + strings.TrimPrefix(cluster(), "clusters:\n"),
 			[]string{`clusters[1].region: duplicate region "pve-east" (also clusters[0])`},
 		},
-		{"missing url", cluster("url: <omit>"), []string{"clusters[0].url: required"}},
+		{"missing url", cluster("url: <omit>"), []string{"clusters[0].url: required (or urls"}},
+		{"url and urls", cluster("urls: [https://192.0.2.11:8006]"), []string{"clusters[0]: set exactly one of url and urls, not both"}},
+		{"urls not a list", cluster("url: <omit>", "urls: https://192.0.2.11:8006"), []string{"clusters[0].urls: must be a list of URLs, got a string"}},
+		{"urls empty", cluster("url: <omit>", "urls: []"), []string{"clusters[0].urls: must name at least one URL"}},
+		{"urls item bad", cluster("url: <omit>", "urls: [https://192.0.2.11:8006, ftp://192.0.2.12, 7]"),
+			[]string{`clusters[0].urls[1]: must be an https URL, got scheme "ftp"`, "clusters[0].urls[2]: must be a string, got a number"}},
+		{"urls twice", cluster("url: <omit>", "urls: [https://192.0.2.11:8006, \"https://192.0.2.11:8006/api2/json\"]"),
+			[]string{"clusters[0].urls[1]: https://192.0.2.11:8006/api2/json is listed twice"}},
 		{"http url", cluster("url: http://192.0.2.10:8006/api2/json"), []string{"clusters[0].url: must be an https URL (http is only allowed with insecureSkipVerify: true)"}},
 		{"ftp url", cluster("url: ftp://192.0.2.10/api2/json"), []string{`clusters[0].url: must be an https URL, got scheme "ftp"`}},
 		{"unparsable url", cluster("url: \"https://[::1\""), []string{"clusters[0].url: not a valid URL"}},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -56,6 +57,7 @@ type proxmoxCheck func(ctx context.Context, p *proxmoxRun, r *Report) bool
 // proxmoxChecks run in order against each cluster of the cloud config.
 var proxmoxChecks = []proxmoxCheck{
 	checkReachable,
+	checkEndpoints,
 	checkListsVMs,
 	checkNodeVMs,
 	checkPrivileges,
@@ -86,11 +88,8 @@ type vmMatch struct {
 // privileges, the Nodes' VMs and each VM's IP filter. Nodes it matches are
 // recorded in matched.
 func CheckProxmox(ctx context.Context, cl config.Cluster, cfg *config.Config, nodes []corev1.Node, matched map[string]bool, r *Report) {
-	p := &proxmoxRun{cl: cl, cfg: cfg, area: "proxmox " + cl.Region + " (" + cl.URL + ")", nodes: nodes, matched: matched}
-	client, err := pve.New(pve.Options{
-		Region: cl.Region, URL: cl.URL, TokenID: cl.TokenID, TokenSecret: cl.TokenSecret.Reveal(),
-		CAFile: cl.CAFile, InsecureSkipVerify: cl.InsecureSkipVerify, Timeout: cl.Timeout, MaxRetries: -1,
-	})
+	p := &proxmoxRun{cl: cl, cfg: cfg, area: "proxmox " + cl.Region + " (" + strings.Join(cl.URLs, ", ") + ")", nodes: nodes, matched: matched}
+	client, err := pve.New(clientOptions(cl, cl.URLs))
 	if err != nil {
 		r.add(Fail, p.area, "fix the cloud config's clusters[] entry", "%v", err)
 		return
@@ -131,6 +130,60 @@ func checkReachable(ctx context.Context, p *proxmoxRun, r *Report) bool {
 	}
 	r.add(OK, p.area, "", "reachable, token %s accepted, Proxmox VE %s", p.cl.TokenID, ver)
 	p.release = pve.ReleaseOf(ver)
+	return true
+}
+
+// clientOptions are a doctor's client of cl through urls: no retries, so
+// every failure shows at once.
+func clientOptions(cl config.Cluster, urls []string) pve.Options {
+	return pve.Options{
+		Region: cl.Region, URLs: urls, TokenID: cl.TokenID, TokenSecret: cl.TokenSecret.Reveal(),
+		CAFile: cl.CAFile, InsecureSkipVerify: cl.InsecureSkipVerify, Timeout: cl.Timeout, MaxRetries: -1,
+	}
+}
+
+// checkEndpoints: with several urls, each host answers on its own and lists
+// the same VMs as the first that answers. The client fails over silently, so
+// a dead host would otherwise go unseen until the last one dies; and a URL of
+// another cluster's host would, after a failover, make the cluster's VMs look
+// gone.
+func checkEndpoints(ctx context.Context, p *proxmoxRun, r *Report) bool {
+	if len(p.cl.URLs) < 2 {
+		return true
+	}
+	var ref []int
+	refURL, answered := "", 0
+	for i, u := range p.cl.URLs {
+		c, err := pve.New(clientOptions(p.cl, []string{u}))
+		if err != nil {
+			r.add(Fail, p.area, "fix the cloud config's urls", "urls[%d]: %v", i, err)
+			continue
+		}
+		vms, err := c.ClusterVMs(ctx)
+		if err != nil {
+			r.add(Warn, p.area, "check that pveproxy runs on that host (systemctl status pveproxy) and that this machine reaches it on port 8006; pvelb uses the other urls meanwhile",
+				"urls[%d] %s does not answer: %v", i, u, err)
+			continue
+		}
+		answered++
+		ids := make([]int, 0, len(vms))
+		for _, vm := range vms {
+			ids = append(ids, vm.VMID)
+		}
+		sort.Ints(ids)
+		if refURL == "" {
+			ref, refURL = ids, u
+			continue
+		}
+		if !slices.Equal(ids, ref) {
+			r.add(Fail, p.area, "list in urls only hosts of this one Proxmox cluster (pvecm nodes on any of them)",
+				"urls[%d] %s lists %d VMs, %s lists %d, not the same: a host of another cluster? After a failover pvelb would look for the Nodes' VMs there",
+				i, u, len(ids), refURL, len(ref))
+		}
+	}
+	if answered == len(p.cl.URLs) {
+		r.add(OK, p.area, "", "all %d urls answer and list the same VMs", answered)
+	}
 	return true
 }
 

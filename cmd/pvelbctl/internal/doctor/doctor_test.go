@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -265,4 +267,61 @@ func TestDoctorAgainstSimulator(t *testing.T) {
 			t.Fatal("a secret appears in the report")
 		}
 	})
+}
+
+// TestDoctorEndpoints: with several urls, doctor names the host that does
+// not answer (a warning: pvelb fails over) and a URL of another cluster's
+// host (a failure), and says nothing of endpoints when all is well.
+func TestDoctorEndpoints(t *testing.T) {
+	const secret = "0f3c2b1a-1111-2222-3333-444455556666"
+	tokens := []pvesim.Token{{ID: "pvelb@pve!ccm", Secret: secret}}
+	sim, nodes := simCluster(t, tokens)
+	a, b := sim.AddEndpoint(t), sim.AddEndpoint(t)
+	other := pvesim.NewTestServer(t, pvesim.Options{Tokens: tokens})
+	if err := other.AddVM(pvesim.VM{VMID: 500, Node: "elsewhere", Name: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	// Trust both clusters' CAs, so the other cluster's host is told apart by
+	// what it lists, not by its certificate.
+	both := filepath.Join(t.TempDir(), "cas.pem")
+	var pems []byte
+	for _, f := range []string{sim.CAFile, other.CAFile} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pems = append(pems, b...)
+	}
+	if err := os.WriteFile(both, pems, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withURLs := func(urls ...string) *config.Config {
+		cfg := cloudConfig(t, sim, secret)
+		cfg.Clusters[0].URLs, cfg.Clusters[0].CAFile = urls, both
+		return cfg
+	}
+
+	r := Run(context.Background(), withURLs(a.URL, b.URL), nodes[:2], nil)
+	if got := findings(r, OK, "proxmox"); !strings.Contains(strings.Join(got, "\n"), "all 2 urls answer and list the same VMs") {
+		t.Errorf("healthy endpoints: ok findings %q", got)
+	}
+	if got := findings(r, Warn, "proxmox"); len(got) != 0 {
+		t.Errorf("healthy endpoints: warnings %q", got)
+	}
+
+	a.Stop()
+	r = Run(context.Background(), withURLs(a.URL, b.URL, other.URL), nodes[:2], nil)
+	var out bytes.Buffer
+	Render(&out, r)
+	t.Logf("report:\n%s", out.String())
+	if got := findings(r, Warn, "proxmox"); len(got) != 1 || !strings.Contains(got[0], "urls[0] "+a.URL+" does not answer") {
+		t.Errorf("stopped endpoint: warnings %q; want urls[0] named", got)
+	}
+	if got := findings(r, Fail, "proxmox"); len(got) != 1 || !strings.Contains(got[0], "urls[2] "+other.URL+" lists 1 VMs") {
+		t.Errorf("another cluster's host: failures %q; want urls[2] named", got)
+	}
+	// The checks after it still ran, through the host that answers.
+	if got := findings(r, OK, "proxmox"); !strings.Contains(strings.Join(got, "\n"), "every privilege") {
+		t.Errorf("privileges not checked through the answering endpoint: %q", got)
+	}
 }
