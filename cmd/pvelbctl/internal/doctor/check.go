@@ -198,7 +198,7 @@ func checkListsVMs(ctx context.Context, p *proxmoxRun, r *Report) bool {
 
 // checkNodeVMs matches the Nodes not matched yet to this cluster's VMs the
 // way pvelb-ccm does (provider/instances): by providerID in this region,
-// else by systemUUID.
+// by the uuid of a proxmox://<uuid> providerID, else by systemUUID.
 func checkNodeVMs(ctx context.Context, p *proxmoxRun, r *Report) bool {
 	for i := range p.nodes {
 		n := &p.nodes[i]
@@ -206,7 +206,10 @@ func checkNodeVMs(ctx context.Context, p *proxmoxRun, r *Report) bool {
 			continue
 		}
 		var vmid int
-		if n.Spec.ProviderID != "" {
+		if _, ok := instances.ProviderIDUUID(n.Spec.ProviderID); ok {
+			// Cluster API's proxmox://<uuid>: matched by uuid, like a
+			// Node without providerID.
+		} else if n.Spec.ProviderID != "" {
 			reg, id, err := instances.ParseProviderID(n.Spec.ProviderID)
 			if err != nil || reg != p.cl.Region {
 				continue

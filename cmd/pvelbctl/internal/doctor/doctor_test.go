@@ -325,3 +325,20 @@ func TestDoctorEndpoints(t *testing.T) {
 		t.Errorf("privileges not checked through the answering endpoint: %q", got)
 	}
 }
+
+// TestDoctorCAPMOXProviderID: a Node with Cluster API Proxmox's
+// proxmox://<uuid> is matched to the VM with that uuid, not reported as
+// without a VM.
+func TestDoctorCAPMOXProviderID(t *testing.T) {
+	const secret = "0f3c2b1a-1111-2222-3333-444455556666"
+	sim, nodes := simCluster(t, []pvesim.Token{{ID: "pvelb@pve!ccm", Secret: secret}})
+	n := nodes[1] // talos-102, not initialised
+	n.Spec.ProviderID = "proxmox://6b7d1f4e-0c1a-4a53-9b0e-000000000102"
+	n.Status.NodeInfo.SystemUUID = ""
+	r := Run(context.Background(), cloudConfig(t, sim, secret), []corev1.Node{n}, nil)
+	if got := findings(r, OK, "node talos-102"); len(got) == 0 || !strings.Contains(got[0], `VM 102 "talos-102" on pve2`) {
+		var b bytes.Buffer
+		Render(&b, r)
+		t.Fatalf("Node with a proxmox://<uuid> providerID not matched to VM 102:\n%s", b.String())
+	}
+}
