@@ -266,6 +266,7 @@ func (s *Server) routes() map[string]handlerFunc {
 		"GET /nodes/{node}/qemu/{vmid}/agent/network-get-interfaces": s.agentInterfaces,
 		"GET /nodes/{node}/qemu/{vmid}/firewall/options":             s.getFirewallOptions,
 		"PUT /nodes/{node}/qemu/{vmid}/firewall/options":             s.putFirewallOptions,
+		"POST /nodes/{node}/qemu/{vmid}/migrate":                     s.migrateVM,
 	}
 	for _, prefix := range []string{"/cluster/firewall", "/nodes/{node}/qemu/{vmid}/firewall"} {
 		h["GET "+prefix+"/ipset"] = s.listIPSets

@@ -5,11 +5,15 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -161,4 +165,28 @@ func (ts *TestServer) Client() *http.Client {
 // AuthHeader is the Authorization header value for the test server's token.
 func (ts *TestServer) AuthHeader() string {
 	return "PVEAPIToken=" + ts.TokenID + "=" + ts.TokenSecret
+}
+
+// Migrate live-migrates a VM through the API, as `qm migrate VMID TARGET
+// --online` does: POST /nodes/{from}/qemu/{vmid}/migrate with the test
+// server's token. It returns the API's error message on failure.
+func (ts *TestServer) Migrate(vmid int, from, target string) error {
+	form := url.Values{"target": {target}, "online": {"1"}}
+	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("%s/nodes/%s/qemu/%d/migrate", ts.URL, url.PathEscape(from), vmid),
+		strings.NewReader(form.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", ts.AuthHeader())
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	res, err := ts.Client().Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = res.Body.Close() }()
+	_, _ = io.Copy(io.Discard, res.Body)
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("migrate VM %d from %s to %s: %s", vmid, from, target, res.Status)
+	}
+	return nil
 }
