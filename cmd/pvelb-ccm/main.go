@@ -25,6 +25,7 @@ import (
 	"github.com/pvelb/pvelb/cmd/internal/buildinfo"
 	"github.com/pvelb/pvelb/loadbalancer"
 	"github.com/pvelb/pvelb/provider"
+	"github.com/pvelb/pvelb/provider/nodelabels"
 )
 
 // leaderElectionName differs from the upstream default so pvelb can run
@@ -122,6 +123,8 @@ func initCloud(c *config.CompletedConfig) cloudprovider.Interface {
 		if _, err := loadbalancer.Attach(pc, fenceLease(c)); err != nil {
 			klog.Fatalf("LoadBalancer could not be initialized: %v", err)
 		}
+		// In the leader: Node host labels follow live migrations.
+		nodelabels.Attach(pc)
 	}
 	if !cloud.HasClusterID() && !c.ComponentConfig.KubeCloudShared.AllowUntaggedCloud {
 		klog.Fatalf("no ClusterID found; set --allow-untagged-cloud to bypass")

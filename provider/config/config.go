@@ -16,6 +16,9 @@ const (
 	DefaultClusterIPSet = "pvelb-vips"
 	DefaultResyncPeriod = 60 * time.Second
 	DefaultNIC          = "net0"
+	// DefaultLabelSyncPeriod is how often Nodes' host labels are compared
+	// with their VMs' current Proxmox host.
+	DefaultLabelSyncPeriod = 30 * time.Second
 )
 
 // AddressMode says where Instances takes a Node's addresses from.
@@ -64,6 +67,10 @@ type Instances struct {
 	// CacheTTL is how long VM lists and VM configs are reused; 0 disables
 	// caching (concurrent identical calls are still shared).
 	CacheTTL time.Duration
+	// LabelSyncPeriod is how often the zone and pvelb.io/proxmox-host labels
+	// of initialised Nodes are brought in line with their VMs' current host
+	// (after live migrations); 0 turns that off.
+	LabelSyncPeriod time.Duration
 }
 
 // Firewall configures admission of VIPs in Proxmox firewall IPSets.

@@ -44,8 +44,9 @@ type rawCluster struct {
 }
 
 type rawInstances struct {
-	Addresses any `json:"addresses"`
-	CacheTTL  any `json:"cacheTTL"`
+	Addresses       any `json:"addresses"`
+	CacheTTL        any `json:"cacheTTL"`
+	LabelSyncPeriod any `json:"labelSyncPeriod"`
 }
 
 type rawFirewall struct {
@@ -260,6 +261,10 @@ func (v *validator) build(raw *rawConfig) *Config {
 		v.add("instances.addresses", "must be %q or %q, got %q", AddressesProvided, AddressesProvidedAndAgent, mode)
 	}
 	cfg.Instances.CacheTTL = v.duration("instances.cacheTTL", ri.CacheTTL, DefaultCacheTTL, 0, time.Hour)
+	cfg.Instances.LabelSyncPeriod = v.duration("instances.labelSyncPeriod", ri.LabelSyncPeriod, DefaultLabelSyncPeriod, 0, time.Hour)
+	if p := cfg.Instances.LabelSyncPeriod; p > 0 && p < time.Second {
+		v.add("instances.labelSyncPeriod", "%s is too short: at least 1s, or 0 to turn it off", p)
+	}
 
 	rf := raw.Firewall
 	if rf == nil {

@@ -176,6 +176,9 @@ func checkConfig(t *testing.T, data []byte, dir string, cfg *Config) {
 	if d := cfg.Instances.CacheTTL; d < 0 || d > time.Hour {
 		fail("cacheTTL %v", d)
 	}
+	if d := cfg.Instances.LabelSyncPeriod; d < 0 || d > 0 && d < time.Second || d > time.Hour {
+		fail("labelSyncPeriod %v", d)
+	}
 	if d := cfg.Firewall.ResyncPeriod; d < time.Second || d > 24*time.Hour {
 		fail("resyncPeriod %v", d)
 	}
@@ -208,7 +211,8 @@ func formatConfig(cfg *Config) []byte {
 		Timeout            string   `json:"timeout"`
 	}
 	doc := map[string]any{
-		"instances": map[string]any{"addresses": cfg.Instances.Addresses, "cacheTTL": cfg.Instances.CacheTTL.String()},
+		"instances": map[string]any{"addresses": cfg.Instances.Addresses, "cacheTTL": cfg.Instances.CacheTTL.String(),
+			"labelSyncPeriod": cfg.Instances.LabelSyncPeriod.String()},
 		"firewall": map[string]any{"enabled": cfg.Firewall.Enabled, "clusterIPSet": cfg.Firewall.ClusterIPSet,
 			"nics": cfg.Firewall.NICs, "admitRanges": cfg.Firewall.AdmitRanges, "resyncPeriod": cfg.Firewall.ResyncPeriod.String()},
 		"loadBalancer": map[string]any{"serveClasslessServices": cfg.LoadBalancer.ServeClasslessServices},

@@ -75,7 +75,7 @@ func TestParseDefaults(t *testing.T) {
 			Region: "pve-east", URLs: []string{"https://192.0.2.10:8006/api2/json"}, TokenID: "pvelb@pve!ccm",
 			TokenSecret: validSecret, Timeout: DefaultTimeout,
 		}},
-		Instances:    Instances{Addresses: AddressesProvided, CacheTTL: DefaultCacheTTL},
+		Instances:    Instances{Addresses: AddressesProvided, CacheTTL: DefaultCacheTTL, LabelSyncPeriod: DefaultLabelSyncPeriod},
 		Firewall:     Firewall{Enabled: true, ClusterIPSet: "pvelb-vips", NICs: []string{"net0"}, ResyncPeriod: 60 * time.Second},
 		LoadBalancer: LoadBalancer{ServeClasslessServices: true},
 	}
@@ -123,6 +123,7 @@ clusters:
 instances:
   addresses: provided-and-agent
   cacheTTL: 0s
+  labelSyncPeriod: 0s
 firewall:
   enabled: false
   clusterIPSet: my_vips-2
@@ -230,6 +231,8 @@ func TestParseErrors(t *testing.T) {
 			minimal + strings.TrimPrefix(cluster(), "clusters:\n"),
 			[]string{`clusters[1].region: duplicate region "pve-east" (also clusters[0])`},
 		},
+		{"labelSyncPeriod too short", minimal + "instances:\n  labelSyncPeriod: 10ms\n", []string{"instances.labelSyncPeriod: 10ms is too short: at least 1s, or 0 to turn it off"}},
+		{"labelSyncPeriod too long", minimal + "instances:\n  labelSyncPeriod: 2h\n", []string{"instances.labelSyncPeriod: 2h0m0s is out of range"}},
 		{"missing url", cluster("url: <omit>"), []string{"clusters[0].url: required (or urls"}},
 		{"url and urls", cluster("urls: [https://192.0.2.11:8006]"), []string{"clusters[0]: set exactly one of url and urls, not both"}},
 		{"urls not a list", cluster("url: <omit>", "urls: https://192.0.2.11:8006"), []string{"clusters[0].urls: must be a list of URLs, got a string"}},

@@ -383,6 +383,36 @@ func (i *Instances) ListVMs(ctx context.Context, regionName string, maxAge time.
 	return r.vms.getWithin(ctx, struct{}{}, maxAge, r.client.ClusterVMs)
 }
 
+// HostOf returns the Proxmox host a Node's VM runs on now, for either
+// proxmox:// providerID form: from the region's VM list at most maxAge old
+// (the list InstancesV2 and the firewall share), or for proxmox://<uuid> from
+// the uuid search. found is false, with no error, when no VM has the
+// providerID, and for providerIDs that are not pvelb's.
+func (i *Instances) HostOf(ctx context.Context, providerID string, maxAge time.Duration) (host string, found bool, err error) {
+	if uuid, ok := ProviderIDUUID(providerID); ok {
+		vm, err := i.VMOfUUID(ctx, uuid)
+		switch {
+		case errors.Is(err, cloudprovider.InstanceNotFound):
+			return "", false, nil
+		case err != nil:
+			return "", false, err
+		}
+		return vm.Resource.Node, true, nil
+	}
+	regionName, vmid, err := ParseProviderID(providerID)
+	if err != nil || i.regions[regionName] == nil {
+		return "", false, nil
+	}
+	vms, _, err := i.ListVMs(ctx, regionName, maxAge)
+	if err != nil {
+		return "", false, err
+	}
+	if res := findVMID(vms, vmid); res != nil {
+		return res.Node, true, nil
+	}
+	return "", false, nil
+}
+
 // Regions returns the names of the configured regions, in config order.
 func (i *Instances) Regions() []string { return slices.Clone(i.regionOrder) }
 
