@@ -6,7 +6,10 @@
 package config
 
 import (
+	"net/netip"
 	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // Defaults applied to fields the file leaves out.
@@ -80,7 +83,25 @@ type Firewall struct {
 	NICs         []string
 	AdmitRanges  bool
 	ResyncPeriod time.Duration
+	// ExtraAddresses are addresses other than LoadBalancer VIPs that some
+	// Nodes' VMs send from, such as Talos's shared control-plane VIP.
+	ExtraAddresses []ExtraAddress
 }
+
+// ExtraAddress is a named set of addresses admitted, like a VIP, in the
+// ipfilter sets of the VMs of the Nodes NodeSelector selects.
+type ExtraAddress struct {
+	Name      string
+	Addresses []netip.Addr
+	// NodeSelector is a label selector in kubectl's syntax
+	// ("node-role.kubernetes.io/control-plane"); empty selects every Node.
+	NodeSelector labels.Selector
+}
+
+// ExtraOwnerPrefix starts the owner name an extra address is marked with in
+// IPSet comments, in place of a Service's namespace/name: "extraAddresses/"
+// is no namespace (namespaces are lowercase), so it names no Service.
+const ExtraOwnerPrefix = "extraAddresses/"
 
 // LoadBalancer configures the LoadBalancer implementation.
 type LoadBalancer struct {

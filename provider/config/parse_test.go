@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 const validSecret = "0b8c7f3e-5a1d-4c2b-9e6f-7a8b9c0d1e2f"
@@ -102,6 +105,54 @@ clusters:
 	want := []string{"https://pve1.example.com:8006/api2/json", "https://192.0.2.12:8006/api2/json", "https://[2001:db8::13]:8006/api2/json"}
 	if got := cfg.Clusters[0].URLs; !reflect.DeepEqual(got, want) {
 		t.Errorf("URLs = %q; want %q (normalised, in the file's order)", got, want)
+	}
+}
+
+func TestParseExtraAddresses(t *testing.T) {
+	doc := minimal + `
+firewall:
+  extraAddresses:
+    - name: talos-vip
+      addresses: [192.0.2.5, "2001:db8::5"]
+      nodeSelector: node-role.kubernetes.io/control-plane
+    - name: keepalived
+      addresses: [198.51.100.9]
+      nodeSelector: ""
+`
+	cfg, err := Parse([]byte(doc), "")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	ex := cfg.Firewall.ExtraAddresses
+	if len(ex) != 2 || ex[0].Name != "talos-vip" || fmt.Sprint(ex[0].Addresses) != "[192.0.2.5 2001:db8::5]" || ex[1].Name != "keepalived" {
+		t.Fatalf("extraAddresses = %+v", ex)
+	}
+	cp := labels.Set{"node-role.kubernetes.io/control-plane": ""}
+	if !ex[0].NodeSelector.Matches(cp) || ex[0].NodeSelector.Matches(labels.Set{"x": "y"}) {
+		t.Errorf("talos-vip selector %q", ex[0].NodeSelector)
+	}
+	if !ex[1].NodeSelector.Matches(labels.Set{"x": "y"}) {
+		t.Errorf("empty selector must select every Node, got %q", ex[1].NodeSelector)
+	}
+
+	for _, tc := range []struct{ doc, want string }{
+		{"firewall:\n  extraAddresses: {name: a}\n", "firewall.extraAddresses: must be a list"},
+		{"firewall:\n  extraAddresses: [{addresses: [192.0.2.5], nodeSelector: a}]\n", "firewall.extraAddresses[0].name: required"},
+		{"firewall:\n  extraAddresses: [{name: Talos, addresses: [192.0.2.5], nodeSelector: a}]\n", `firewall.extraAddresses[0].name: "Talos" must be a DNS label`},
+		{"firewall:\n  extraAddresses: [{name: a, nodeSelector: a}]\n", "firewall.extraAddresses[0].addresses: required"},
+		{"firewall:\n  extraAddresses: [{name: a, addresses: [192.0.2.0/24], nodeSelector: a}]\n", `firewall.extraAddresses[0].addresses[0]: "192.0.2.0/24" is not a unicast IP address`},
+		{"firewall:\n  extraAddresses: [{name: a, addresses: [192.0.2.5]}]\n", "firewall.extraAddresses[0].nodeSelector: required"},
+		{"firewall:\n  extraAddresses: [{name: a, addresses: [192.0.2.5], nodeSelector: \"a in (\"}]\n", "firewall.extraAddresses[0].nodeSelector: \"a in (\" is not a label selector"},
+		{"firewall:\n  extraAddresses: [{name: a, addresses: [192.0.2.5], nodeSelector: a, vip: x}]\n", "firewall.extraAddresses[0].vip: unknown field"},
+		{"firewall:\n  extraAddresses: [{name: a, addresses: [192.0.2.5], nodeSelector: a}, {name: a, addresses: [192.0.2.5], nodeSelector: b}]\n",
+			"firewall.extraAddresses[1].name: duplicate name \"a\""},
+		{"firewall:\n  extraAddresses: [{name: a, addresses: [192.0.2.5], nodeSelector: a}, {name: b, addresses: [192.0.2.5], nodeSelector: b}]\n",
+			"firewall.extraAddresses[1].addresses[0]: 192.0.2.5 is listed twice (also firewall.extraAddresses[0].addresses[0])"},
+	} {
+		_, err := Parse([]byte(minimal+tc.doc), "")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v; want %q", tc.doc, err, tc.want)
+		}
 	}
 }
 
