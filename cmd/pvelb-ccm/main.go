@@ -25,6 +25,7 @@ import (
 	"github.com/pvelb/pvelb/cmd/internal/buildinfo"
 	"github.com/pvelb/pvelb/loadbalancer"
 	"github.com/pvelb/pvelb/provider"
+	"github.com/pvelb/pvelb/provider/csrapprover"
 	"github.com/pvelb/pvelb/provider/nodelabels"
 )
 
@@ -125,6 +126,8 @@ func initCloud(c *config.CompletedConfig) cloudprovider.Interface {
 		}
 		// In the leader: Node host labels follow live migrations.
 		nodelabels.Attach(pc)
+		// Opt-in: kubelet serving certificate requests of matching Nodes.
+		csrapprover.Attach(pc)
 	}
 	if !cloud.HasClusterID() && !c.ComponentConfig.KubeCloudShared.AllowUntaggedCloud {
 		klog.Fatalf("no ClusterID found; set --allow-untagged-cloud to bypass")

@@ -74,6 +74,9 @@ type Instances struct {
 	// of initialised Nodes are brought in line with their VMs' current host
 	// (after live migrations); 0 turns that off.
 	LabelSyncPeriod time.Duration
+	// ApproveKubeletServingCertificates turns on the approver of kubelet
+	// serving certificate requests (package csrapprover).
+	ApproveKubeletServingCertificates bool
 }
 
 // Firewall configures admission of VIPs in Proxmox firewall IPSets.

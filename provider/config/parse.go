@@ -49,6 +49,8 @@ type rawInstances struct {
 	Addresses       any `json:"addresses"`
 	CacheTTL        any `json:"cacheTTL"`
 	LabelSyncPeriod any `json:"labelSyncPeriod"`
+
+	ApproveKubeletServingCertificates any `json:"approveKubeletServingCertificates"`
 }
 
 type rawFirewall struct {
@@ -286,6 +288,7 @@ func (v *validator) build(raw *rawConfig) *Config {
 	}
 	cfg.Instances.CacheTTL = v.duration("instances.cacheTTL", ri.CacheTTL, DefaultCacheTTL, 0, time.Hour)
 	cfg.Instances.LabelSyncPeriod = v.duration("instances.labelSyncPeriod", ri.LabelSyncPeriod, DefaultLabelSyncPeriod, 0, time.Hour)
+	cfg.Instances.ApproveKubeletServingCertificates = v.boolean("instances.approveKubeletServingCertificates", ri.ApproveKubeletServingCertificates, false)
 	if p := cfg.Instances.LabelSyncPeriod; p > 0 && p < time.Second {
 		v.add("instances.labelSyncPeriod", "%s is too short: at least 1s, or 0 to turn it off", p)
 	}

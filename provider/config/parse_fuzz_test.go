@@ -212,7 +212,8 @@ func formatConfig(cfg *Config) []byte {
 	}
 	doc := map[string]any{
 		"instances": map[string]any{"addresses": cfg.Instances.Addresses, "cacheTTL": cfg.Instances.CacheTTL.String(),
-			"labelSyncPeriod": cfg.Instances.LabelSyncPeriod.String()},
+			"labelSyncPeriod":                   cfg.Instances.LabelSyncPeriod.String(),
+			"approveKubeletServingCertificates": cfg.Instances.ApproveKubeletServingCertificates},
 		"firewall": map[string]any{"enabled": cfg.Firewall.Enabled, "clusterIPSet": cfg.Firewall.ClusterIPSet,
 			"nics": cfg.Firewall.NICs, "admitRanges": cfg.Firewall.AdmitRanges, "resyncPeriod": cfg.Firewall.ResyncPeriod.String()},
 		"loadBalancer": map[string]any{"serveClasslessServices": cfg.LoadBalancer.ServeClasslessServices},
