@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/pvelb/pvelb/announcer/membership"
 	"github.com/pvelb/pvelb/cmd/pvelbctl/internal/doctor"
 	"github.com/pvelb/pvelb/provider/config"
 )
@@ -17,6 +18,8 @@ func runDoctor(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := pflag.NewFlagSet("pvelbctl doctor", pflag.ContinueOnError)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
 	cloudConfig := fs.String("cloud-config", "", "pvelb's cloud config (the file given to pvelb-ccm with --cloud-config); required")
+	statusPort := fs.Int("announcer-status-port", 7948, "port of the announcers' /status (their --metrics-bind-address), read on each Node's InternalIP to find nodes that do not hear each other; 0 skips this check (needs a machine on the node network)")
+	membershipPort := fs.Int("membership-port", membership.DefaultPort, "the announcers' --membership-port, named in fixes")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -36,6 +39,9 @@ func runDoctor(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("listing Nodes: %w", err)
 	}
 	r := doctor.Run(ctx, cfg, nodes.Items, dyn)
+	if *statusPort > 0 {
+		doctor.CheckMembership(ctx, nodes.Items, doctor.HTTPStatus(*statusPort, nil), *membershipPort, &r)
+	}
 	doctor.Render(stdout, r)
 	if fails, _ := r.Problems(); fails > 0 {
 		return errProblemsFound

@@ -342,3 +342,42 @@ func TestDoctorCAPMOXProviderID(t *testing.T) {
 		t.Fatalf("Node with a proxmox://<uuid> providerID not matched to VM 102:\n%s", b.String())
 	}
 }
+
+func TestAssessMembership(t *testing.T) {
+	hears := func(node string, peers ...string) AnnouncerStatus {
+		s := AnnouncerStatus{Node: node, Hears: map[string]bool{}}
+		for _, p := range peers {
+			s.Hears[p] = true
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name string
+		sts  []AnnouncerStatus
+		want []string // severity: message substring, in order
+	}{
+		{"all hear each other", []AnnouncerStatus{hears("a", "b", "c"), hears("b", "a", "c"), hears("c", "a", "b")},
+			[]string{"ok: 3 announcers all hear each other"}},
+		{"one pair cut both ways", []AnnouncerStatus{hears("c", "a"), hears("a", "b", "c"), hears("b", "a")},
+			[]string{"FAIL: b and c do not hear each other's heartbeats"}},
+		{"one way", []AnnouncerStatus{hears("a", "b"), hears("b")},
+			[]string{"FAIL: b does not hear a (a hears b): heartbeats from a are lost"}},
+		{"unreadable", []AnnouncerStatus{hears("a", "b"), hears("b", "a"), {Node: "c", Err: fmt.Errorf("connection refused")}},
+			[]string{"warn: c: announcer status not readable: connection refused", "ok: 2 announcers all hear each other"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := AssessMembership(tc.sts, 7947)
+			if len(got) != len(tc.want) {
+				t.Fatalf("findings %+v; want %q", got, tc.want)
+			}
+			for i, f := range got {
+				if s := f.Severity.String() + ": " + f.Message; !strings.Contains(s, tc.want[i]) {
+					t.Errorf("finding %d = %q; want %q", i, s, tc.want[i])
+				}
+				if f.Severity == Fail && !strings.Contains(f.Fix, "UDP port 7947") {
+					t.Errorf("fix %q does not name the membership port", f.Fix)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,154 @@
+package doctor
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// The announcers elect answerers only among nodes they hear (UDP heartbeats
+// on the membership port): a pair that does not hear each other may both
+// answer for a VIP, or leave it unanswered. Each announcer reports whom it
+// hears on its /status endpoint; doctor reads them all and names the pairs.
+
+// announcerView is the part of an announcer's /status doctor reads
+// (announcer.Status: membership.View).
+type announcerView struct {
+	Membership struct {
+		Node  string `json:"node"`
+		Peers []struct {
+			Name    string `json:"name"`
+			Heard   bool   `json:"heard"`
+			HearsUs bool   `json:"hearsUs"`
+		} `json:"peers"`
+	} `json:"membership"`
+}
+
+// AnnouncerStatus is one node's announcer status, or why it could not be
+// read.
+type AnnouncerStatus struct {
+	Node string
+	// Hears is the set of peers whose heartbeats this announcer receives.
+	Hears map[string]bool
+	Err   error
+}
+
+// FetchStatus reads one node's announcer status.
+type FetchStatus func(ctx context.Context, node corev1.Node) AnnouncerStatus
+
+// HTTPStatus fetches http://<node InternalIP>:port/status with dial (nil:
+// the default dialer): the announcers run on the host network, so this
+// needs a machine on the node network.
+func HTTPStatus(port int, dial func(ctx context.Context, network, addr string) (net.Conn, error)) FetchStatus {
+	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: dial}}
+	return func(ctx context.Context, n corev1.Node) AnnouncerStatus {
+		st := AnnouncerStatus{Node: n.Name}
+		ip := ""
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				ip = a.Address
+				break
+			}
+		}
+		if ip == "" {
+			st.Err = fmt.Errorf("node has no InternalIP")
+			return st
+		}
+		url := "http://" + net.JoinHostPort(ip, strconv.Itoa(port)) + "/status"
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			st.Err = err
+			return st
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			st.Err = err
+			return st
+		}
+		defer func() { _ = resp.Body.Close() }()
+		if resp.StatusCode != http.StatusOK {
+			st.Err = fmt.Errorf("GET %s: %s", url, resp.Status)
+			return st
+		}
+		var v announcerView
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&v); err != nil {
+			st.Err = fmt.Errorf("GET %s: %v", url, err)
+			return st
+		}
+		st.Hears = map[string]bool{}
+		for _, p := range v.Membership.Peers {
+			if p.Heard {
+				st.Hears[p.Name] = true
+			}
+		}
+		return st
+	}
+}
+
+// CheckMembership reads every Node's announcer status with fetch and adds
+// the findings of AssessMembership. membershipPort names the port in fixes.
+func CheckMembership(ctx context.Context, nodes []corev1.Node, fetch FetchStatus, membershipPort int, r *Report) {
+	sts := make([]AnnouncerStatus, 0, len(nodes))
+	for _, n := range nodes {
+		sts = append(sts, fetch(ctx, n))
+	}
+	r.Findings = append(r.Findings, AssessMembership(sts, membershipPort)...)
+}
+
+// MembershipArea groups the membership findings.
+const MembershipArea = "announcers"
+
+// AssessMembership names the announcers whose status could not be read and
+// every pair of nodes that does not hear each other, one way or both.
+func AssessMembership(sts []AnnouncerStatus, membershipPort int) []Finding {
+	var out []Finding
+	add := func(sev Severity, fix, format string, args ...any) {
+		out = append(out, Finding{Severity: sev, Area: MembershipArea, Message: fmt.Sprintf(format, args...), Fix: fix})
+	}
+	var read []AnnouncerStatus
+	for _, s := range sts {
+		if s.Err != nil {
+			add(Warn, "check the announcer runs on the node (kubectl -n pvelb-system get pods -o wide) and that this machine reaches the node's metrics port",
+				"%s: announcer status not readable: %v", s.Node, s.Err)
+			continue
+		}
+		read = append(read, s)
+	}
+	slices.SortFunc(read, func(a, b AnnouncerStatus) int { return strings.Compare(a.Node, b.Node) })
+	fix := func(from, to string) string {
+		return fmt.Sprintf("let UDP port %d pass from %s to %s: the Proxmox VM and datacenter firewalls (an IN ACCEPT rule for udp dport %d between the node VMs), host firewalls, the switch", membershipPort, from, to, membershipPort)
+	}
+	bad := 0
+	for i, a := range read {
+		for _, b := range read[i+1:] {
+			aHearsB, bHearsA := a.Hears[b.Node], b.Hears[a.Node]
+			switch {
+			case aHearsB && bHearsA:
+				continue
+			case !aHearsB && !bHearsA:
+				add(Fail, fix(a.Node, b.Node)+" and back",
+					"%s and %s do not hear each other's heartbeats: each may answer for the same VIP", a.Node, b.Node)
+			case !aHearsB:
+				add(Fail, fix(b.Node, a.Node),
+					"%s does not hear %s (%s hears %s): heartbeats from %s are lost on the way", a.Node, b.Node, b.Node, a.Node, b.Node)
+			default:
+				add(Fail, fix(a.Node, b.Node),
+					"%s does not hear %s (%s hears %s): heartbeats from %s are lost on the way", b.Node, a.Node, a.Node, b.Node, a.Node)
+			}
+			bad++
+		}
+	}
+	if bad == 0 && len(read) > 1 {
+		add(OK, "", "%d announcers all hear each other", len(read))
+	}
+	return out
+}

@@ -1,0 +1,67 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pvelb/pvelb/test/netlab"
+)
+
+// annMembershipPort is the announcers' default --membership-port, which
+// newAnnLab's announcers use.
+const annMembershipPort = 7947
+
+// TestDoctorNamesNodesThatDoNotHearEachOther runs the real pvelbctl doctor
+// from the client namespace (a machine on the node network) against real
+// announcers: it reports that all hear each other, then, with one node's
+// heartbeats dropped on the way in, names that node as not hearing each of
+// the others, with the port to open.
+func TestDoctorNamesNodesThatDoNotHearEachOther(t *testing.T) {
+	netlab.RequireTools(t, "nft")
+	l := newAnnLab(t)
+	for _, n := range l.net.Nodes {
+		l.start(t, n, l.secret)
+	}
+	ctl := Binary(t, "pvelbctl")
+	// Proxmox is not part of this lab: its checks fail fast on a closed port,
+	// and the membership check runs regardless.
+	cfg := filepath.Join(t.TempDir(), "cloud.yaml")
+	if err := os.WriteFile(cfg, []byte("clusters:\n  - region: lab\n    url: https://127.0.0.1:1/api2/json\n    tokenID: pvelb@pve!ccm\n    tokenSecret: x\n    timeout: 1s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	doctor := func(ctx context.Context) string {
+		out, _ := l.net.Client.Command(ctx, ctl, "doctor", "--kubeconfig="+l.cp.Kubeconfig, "--cloud-config="+cfg).CombinedOutput()
+		return string(out)
+	}
+	var out string
+	Eventually(t, 30*time.Second, "doctor: all announcers hear each other", func(ctx context.Context) error {
+		out = doctor(ctx)
+		if !strings.Contains(out, "3 announcers all hear each other") {
+			return errorf("doctor says:\n%s", out)
+		}
+		return nil
+	})
+
+	deaf := l.net.Nodes[1]
+	if err := deaf.DropUDP(annMembershipPort, netlab.In); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = deaf.Heal() })
+	Eventually(t, 20*time.Second, "doctor names "+deaf.Name+" as not hearing the others", func(ctx context.Context) error {
+		out = doctor(ctx)
+		for _, other := range []*netlab.Host{l.net.Nodes[0], l.net.Nodes[2]} {
+			if !strings.Contains(out, deaf.Name+" does not hear "+other.Name+" ("+other.Name+" hears "+deaf.Name+")") {
+				return errorf("doctor says:\n%s", out)
+			}
+		}
+		if !strings.Contains(out, "let UDP port 7947 pass from") {
+			return errorf("no fix naming the port:\n%s", out)
+		}
+		return nil
+	})
+	t.Logf("doctor:\n%s", out)
+}
