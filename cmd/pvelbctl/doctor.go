@@ -39,6 +39,7 @@ func runDoctor(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("listing Nodes: %w", err)
 	}
 	r := doctor.Run(ctx, cfg, nodes.Items, dyn)
+	doctor.CheckCluster(ctx, kube, nodes.Items, &r)
 	if *statusPort > 0 {
 		doctor.CheckMembership(ctx, nodes.Items, doctor.HTTPStatus(*statusPort, nil), *membershipPort, &r)
 	}
