@@ -3,6 +3,7 @@ package doctor
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -379,5 +380,35 @@ func TestAssessMembership(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRenderJSONComplete: the JSON report holds every finding with its
+// severity, area, message and fix, and the counts.
+func TestRenderJSONComplete(t *testing.T) {
+	var r Report
+	r.add(OK, "proxmox lab", "", "reachable")
+	r.add(Warn, MembershipArea, "open it", "n1: announcer status not readable")
+	r.add(Fail, KubeProxyArea, "apply the patch", "IPVS without strictARP")
+	var b bytes.Buffer
+	if err := RenderJSON(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Findings []struct{ Severity, Area, Message, Fix string }
+		Fails    int
+		Warnings int
+	}
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+		t.Fatalf("%v\n%s", err, b.String())
+	}
+	if len(got.Findings) != 3 || got.Fails != 1 || got.Warnings != 1 {
+		t.Fatalf("%s", b.String())
+	}
+	for i, f := range r.Findings {
+		g := got.Findings[i]
+		if g.Severity != strings.ToLower(f.Severity.String()) || g.Area != f.Area || g.Message != f.Message || g.Fix != f.Fix {
+			t.Errorf("finding %d = %+v; want %+v", i, g, f)
+		}
 	}
 }
