@@ -44,6 +44,7 @@ func runDoctor(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	r := doctor.Run(ctx, cfg, nodes.Items, dyn)
 	doctor.CheckCluster(ctx, kube, nodes.Items, &r)
+	doctor.CheckOthers(ctx, dyn, kube, &r)
 	if *statusPort > 0 {
 		doctor.CheckMembership(ctx, nodes.Items, doctor.HTTPStatus(*statusPort, nil), *membershipPort, &r)
 	}
