@@ -26,17 +26,7 @@ func TestDoctorNamesNodesThatDoNotHearEachOther(t *testing.T) {
 	for _, n := range l.net.Nodes {
 		l.start(t, n, l.secret)
 	}
-	ctl := Binary(t, "pvelbctl")
-	// Proxmox is not part of this lab: its checks fail fast on a closed port,
-	// and the membership check runs regardless.
-	cfg := filepath.Join(t.TempDir(), "cloud.yaml")
-	if err := os.WriteFile(cfg, []byte("clusters:\n  - region: lab\n    url: https://127.0.0.1:1/api2/json\n    tokenID: pvelb@pve!ccm\n    tokenSecret: x\n    timeout: 1s\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	doctor := func(ctx context.Context) string {
-		out, _ := l.net.Client.Command(ctx, ctl, "doctor", "--kubeconfig="+l.cp.Kubeconfig, "--cloud-config="+cfg).CombinedOutput()
-		return string(out)
-	}
+	doctor := l.runDoctor(t)
 	var out string
 	Eventually(t, 30*time.Second, "doctor: all announcers hear each other", func(ctx context.Context) error {
 		out = doctor(ctx)
@@ -60,6 +50,52 @@ func TestDoctorNamesNodesThatDoNotHearEachOther(t *testing.T) {
 		}
 		if !strings.Contains(out, "let UDP port 7947 pass from") {
 			return errorf("no fix naming the port:\n%s", out)
+		}
+		return nil
+	})
+	t.Logf("doctor:\n%s", out)
+}
+
+// runDoctor runs pvelbctl doctor in the lab's client namespace (a machine on
+// the node network) with a cloud config whose Proxmox is not part of the lab
+// (its checks fail fast on a closed port; the others run regardless).
+func (l *annLab) runDoctor(t *testing.T) func(ctx context.Context) string {
+	t.Helper()
+	ctl := Binary(t, "pvelbctl")
+	cfg := filepath.Join(t.TempDir(), "cloud.yaml")
+	if err := os.WriteFile(cfg, []byte("clusters:\n  - region: lab\n    url: https://127.0.0.1:1/api2/json\n    tokenID: pvelb@pve!ccm\n    tokenSecret: x\n    timeout: 1s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return func(ctx context.Context) string {
+		out, _ := l.net.Client.Command(ctx, ctl, "doctor", "--kubeconfig="+l.cp.Kubeconfig, "--cloud-config="+cfg).CombinedOutput()
+		return string(out)
+	}
+}
+
+// TestDoctorNamesBGPSessionsDown: with BGP-mode announcers and a BIRD
+// router, doctor reports every session established, then names the node
+// whose session the router dropped.
+func TestDoctorNamesBGPSessionsDown(t *testing.T) {
+	l := newBGPLab(t)
+	l.startAll(t)
+	doctor := l.runDoctor(t)
+	var out string
+	Eventually(t, 40*time.Second, "doctor: 3 BGP sessions established", func(ctx context.Context) error {
+		out = doctor(ctx)
+		if !strings.Contains(out, "3 BGP session(s) established") {
+			return errorf("doctor says:\n%s", out)
+		}
+		return nil
+	})
+	n2 := l.net.Nodes[1]
+	if _, err := l.bird.Birdc("disable", "n2"); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 30*time.Second, "doctor names "+n2.Name+"'s session", func(ctx context.Context) error {
+		out = doctor(ctx)
+		want := n2.Name + ": session to BGPPeer router (" + l.router.IPv4.Addr().String() + ") is not established"
+		if !strings.Contains(out, want) || strings.Count(out, "is not established") != 1 {
+			return errorf("want exactly %q; doctor says:\n%s", want, out)
 		}
 		return nil
 	})

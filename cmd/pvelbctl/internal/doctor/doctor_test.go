@@ -412,3 +412,28 @@ func TestRenderJSONComplete(t *testing.T) {
 		}
 	}
 }
+
+func TestParseAndAssessBGP(t *testing.T) {
+	const metrics = `# HELP pvelb_announcer_bgp_session_up 1 when the BGP session to the peer is established, else 0.
+# TYPE pvelb_announcer_bgp_session_up gauge
+pvelb_announcer_bgp_session_up{address="198.51.100.1",peer="router"} 1
+pvelb_announcer_bgp_session_up{address="2001:db8::1",peer="router6"} 0
+pvelb_announcer_bgp_session_state{address="198.51.100.1",peer="router",state="established"} 1
+`
+	got := ParseBGPSessions(metrics)
+	want := []BGPSession{{Peer: "router", Address: "198.51.100.1", Up: true}, {Peer: "router6", Address: "2001:db8::1"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("ParseBGPSessions = %+v; want %+v", got, want)
+	}
+	f := AssessBGP([]AnnouncerStatus{{Node: "n1", Sessions: got}, {Node: "n2", Sessions: want[:1]}})
+	if len(f) != 1 || f[0].Severity != Fail || !strings.Contains(f[0].Message, "n1: session to BGPPeer router6 (2001:db8::1) is not established") {
+		t.Fatalf("findings %+v", f)
+	}
+	f = AssessBGP([]AnnouncerStatus{{Node: "n2", Sessions: want[:1]}})
+	if len(f) != 1 || f[0].Severity != OK || f[0].Message != "1 BGP session(s) established" {
+		t.Fatalf("healthy: %+v", f)
+	}
+	if f := AssessBGP([]AnnouncerStatus{{Node: "n1"}}); len(f) != 0 {
+		t.Fatalf("no BGP at all: %+v; want nothing said", f)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,7 +40,15 @@ type AnnouncerStatus struct {
 	Node string
 	// Hears is the set of peers whose heartbeats this announcer receives.
 	Hears map[string]bool
-	Err   error
+	// Sessions are its BGP sessions (BGP-mode pools only), from /metrics.
+	Sessions []BGPSession
+	Err      error
+}
+
+// BGPSession is one announcer's session to a BGPPeer.
+type BGPSession struct {
+	Peer, Address string
+	Up            bool
 }
 
 // FetchStatus reads one node's announcer status.
@@ -90,8 +99,67 @@ func HTTPStatus(port int, dial func(ctx context.Context, network, addr string) (
 				st.Hears[p.Name] = true
 			}
 		}
+		// BGP sessions are exported as metrics only.
+		murl := "http://" + net.JoinHostPort(ip, strconv.Itoa(port)) + "/metrics"
+		if req, err := http.NewRequestWithContext(ctx, http.MethodGet, murl, nil); err == nil {
+			if resp, err := hc.Do(req); err == nil {
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+				_ = resp.Body.Close()
+				st.Sessions = ParseBGPSessions(string(b))
+			}
+		}
 		return st
 	}
+}
+
+var sessionUpRE = regexp.MustCompile(`^pvelb_announcer_bgp_session_up\{([^}]*)\}\s+(\S+)`)
+var labelRE = regexp.MustCompile(`(\w+)="((?:[^"\\]|\\.)*)"`)
+
+// ParseBGPSessions reads pvelb_announcer_bgp_session_up from an announcer's
+// Prometheus text exposition.
+func ParseBGPSessions(metrics string) []BGPSession {
+	var out []BGPSession
+	for _, line := range strings.Split(metrics, "\n") {
+		m := sessionUpRE.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		s := BGPSession{Up: m[2] == "1"}
+		for _, l := range labelRE.FindAllStringSubmatch(m[1], -1) {
+			switch l[1] {
+			case "peer":
+				s.Peer = l[2]
+			case "address":
+				s.Address = l[2]
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// BGPArea groups the BGP session findings.
+const BGPArea = "bgp sessions"
+
+// AssessBGP names every announcer's BGP session that is not established.
+func AssessBGP(sts []AnnouncerStatus) []Finding {
+	var out []Finding
+	up := 0
+	for _, s := range sts {
+		for _, b := range s.Sessions {
+			if b.Up {
+				up++
+				continue
+			}
+			out = append(out, Finding{Severity: Fail, Area: BGPArea,
+				Message: fmt.Sprintf("%s: session to BGPPeer %s (%s) is not established: the router gets no routes from this node", s.Node, b.Peer, b.Address),
+				Fix:     fmt.Sprintf("check the BGPPeer's peerAddress, ASNs and password against the router's neighbor for the node, and that TCP 179 passes from %s to %s (Proxmox VM and datacenter firewalls); the announcer log says why the session closes", s.Node, b.Address)})
+		}
+	}
+	if len(out) == 0 && up > 0 {
+		out = append(out, Finding{Severity: OK, Area: BGPArea, Message: fmt.Sprintf("%d BGP session(s) established", up)})
+	}
+	return out
 }
 
 // CheckMembership reads every Node's announcer status with fetch and adds
@@ -102,6 +170,7 @@ func CheckMembership(ctx context.Context, nodes []corev1.Node, fetch FetchStatus
 		sts = append(sts, fetch(ctx, n))
 	}
 	r.Findings = append(r.Findings, AssessMembership(sts, membershipPort)...)
+	r.Findings = append(r.Findings, AssessBGP(sts)...)
 }
 
 // MembershipArea groups the membership findings.
