@@ -20,7 +20,7 @@ func runDoctor(ctx context.Context, args []string, stdout io.Writer) error {
 	cloudConfig := fs.String("cloud-config", "", "pvelb's cloud config (the file given to pvelb-ccm with --cloud-config); required")
 	statusPort := fs.Int("announcer-status-port", 7948, "port of the announcers' /status (their --metrics-bind-address), read on each Node's InternalIP to find nodes that do not hear each other; 0 skips this check (needs a machine on the node network)")
 	output := fs.StringP("output", "o", "text", "report format: text, or json (every finding with its severity, area, message and fix)")
-	membershipPort := fs.Int("membership-port", membership.DefaultPort, "the announcers' --membership-port, named in fixes")
+	membershipPort := fs.Int("membership-port", membership.DefaultPort, "the announcers' --membership-port: checked against the VMs' firewall rules and named in fixes")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -42,7 +42,7 @@ func runDoctor(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listing Nodes: %w", err)
 	}
-	r := doctor.Run(ctx, cfg, nodes.Items, dyn)
+	r := doctor.RunWith(ctx, cfg, nodes.Items, dyn, doctor.Options{MembershipPort: *membershipPort})
 	doctor.CheckCluster(ctx, kube, nodes.Items, &r)
 	doctor.CheckOthers(ctx, dyn, kube, &r)
 	if *statusPort > 0 {

@@ -118,6 +118,9 @@ type AgentInterface struct {
 type FirewallOptions struct {
 	Enable   bool
 	IPFilter bool
+	// PolicyIn is the VM's inbound policy, "" when unset (Proxmox then
+	// drops: a VM's default policy_in is DROP).
+	PolicyIn string
 	Digest   string
 }
 

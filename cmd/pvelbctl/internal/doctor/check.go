@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	cloudprovider "k8s.io/cloud-provider"
 
+	"github.com/pvelb/pvelb/announcer/membership"
 	"github.com/pvelb/pvelb/loadbalancer/allocator"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/names"
@@ -27,13 +28,25 @@ import (
 	"github.com/pvelb/pvelb/provider/pve"
 )
 
-// Run checks everything: each Proxmox cluster of the config against the
-// Nodes, then the CRDs and pools (when dyn is set).
+// Options are the knobs of RunWith.
+type Options struct {
+	// MembershipPort is the announcers' UDP heartbeat port, checked against
+	// the VMs' firewall rules.
+	MembershipPort int
+}
+
+// Run is RunWith with the announcers' default membership port.
 func Run(ctx context.Context, cfg *config.Config, nodes []corev1.Node, dyn dynamic.Interface) Report {
+	return RunWith(ctx, cfg, nodes, dyn, Options{MembershipPort: membership.DefaultPort})
+}
+
+// RunWith checks everything: each Proxmox cluster of the config against the
+// Nodes, then the CRDs and pools (when dyn is set).
+func RunWith(ctx context.Context, cfg *config.Config, nodes []corev1.Node, dyn dynamic.Interface, opts Options) Report {
 	var r Report
 	matched := map[string]bool{}
 	for _, cl := range cfg.Clusters {
-		CheckProxmox(ctx, cl, cfg, nodes, matched, &r)
+		checkProxmox(ctx, cl, cfg, nodes, matched, opts, &r)
 	}
 	for _, n := range nodes {
 		if matched[n.Name] {
@@ -62,10 +75,12 @@ var proxmoxChecks = []proxmoxCheck{
 	checkNodeVMs,
 	checkPrivileges,
 	checkIPFilters,
+	checkMembershipRules,
 }
 
 // proxmoxRun is what the checks of one cluster share.
 type proxmoxRun struct {
+	opts    Options
 	cl      config.Cluster
 	cfg     *config.Config
 	area    string
@@ -88,7 +103,11 @@ type vmMatch struct {
 // privileges, the Nodes' VMs and each VM's IP filter. Nodes it matches are
 // recorded in matched.
 func CheckProxmox(ctx context.Context, cl config.Cluster, cfg *config.Config, nodes []corev1.Node, matched map[string]bool, r *Report) {
-	p := &proxmoxRun{cl: cl, cfg: cfg, area: "proxmox " + cl.Region + " (" + strings.Join(cl.URLs, ", ") + ")", nodes: nodes, matched: matched}
+	checkProxmox(ctx, cl, cfg, nodes, matched, Options{MembershipPort: membership.DefaultPort}, r)
+}
+
+func checkProxmox(ctx context.Context, cl config.Cluster, cfg *config.Config, nodes []corev1.Node, matched map[string]bool, opts Options, r *Report) {
+	p := &proxmoxRun{opts: opts, cl: cl, cfg: cfg, area: "proxmox " + cl.Region + " (" + strings.Join(cl.URLs, ", ") + ")", nodes: nodes, matched: matched}
 	client, err := pve.New(clientOptions(cl, cl.URLs))
 	if err != nil {
 		r.add(Fail, p.area, "fix the cloud config's clusters[] entry", "%v", err)
