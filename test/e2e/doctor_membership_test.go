@@ -101,3 +101,45 @@ func TestDoctorNamesBGPSessionsDown(t *testing.T) {
 	})
 	t.Logf("doctor:\n%s", out)
 }
+
+// TestDoctorNamesAForeignResponder: a host on the node network that takes
+// a pvelb VIP (the address on its interface, gratuitous ARP) is named by
+// doctor with its MAC, from what the answering announcer saw; before, the
+// VIP's only responders are announcers.
+func TestDoctorNamesAForeignResponder(t *testing.T) {
+	netlab.RequireTools(t, "arping")
+	l := newAnnLab(t)
+	for _, n := range l.net.Nodes {
+		l.start(t, n, l.secret)
+	}
+	vip := netlab.VIP4(3)
+	l.service(t, "web", false, vip)
+	owner := l.answering(t, vip, 30*time.Second)
+	doctor := l.runDoctor(t)
+	var out string
+	Eventually(t, 20*time.Second, "doctor: no other responder", func(ctx context.Context) error {
+		out = doctor(ctx)
+		if !strings.Contains(out, "no other responder claimed a VIP") {
+			return errorf("doctor says:\n%s", out)
+		}
+		return nil
+	})
+
+	c := l.net.Client
+	ctx := context.Background()
+	if _, err := c.Run(ctx, "ip", "addr", "add", vip.String()+"/32", "dev", c.Link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Run(ctx, "arping", "-U", "-c", "3", "-w", "3", "-I", c.Link, "-s", vip.String(), vip.String()); err != nil {
+		t.Logf("arping: %v", err) // arping -U exits 1 when nobody replies, which is expected
+	}
+	want := "VIP " + vip.String() + " is claimed by MAC " + c.MAC.String() + ", which is no announcer's"
+	Eventually(t, 20*time.Second, "doctor names the client's MAC", func(ctx context.Context) error {
+		out = doctor(ctx)
+		if !strings.Contains(out, want) || !strings.Contains(out, "by "+owner.Name+" on ") {
+			return errorf("want %q seen by %s; doctor says:\n%s", want, owner.Name, out)
+		}
+		return nil
+	})
+	t.Logf("doctor:\n%s", out)
+}

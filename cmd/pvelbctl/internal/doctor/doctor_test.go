@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -435,5 +436,27 @@ pvelb_announcer_bgp_session_state{address="198.51.100.1",peer="router",state="es
 	}
 	if f := AssessBGP([]AnnouncerStatus{{Node: "n1"}}); len(f) != 0 {
 		t.Fatalf("no BGP at all: %+v; want nothing said", f)
+	}
+}
+
+func TestAssessForeignClaims(t *testing.T) {
+	now := time.Unix(2000, 0)
+	claim := func(mac string) ForeignClaim {
+		return ForeignClaim{IP: "192.0.2.200", MAC: mac, Interface: "eth0", Count: 3, Last: now.Add(-5 * time.Second)}
+	}
+	n1 := AnnouncerStatus{Node: "n1", MACs: []string{"02:00:00:00:00:01"}}
+	n2 := AnnouncerStatus{Node: "n2", MACs: []string{"02:00:00:00:00:02"}, Claims: []ForeignClaim{claim("02:00:00:00:00:01")}}
+	if f := AssessForeignClaims([]AnnouncerStatus{n1, n2}, now); len(f) != 1 || f[0].Severity != OK {
+		t.Fatalf("a handover claim by another announcer: %+v; want OK", f)
+	}
+	n2.Claims = append(n2.Claims, claim("02:aa:bb:cc:dd:ee"))
+	f := AssessForeignClaims([]AnnouncerStatus{n1, n2}, now)
+	if len(f) != 1 || f[0].Severity != Fail ||
+		f[0].Message != "VIP 192.0.2.200 is claimed by MAC 02:aa:bb:cc:dd:ee, which is no announcer's: seen 3 time(s) by n2 on eth0, last 5s ago; clients may follow it" {
+		t.Fatalf("foreign MAC: %+v", f)
+	}
+	f = AssessForeignClaims([]AnnouncerStatus{n2, {Node: "n3", Err: fmt.Errorf("refused")}}, now)
+	if len(f) != 2 || f[0].Severity != Warn || f[1].Severity != Warn {
+		t.Fatalf("with an unreadable announcer, unknown MACs may be its: %+v; want warnings", f)
 	}
 }

@@ -24,7 +24,9 @@ import (
 // announcerView is the part of an announcer's /status doctor reads
 // (announcer.Status: membership.View).
 type announcerView struct {
-	Membership struct {
+	Interfaces    map[string]string `json:"interfaces"`
+	ForeignClaims []ForeignClaim    `json:"foreignClaims"`
+	Membership    struct {
 		Node  string `json:"node"`
 		Peers []struct {
 			Name    string `json:"name"`
@@ -42,7 +44,20 @@ type AnnouncerStatus struct {
 	Hears map[string]bool
 	// Sessions are its BGP sessions (BGP-mode pools only), from /metrics.
 	Sessions []BGPSession
-	Err      error
+	// MACs are the MACs of the interfaces it answers on.
+	MACs []string
+	// Claims are other MACs' recent claims on VIPs it answers.
+	Claims []ForeignClaim
+	Err    error
+}
+
+// ForeignClaim is another MAC's claim on a VIP an announcer answers.
+type ForeignClaim struct {
+	IP        string    `json:"ip"`
+	MAC       string    `json:"mac"`
+	Interface string    `json:"interface"`
+	Count     int       `json:"count"`
+	Last      time.Time `json:"last"`
 }
 
 // BGPSession is one announcer's session to a BGPPeer.
@@ -93,6 +108,10 @@ func HTTPStatus(port int, dial func(ctx context.Context, network, addr string) (
 			st.Err = fmt.Errorf("GET %s: %v", url, err)
 			return st
 		}
+		for _, mac := range v.Interfaces {
+			st.MACs = append(st.MACs, strings.ToLower(mac))
+		}
+		st.Claims = v.ForeignClaims
 		st.Hears = map[string]bool{}
 		for _, p := range v.Membership.Peers {
 			if p.Heard {
@@ -171,6 +190,7 @@ func CheckMembership(ctx context.Context, nodes []corev1.Node, fetch FetchStatus
 	}
 	r.Findings = append(r.Findings, AssessMembership(sts, membershipPort)...)
 	r.Findings = append(r.Findings, AssessBGP(sts)...)
+	r.Findings = append(r.Findings, AssessForeignClaims(sts, time.Now())...)
 }
 
 // MembershipArea groups the membership findings.
@@ -218,6 +238,49 @@ func AssessMembership(sts []AnnouncerStatus, membershipPort int) []Finding {
 	}
 	if bad == 0 && len(read) > 1 {
 		add(OK, "", "%d announcers all hear each other", len(read))
+	}
+	return out
+}
+
+// ForeignArea groups the foreign responder findings.
+const ForeignArea = "vip responders"
+
+// AssessForeignClaims names the MACs that are no announcer's and claimed a
+// VIP an announcer answers: another responder for that VIP. Claims by
+// announcers' own MACs are handovers and pass. While some announcer's status
+// could not be read, an unknown MAC may be that node's: a warning then.
+func AssessForeignClaims(sts []AnnouncerStatus, now time.Time) []Finding {
+	ours := map[string]bool{}
+	read, unread := 0, 0
+	for _, s := range sts {
+		if s.Err != nil {
+			unread++
+			continue
+		}
+		read++
+		for _, m := range s.MACs {
+			ours[strings.ToLower(m)] = true
+		}
+	}
+	var out []Finding
+	for _, s := range sts {
+		for _, c := range s.Claims {
+			if ours[strings.ToLower(c.MAC)] {
+				continue
+			}
+			sev := Fail
+			if unread > 0 {
+				sev = Warn
+			}
+			out = append(out, Finding{Severity: sev, Area: ForeignArea,
+				Message: fmt.Sprintf("VIP %s is claimed by MAC %s, which is no announcer's: seen %d time(s) by %s on %s, last %s ago; clients may follow it",
+					c.IP, c.MAC, c.Count, s.Node, c.Interface, now.Sub(c.Last).Round(time.Second)),
+				Fix: fmt.Sprintf("find the host with MAC %s (ip neigh on a client, the switch's MAC table, grep -ril '%s' /etc/pve/nodes/*/qemu-server/ on Proxmox) and remove the address there, or the other load balancer's pool or L2 policy that selects it",
+					c.MAC, strings.ToUpper(c.MAC))})
+		}
+	}
+	if len(out) == 0 && read > 0 {
+		out = append(out, Finding{Severity: OK, Area: ForeignArea, Message: "no other responder claimed a VIP the announcers answer (last 10 minutes)"})
 	}
 	return out
 }
