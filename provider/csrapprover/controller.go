@@ -184,56 +184,28 @@ func (c *Controller) decide(ctx context.Context, csr *certv1.CertificateSigningR
 	})
 }
 
-// sharedWait is how long Attach's controller waits for the controller
-// manager's shared informers before it keeps its own.
-const sharedWait = 30 * time.Second
-
 // Attach runs the approver in pvelb-ccm's elected leader when the cloud
 // config turns it on (instances.approveKubeletServingCertificates).
 func Attach(cloud *provider.Cloud) {
 	if !cloud.Config().Instances.ApproveKubeletServingCertificates {
 		return
 	}
-	shared := make(chan informers.SharedInformerFactory, 1)
-	cloud.OnSetInformers(func(f informers.SharedInformerFactory) {
-		// Registered before the controller manager starts the factory.
-		f.Certificates().V1().CertificateSigningRequests().Informer()
-		f.Core().V1().Nodes().Informer()
-		shared <- f
-	})
-	cloud.OnInitialize(func(cb cloudprovider.ControllerClientBuilder, stop <-chan struct{}) {
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() { <-stop; cancel() }()
-		kube, err := cb.Client("pvelb-csr-approver")
-		if err != nil {
-			klog.ErrorS(err, "Kubelet serving certificate approver: no Kubernetes client; not running")
-			return
-		}
-		go func() {
-			var f informers.SharedInformerFactory
-			own := false
-			select {
-			case f = <-shared:
-			case <-time.After(sharedWait):
-				f, own = informers.NewSharedInformerFactory(kube, 0), true
-			case <-ctx.Done():
-				return
+	cloud.RunInLeader(provider.LeaderController{
+		Name: "pvelb-csr-approver",
+		Informers: func(f informers.SharedInformerFactory) []cache.InformerSynced {
+			return []cache.InformerSynced{
+				f.Certificates().V1().CertificateSigningRequests().Informer().HasSynced,
+				f.Core().V1().Nodes().Informer().HasSynced,
 			}
+		},
+		Run: func(ctx context.Context, kube kubernetes.Interface, f informers.SharedInformerFactory) {
 			c, err := New(kube, f, cloud.VMs())
 			if err != nil {
 				klog.ErrorS(err, "Kubelet serving certificate approver not running")
 				return
 			}
-			if own {
-				f.Start(ctx.Done())
-			}
-			if !cache.WaitForCacheSync(ctx.Done(),
-				f.Certificates().V1().CertificateSigningRequests().Informer().HasSynced,
-				f.Core().V1().Nodes().Informer().HasSynced) {
-				return
-			}
 			klog.InfoS("Approving kubelet serving certificate requests of Nodes whose Proxmox VMs match")
 			c.Run(ctx)
-		}()
+		},
 	})
 }

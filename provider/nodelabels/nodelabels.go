@@ -26,7 +26,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	cloudprovider "k8s.io/cloud-provider"
 	cloudproviderapi "k8s.io/cloud-provider/api"
 	"k8s.io/klog/v2"
 
@@ -146,10 +145,6 @@ func (c *Controller) Run(ctx context.Context) {
 	}
 }
 
-// sharedWait is how long Attach's controller waits for the controller
-// manager's shared informers before it keeps its own copy of the Nodes.
-const sharedWait = 30 * time.Second
-
 // Attach runs the controller in pvelb-ccm's elected leader when the cloud
 // config's instances.labelSyncPeriod is not 0, on the controller manager's
 // Node informer.
@@ -159,35 +154,13 @@ func Attach(cloud *provider.Cloud) {
 		klog.InfoS("Node host labels are not kept current after live migrations (instances.labelSyncPeriod: 0)")
 		return
 	}
-	shared := make(chan informers.SharedInformerFactory, 1)
-	cloud.OnSetInformers(func(f informers.SharedInformerFactory) {
-		f.Core().V1().Nodes().Informer() // registered before the factory starts
-		shared <- f
-	})
-	cloud.OnInitialize(func(cb cloudprovider.ControllerClientBuilder, stop <-chan struct{}) {
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() { <-stop; cancel() }()
-		kube, err := cb.Client("pvelb-node-labels")
-		if err != nil {
-			klog.ErrorS(err, "Node host labels: no Kubernetes client; labels are not kept current")
-			return
-		}
-		go func() {
-			var f informers.SharedInformerFactory
-			select {
-			case f = <-shared:
-			case <-time.After(sharedWait):
-				f = informers.NewSharedInformerFactory(kube, 0)
-				f.Core().V1().Nodes().Informer()
-				f.Start(ctx.Done())
-			case <-ctx.Done():
-				return
-			}
-			inf := f.Core().V1().Nodes()
-			if !cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
-				return
-			}
-			New(cloud.VMs(), kube, inf.Lister(), period).Run(ctx)
-		}()
+	cloud.RunInLeader(provider.LeaderController{
+		Name: "pvelb-node-labels",
+		Informers: func(f informers.SharedInformerFactory) []cache.InformerSynced {
+			return []cache.InformerSynced{f.Core().V1().Nodes().Informer().HasSynced}
+		},
+		Run: func(ctx context.Context, kube kubernetes.Interface, f informers.SharedInformerFactory) {
+			New(cloud.VMs(), kube, f.Core().V1().Nodes().Lister(), period).Run(ctx)
+		},
 	})
 }

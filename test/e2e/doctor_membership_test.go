@@ -26,49 +26,48 @@ func TestDoctorNamesNodesThatDoNotHearEachOther(t *testing.T) {
 	for _, n := range l.net.Nodes {
 		l.start(t, n, l.secret)
 	}
-	doctor := l.runDoctor(t)
-	var out string
-	Eventually(t, 30*time.Second, "doctor: all announcers hear each other", func(ctx context.Context) error {
-		out = doctor(ctx)
-		if !strings.Contains(out, "3 announcers all hear each other") {
-			return errorf("doctor says:\n%s", out)
-		}
-		return nil
-	})
+	says := l.doctorSays(t)
+	says(30*time.Second, "all announcers hear each other", "3 announcers all hear each other")
 
 	deaf := l.net.Nodes[1]
 	if err := deaf.DropUDP(annMembershipPort, netlab.In); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = deaf.Heal() })
-	Eventually(t, 20*time.Second, "doctor names "+deaf.Name+" as not hearing the others", func(ctx context.Context) error {
-		out = doctor(ctx)
-		for _, other := range []*netlab.Host{l.net.Nodes[0], l.net.Nodes[2]} {
-			if !strings.Contains(out, deaf.Name+" does not hear "+other.Name+" ("+other.Name+" hears "+deaf.Name+")") {
-				return errorf("doctor says:\n%s", out)
-			}
-		}
-		if !strings.Contains(out, "let UDP port 7947 pass from") {
-			return errorf("no fix naming the port:\n%s", out)
-		}
-		return nil
-	})
+	var wants []string
+	for _, other := range []*netlab.Host{l.net.Nodes[0], l.net.Nodes[2]} {
+		wants = append(wants, deaf.Name+" does not hear "+other.Name+" ("+other.Name+" hears "+deaf.Name+")")
+	}
+	out := says(20*time.Second, deaf.Name+" named as not hearing the others", append(wants, "let UDP port 7947 pass from")...)
 	t.Logf("doctor:\n%s", out)
 }
 
-// runDoctor runs pvelbctl doctor in the lab's client namespace (a machine on
-// the node network) with a cloud config whose Proxmox is not part of the lab
-// (its checks fail fast on a closed port; the others run regardless).
-func (l *annLab) runDoctor(t *testing.T) func(ctx context.Context) string {
+// doctorSays runs pvelbctl doctor in the lab's client namespace (a machine
+// on the node network) with a cloud config whose Proxmox is not part of the
+// lab (its checks fail fast on a closed port; the others run regardless).
+// The function it returns runs doctor until its report holds every want,
+// and returns that report.
+func (l *annLab) doctorSays(t *testing.T) func(timeout time.Duration, what string, wants ...string) string {
 	t.Helper()
 	ctl := Binary(t, "pvelbctl")
 	cfg := filepath.Join(t.TempDir(), "cloud.yaml")
 	if err := os.WriteFile(cfg, []byte("clusters:\n  - region: lab\n    url: https://127.0.0.1:1/api2/json\n    tokenID: pvelb@pve!ccm\n    tokenSecret: x\n    timeout: 1s\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return func(ctx context.Context) string {
-		out, _ := l.net.Client.Command(ctx, ctl, "doctor", "--kubeconfig="+l.cp.Kubeconfig, "--cloud-config="+cfg).CombinedOutput()
-		return string(out)
+	return func(timeout time.Duration, what string, wants ...string) string {
+		t.Helper()
+		var out string
+		Eventually(t, timeout, "doctor: "+what, func(ctx context.Context) error {
+			b, _ := l.net.Client.Command(ctx, ctl, "doctor", "--kubeconfig="+l.cp.Kubeconfig, "--cloud-config="+cfg).CombinedOutput()
+			out = string(b)
+			for _, w := range wants {
+				if !strings.Contains(out, w) {
+					return errorf("no %q; doctor says:\n%s", w, out)
+				}
+			}
+			return nil
+		})
+		return out
 	}
 }
 
@@ -78,27 +77,17 @@ func (l *annLab) runDoctor(t *testing.T) func(ctx context.Context) string {
 func TestDoctorNamesBGPSessionsDown(t *testing.T) {
 	l := newBGPLab(t)
 	l.startAll(t)
-	doctor := l.runDoctor(t)
-	var out string
-	Eventually(t, 40*time.Second, "doctor: 3 BGP sessions established", func(ctx context.Context) error {
-		out = doctor(ctx)
-		if !strings.Contains(out, "3 BGP session(s) established") {
-			return errorf("doctor says:\n%s", out)
-		}
-		return nil
-	})
+	says := l.doctorSays(t)
+	says(40*time.Second, "3 BGP sessions established", "3 BGP session(s) established")
 	n2 := l.net.Nodes[1]
 	if _, err := l.bird.Birdc("disable", "n2"); err != nil {
 		t.Fatal(err)
 	}
-	Eventually(t, 30*time.Second, "doctor names "+n2.Name+"'s session", func(ctx context.Context) error {
-		out = doctor(ctx)
-		want := n2.Name + ": session to BGPPeer router (" + l.router.IPv4.Addr().String() + ") is not established"
-		if !strings.Contains(out, want) || strings.Count(out, "is not established") != 1 {
-			return errorf("want exactly %q; doctor says:\n%s", want, out)
-		}
-		return nil
-	})
+	out := says(30*time.Second, n2.Name+"'s session named",
+		n2.Name+": session to BGPPeer router ("+l.router.IPv4.Addr().String()+") is not established")
+	if n := strings.Count(out, "is not established"); n != 1 {
+		t.Errorf("%d sessions named, want only %s's:\n%s", n, n2.Name, out)
+	}
 	t.Logf("doctor:\n%s", out)
 }
 
@@ -115,15 +104,8 @@ func TestDoctorNamesAForeignResponder(t *testing.T) {
 	vip := netlab.VIP4(3)
 	l.service(t, "web", false, vip)
 	owner := l.answering(t, vip, 30*time.Second)
-	doctor := l.runDoctor(t)
-	var out string
-	Eventually(t, 20*time.Second, "doctor: no other responder", func(ctx context.Context) error {
-		out = doctor(ctx)
-		if !strings.Contains(out, "no other responder claimed a VIP") {
-			return errorf("doctor says:\n%s", out)
-		}
-		return nil
-	})
+	says := l.doctorSays(t)
+	says(20*time.Second, "no other responder", "no other responder claimed a VIP")
 
 	c := l.net.Client
 	ctx := context.Background()
@@ -133,13 +115,7 @@ func TestDoctorNamesAForeignResponder(t *testing.T) {
 	if _, err := c.Run(ctx, "arping", "-U", "-c", "3", "-w", "3", "-I", c.Link, "-s", vip.String(), vip.String()); err != nil {
 		t.Logf("arping: %v", err) // arping -U exits 1 when nobody replies, which is expected
 	}
-	want := "VIP " + vip.String() + " is claimed by MAC " + c.MAC.String() + ", which is no announcer's"
-	Eventually(t, 20*time.Second, "doctor names the client's MAC", func(ctx context.Context) error {
-		out = doctor(ctx)
-		if !strings.Contains(out, want) || !strings.Contains(out, "by "+owner.Name+" on ") {
-			return errorf("want %q seen by %s; doctor says:\n%s", want, owner.Name, out)
-		}
-		return nil
-	})
+	out := says(20*time.Second, "the client's MAC named",
+		"VIP "+vip.String()+" is claimed by MAC "+c.MAC.String()+", which is no announcer's", "by "+owner.Name+" on ")
 	t.Logf("doctor:\n%s", out)
 }
