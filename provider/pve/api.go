@@ -121,7 +121,9 @@ type FirewallOptions struct {
 	// PolicyIn is the VM's inbound policy, "" when unset (Proxmox then
 	// drops: a VM's default policy_in is DROP).
 	PolicyIn string
-	Digest   string
+	// PolicyOut is the VM's outbound policy, "" when unset (ACCEPT).
+	PolicyOut string
+	Digest    string
 }
 
 // IPSet is one row of an IPSet listing.

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/dynamic"
 	cloudprovider "k8s.io/cloud-provider"
 
@@ -33,6 +34,17 @@ type Options struct {
 	// MembershipPort is the announcers' UDP heartbeat port, checked against
 	// the VMs' firewall rules.
 	MembershipPort int
+
+	// bgp are the BGPPeers' sessions, read by RunWith: each selected node's
+	// VM must let its TCP connection to the peer's port out.
+	bgp []bgpSession
+}
+
+// bgpSession is one BGPPeer as the firewall check needs it.
+type bgpSession struct {
+	peer     string
+	port     int
+	selector labels.Selector // nil: every node
 }
 
 // Run is RunWith with the announcers' default membership port.
@@ -44,6 +56,9 @@ func Run(ctx context.Context, cfg *config.Config, nodes []corev1.Node, dyn dynam
 // Nodes, then the CRDs and pools (when dyn is set).
 func RunWith(ctx context.Context, cfg *config.Config, nodes []corev1.Node, dyn dynamic.Interface, opts Options) Report {
 	var r Report
+	if dyn != nil {
+		opts.bgp = readBGPSessions(ctx, dyn)
+	}
 	matched := map[string]bool{}
 	for _, cl := range cfg.Clusters {
 		checkProxmox(ctx, cl, cfg, nodes, matched, opts, &r)

@@ -6,6 +6,11 @@ import (
 	"strconv"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/provider/pve"
 )
 
@@ -25,13 +30,25 @@ type Verdict struct {
 	SourceLimited string
 }
 
-// UDPInbound evaluates a VM's rules in order for inbound UDP to port, as
-// pve-firewall does: the first enabled matching rule decides, security
-// groups expand in place, and policy decides when nothing matches.
-// Macros never match (none covers the membership port).
-func UDPInbound(rules []pve.FirewallRule, groups map[string][]pve.FirewallRule, policy string, port int) Verdict {
+// Traffic is what a rule evaluation asks about: one direction, protocol and
+// destination port.
+type Traffic struct {
+	Dir   string // "in" or "out"
+	Proto string // "udp" or "tcp"
+	Port  int
+}
+
+// Passes evaluates a VM's rules in order for tr, as pve-firewall does: the
+// first enabled matching rule decides, security groups expand in place, and
+// policy (the VM's policy_in or policy_out; "" is the default: DROP in,
+// ACCEPT out) decides when nothing matches. Macros never match (none covers
+// the ports pvelb uses).
+func Passes(rules []pve.FirewallRule, groups map[string][]pve.FirewallRule, policy string, tr Traffic) Verdict {
 	if policy == "" {
-		policy = "DROP" // a VM's default
+		policy = "DROP" // a VM's default policy_in
+		if tr.Dir == "out" {
+			policy = "ACCEPT"
+		}
 	}
 	var walk func(rules []pve.FirewallRule, where string) (Verdict, bool)
 	walk = func(rules []pve.FirewallRule, where string) (Verdict, bool) {
@@ -46,12 +63,16 @@ func UDPInbound(rules []pve.FirewallRule, groups map[string][]pve.FirewallRule, 
 				}
 				continue
 			}
-			if r.Type != "in" || r.Macro != "" || !protoUDP(r.Proto) || !portIn(r.DPort, port) {
+			if r.Type != tr.Dir || r.Macro != "" || !protoIs(r.Proto, tr.Proto) || !portIn(r.DPort, tr.Port) {
 				continue
 			}
 			switch strings.ToUpper(r.Action) {
 			case "ACCEPT":
-				return Verdict{Admitted: true, By: name, SourceLimited: r.Source}, true
+				limit := r.Source
+				if tr.Dir == "out" {
+					limit = ""
+				}
+				return Verdict{Admitted: true, By: name, SourceLimited: limit}, true
 			case "DROP", "REJECT":
 				return Verdict{By: name + " " + strings.ToUpper(r.Action)}, true
 			}
@@ -61,12 +82,20 @@ func UDPInbound(rules []pve.FirewallRule, groups map[string][]pve.FirewallRule, 
 	if v, ok := walk(rules, ""); ok {
 		return v
 	}
-	return Verdict{Admitted: strings.EqualFold(policy, "ACCEPT"), By: "policy_in " + strings.ToUpper(policy)}
+	return Verdict{Admitted: strings.EqualFold(policy, "ACCEPT"), By: "policy_" + tr.Dir + " " + strings.ToUpper(policy)}
 }
 
-func protoUDP(p string) bool {
+// UDPInbound is Passes for inbound UDP to port.
+func UDPInbound(rules []pve.FirewallRule, groups map[string][]pve.FirewallRule, policy string, port int) Verdict {
+	return Passes(rules, groups, policy, Traffic{Dir: "in", Proto: "udp", Port: port})
+}
+
+// protoIs: a rule's proto ("" any, a name or an IP protocol number) covers
+// want ("udp" or "tcp").
+func protoIs(p, want string) bool {
 	p = strings.ToLower(strings.TrimSpace(p))
-	return p == "" || p == "udp" || p == "17"
+	num := map[string]string{"udp": "17", "tcp": "6"}[want]
+	return p == "" || p == want || p == num
 }
 
 // portIn reports whether a pve-firewall port list ("7947", "7946:7948",
@@ -133,6 +162,16 @@ func checkMembershipRules(ctx context.Context, p *proxmoxRun, r *Report) bool {
 				}
 			}
 		}
+		for _, b := range p.opts.bgp {
+			if b.selector != nil && !b.selector.Matches(labels.Set(m.node.Labels)) {
+				continue
+			}
+			if out := Passes(rules, groups, opts.PolicyOut, Traffic{Dir: "out", Proto: "tcp", Port: b.port}); !out.Admitted {
+				r.add(Fail, area,
+					fmt.Sprintf("pvesh create %s/firewall/rules --type out --action ACCEPT --proto tcp --dport %d --pos 0 --enable 1 --comment 'pvelb BGP to %s'", fmt.Sprintf("/nodes/%s/qemu/%d", m.vm.Resource.Node, m.vm.Resource.VMID), b.port, b.peer),
+					"VM %d's firewall drops its BGP session to BGPPeer %s (TCP %d out) by %s: the router gets no routes from this node", m.vm.Resource.VMID, b.peer, b.port, out.By)
+			}
+		}
 		v := UDPInbound(rules, groups, opts.PolicyIn, port)
 		ref := fmt.Sprintf("/nodes/%s/qemu/%d", m.vm.Resource.Node, m.vm.Resource.VMID)
 		switch {
@@ -166,4 +205,31 @@ func anyNICFiltered(cfg *pve.VMConfig, nics []string) bool {
 		}
 	}
 	return false
+}
+
+// readBGPSessions reads the BGPPeers (none when the CRD or the objects are
+// missing: CheckKubernetes reports that).
+func readBGPSessions(ctx context.Context, dyn dynamic.Interface) []bgpSession {
+	list, err := dyn.Resource(names.BGPPeers).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil
+	}
+	var out []bgpSession
+	for i := range list.Items {
+		p, err := names.BGPPeer(&list.Items[i])
+		if err != nil {
+			continue
+		}
+		b := bgpSession{peer: p.Name, port: int(p.Spec.PeerPort)}
+		if b.port == 0 {
+			b.port = 179
+		}
+		if p.Spec.NodeSelector != nil {
+			if b.selector, err = metav1.LabelSelectorAsSelector(p.Spec.NodeSelector); err != nil {
+				continue
+			}
+		}
+		out = append(out, b)
+	}
+	return out
 }

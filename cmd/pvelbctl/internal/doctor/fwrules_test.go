@@ -9,6 +9,23 @@ import (
 	"github.com/pvelb/pvelb/test/pvesim"
 )
 
+func TestPassesOutbound(t *testing.T) {
+	bgp := Traffic{Dir: "out", Proto: "tcp", Port: 179}
+	if v := Passes(nil, nil, "", bgp); !v.Admitted || v.By != "policy_out ACCEPT" {
+		t.Errorf("default outbound: %+v; want ACCEPT", v)
+	}
+	if v := Passes(nil, nil, "DROP", bgp); v.Admitted {
+		t.Errorf("policy_out DROP: %+v", v)
+	}
+	rules := []pve.FirewallRule{{Pos: 0, Type: "out", Action: "ACCEPT", Enable: true, Proto: "6", DPort: "179"}}
+	if v := Passes(rules, nil, "DROP", bgp); !v.Admitted || v.By != "rule 0" {
+		t.Errorf("out rule by protocol number: %+v", v)
+	}
+	if v := Passes(rules, nil, "DROP", Traffic{Dir: "in", Proto: "tcp", Port: 179}); v.Admitted {
+		t.Errorf("an out rule admitted inbound traffic: %+v", v)
+	}
+}
+
 func TestUDPInbound(t *testing.T) {
 	accept := func(pos int, proto, dport string) pve.FirewallRule {
 		return pve.FirewallRule{Pos: pos, Type: "in", Action: "ACCEPT", Enable: true, Proto: proto, DPort: dport}
@@ -32,6 +49,7 @@ func TestUDPInbound(t *testing.T) {
 		{"outbound rule", []pve.FirewallRule{{Pos: 0, Type: "out", Action: "ACCEPT", Enable: true, Proto: "udp", DPort: "7947"}}, "DROP", false, "policy_in DROP"},
 		{"macro", []pve.FirewallRule{{Pos: 0, Type: "in", Action: "ACCEPT", Enable: true, Macro: "DNS"}}, "REJECT", false, "policy_in REJECT"},
 		{"other port range", []pve.FirewallRule{accept(0, "udp", "8000:9000")}, "DROP", false, "policy_in DROP"},
+		{"protocol number", []pve.FirewallRule{accept(0, "17", "7947")}, "DROP", true, "rule 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := UDPInbound(tc.rules, groups, tc.policy, 7947)
@@ -84,6 +102,21 @@ func TestDoctorMembershipFirewallRules(t *testing.T) {
 	}
 	if got := strings.Join(findings(r, OK, "node talos-101"), "\n"); !strings.Contains(got, "admits the announcers' heartbeats, UDP 7947 (rule 1)") {
 		t.Errorf("talos-101 (its own rule still admits, whatever the policy): %q", got)
+	}
+
+	// BGP: the sessions go out on TCP 179. 101 lets them out by a rule, 102
+	// drops everything outbound.
+	sim.SetVMFirewallOption(101, "policy_out", "DROP")
+	sim.SeedRule(101, pvesim.Rule{Type: "out", Action: "ACCEPT", Proto: "tcp", DPort: "179", Enable: true})
+	sim.SetVMFirewallOption(102, "policy_out", "DROP")
+	withBGP := Options{MembershipPort: 7947, bgp: []bgpSession{{peer: "router", port: 179}}}
+	r = RunWith(context.Background(), cfg, nodes, nil, withBGP)
+	got = strings.Join(findings(r, Fail, "node talos-102"), "\n")
+	if !strings.Contains(got, "VM 102's firewall drops its BGP session to BGPPeer router (TCP 179 out) by policy_out DROP") {
+		t.Errorf("talos-102 BGP: %q", got)
+	}
+	if got := findings(r, Fail, "node talos-101"); len(got) != 0 {
+		t.Errorf("talos-101 lets BGP out by its rule: failures %q", got)
 	}
 
 	sim.SetClusterFirewall(false)

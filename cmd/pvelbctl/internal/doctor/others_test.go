@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	k8slabels "k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
@@ -18,6 +19,8 @@ import (
 	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/test/apiserver"
 )
+
+type labelsSet = k8slabels.Set
 
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 
@@ -98,6 +101,27 @@ func TestCheckOthersAgainstAPIServer(t *testing.T) {
 		map[string]any{"addresses": []any{"192.0.2.200-192.0.2.220"}, "announce": map[string]any{"mode": "arp"}}), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// The BGPPeers the firewall check reads, with their defaults applied by
+	// the apiserver (peerPort 179).
+	data, err = os.ReadFile(filepath.Join(root, "manifests", "crds", "pvelb.io_bgppeers.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bgpCRD := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(data, &bgpCRD.Object); err != nil {
+		t.Fatal(err)
+	}
+	createAndWait(t, dyn, []*unstructured.Unstructured{bgpCRD}, []schema.GroupVersionResource{names.BGPPeers})
+	if _, err := dyn.Resource(names.BGPPeers).Create(ctx, obj("pvelb.io/v1alpha1", "BGPPeer", "", "router",
+		map[string]any{"peerAddress": "192.0.2.1", "peerASN": int64(64512), "myASN": int64(64512),
+			"nodeSelector": map[string]any{"matchLabels": map[string]any{"bgp": "on"}}}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readBGPSessions(ctx, dyn); len(got) != 1 || got[0].peer != "router" || got[0].port != 179 ||
+		got[0].selector == nil || !got[0].selector.Matches(labelsSet{"bgp": "on"}) || got[0].selector.Matches(labelsSet{}) {
+		t.Fatalf("BGP sessions read: %+v", got)
+	}
+
 	run := func() Report {
 		var r Report
 		CheckOthers(ctx, dyn, kube, &r)
