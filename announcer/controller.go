@@ -27,6 +27,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pvelb/pvelb/announcer/bgp/desired"
+	"github.com/pvelb/pvelb/announcer/claimlog"
 	"github.com/pvelb/pvelb/announcer/membership"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/names"
@@ -83,6 +84,9 @@ type Controller struct {
 	broadcast record.EventBroadcaster
 
 	kick chan struct{}
+	// foreign records other MACs' claims on the VIPs this node answers,
+	// for Status.
+	foreign *claimlog.Log
 	// handingOver: Handover keeps the responders answering after this node
 	// left the membership, until its successors claimed (mayAnswer).
 	handingOver atomic.Bool
@@ -133,6 +137,7 @@ func New(cfg Config) (*Controller, error) {
 		responders: map[string]*l2{},
 		won:        map[netip.Addr]string{},
 		openFailed: map[string]error{},
+		foreign:    claimlog.New(),
 
 		unannounced: map[netip.Addr]string{},
 	}
@@ -337,16 +342,31 @@ type Status struct {
 	// UnservablePools are the pools this node cannot answer for (an
 	// interface missing or down); "" stands for addresses outside pools.
 	UnservablePools []string `json:"unservablePools,omitempty"`
+	// Interfaces maps each interface this node answers on to its MAC.
+	Interfaces map[string]string `json:"interfaces,omitempty"`
+	// ForeignClaims are other MACs' claims (ARP, NDP) on VIPs this node
+	// answered, seen in the last ForeignClaimWindow: another pvelb node
+	// taking over, or another responder for the VIP.
+	ForeignClaims []claimlog.Claim `json:"foreignClaims,omitempty"`
 }
+
+// ForeignClaimWindow is how far back Status reports foreign claims.
+const ForeignClaimWindow = 10 * time.Minute
 
 // Status returns the current Status.
 func (c *Controller) Status() Status {
-	s := Status{Membership: c.cfg.Membership.View(), Answering: map[string]string{}}
+	s := Status{Membership: c.cfg.Membership.View(), Answering: map[string]string{}, Interfaces: map[string]string{}}
 	c.mu.Lock()
 	for ip, ifs := range c.won {
 		s.Answering[ip.String()] = ifs
 	}
+	for name, r := range c.responders {
+		if r.arp != nil {
+			s.Interfaces[name] = r.arp.HardwareAddr().String()
+		}
+	}
 	c.mu.Unlock()
+	s.ForeignClaims = c.foreign.Since(time.Now().Add(-ForeignClaimWindow))
 	c.statusMu.Lock()
 	s.UnservablePools = slices.Clone(c.lastUnservable)
 	c.statusMu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pvelb/pvelb/announcer/arp"
+	"github.com/pvelb/pvelb/announcer/claimlog"
 	"github.com/pvelb/pvelb/announcer/ndp"
 	"github.com/pvelb/pvelb/names"
 )
@@ -97,7 +98,7 @@ func (c *Controller) applyL2(nodes []*v1.Node, answer []Assignment) {
 	c.reapStopped()
 	for ifname := range byIface {
 		if _, ok := c.responders[ifname]; !ok {
-			r, err := openL2(ifname, c.mayAnswer, c.cfg.Membership.MayAnswer, func() { time.AfterFunc(reopenDelay, c.trigger) })
+			r, err := openL2(ifname, c.mayAnswer, c.cfg.Membership.MayAnswer, c.foreign, func() { time.AfterFunc(reopenDelay, c.trigger) })
 			if err != nil {
 				klog.ErrorS(err, "Cannot open ARP/NDP responder; leaving the elections of its pools", "interface", ifname)
 				for _, ip := range byIface[ifname] {
@@ -138,12 +139,13 @@ func (c *Controller) applyL2(nodes []*v1.Node, answer []Assignment) {
 	c.metrics.announced.Set(float64(len(won)))
 }
 
-// openL2 starts the ARP and NDP responders of one interface. They answer
+// openL2 starts the ARP and NDP responders of one interface, recording
+// other MACs' claims in claims. They answer
 // only while fence (the membership's MayAnswer) allows, and re-assert a VIP
 // against another MAC's claim while reassert does. If either stops on
 // its own (its socket failed), both are stopped and onStop is called, so the
 // controller reopens them.
-func openL2(ifname string, fence, reassert func() bool, onStop func()) (*l2, error) {
+func openL2(ifname string, fence, reassert func() bool, claims *claimlog.Log, onStop func()) (*l2, error) {
 	a, err := arp.New(ifname)
 	if err != nil {
 		return nil, err
@@ -159,6 +161,8 @@ func openL2(ifname string, fence, reassert func() bool, onStop func()) (*l2, err
 	// handing over, when the successor's claim is what this node awaits.
 	a.SetReassert(reassert)
 	n.SetReassert(reassert)
+	a.SetClaimLog(claims)
+	n.SetClaimLog(claims)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &l2{arp: a, ndp: n, cancel: cancel, done: make(chan struct{})}
 	go func() {

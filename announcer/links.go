@@ -94,7 +94,7 @@ func (c *Controller) checkLinks() {
 		return
 	}
 	for ifname := range c.openFailed {
-		if r, err := openL2(ifname, func() bool { return false }, nil, nil); err == nil {
+		if r, err := openL2(ifname, func() bool { return false }, nil, nil, nil); err == nil {
 			r.close()
 			delete(c.openFailed, ifname)
 			klog.InfoS("ARP/NDP responder can be opened again", "interface", ifname)

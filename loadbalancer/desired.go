@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/pvelb/pvelb/loadbalancer/firewall"
+	"github.com/pvelb/pvelb/provider/config"
 )
 
 // serviceVIPs is one Service's allocated addresses and the pool of each
@@ -37,6 +38,9 @@ type desiredInput struct {
 	// FirewallOff: pvelb does not manage the Proxmox firewall, so a Node may
 	// announce whether or not its VM was located.
 	FirewallOff bool
+	// Extra are the cloud config's firewall.extraAddresses: admitted in the
+	// VMs of the Nodes their selector selects, and listed with the VIPs.
+	Extra []config.ExtraAddress
 }
 
 // buildDesired computes the firewall's desired state: every VIP in the
@@ -102,6 +106,28 @@ func buildDesired(in desiredInput) (firewall.Desired, map[string]string) {
 				problems[s.Key] = msg
 			}
 			for _, n := range sel.Eligible {
+				if j, ok := vmIndex[n.Name]; ok && !admitted[vmVIP{j, a}] {
+					admitted[vmVIP{j, a}] = true
+					d.VMs[j].VIPs = append(d.VMs[j].VIPs, a)
+				}
+			}
+		}
+	}
+	// Extra addresses (Talos's control-plane VIP, ...) are sent by the VMs
+	// themselves, not announced by pvelb: the Nodes their selector picks admit
+	// them, whatever the load-balancer predicates (Talos excludes its
+	// control plane from load balancers) and whether or not they are Ready.
+	for _, e := range in.Extra {
+		owner := config.ExtraOwnerPrefix + e.Name
+		for _, a := range e.Addresses {
+			if _, seen := owners[a]; !seen {
+				order = append(order, a)
+			}
+			owners[a] = append(owners[a], owner)
+			for _, n := range in.Nodes {
+				if e.NodeSelector != nil && !e.NodeSelector.Matches(labels.Set(n.Labels)) {
+					continue
+				}
 				if j, ok := vmIndex[n.Name]; ok && !admitted[vmVIP{j, a}] {
 					admitted[vmVIP{j, a}] = true
 					d.VMs[j].VIPs = append(d.VMs[j].VIPs, a)

@@ -15,6 +15,7 @@ import (
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/loadbalancer/eligibility"
 	"github.com/pvelb/pvelb/names"
+	"github.com/pvelb/pvelb/provider/config"
 	"github.com/pvelb/pvelb/provider/pve"
 )
 
@@ -172,6 +173,49 @@ func TestBuildDesired(t *testing.T) {
 	}
 	if _, ok := problems["ns/dual"]; ok || len(problems) != 1 {
 		t.Errorf("problems %v", problems)
+	}
+}
+
+// Extra addresses (Talos's control-plane VIP) are admitted in the VMs of
+// the Nodes their selector picks, even Nodes excluded from load balancers,
+// and listed with the VIPs under their owner name; an address a Service
+// also holds is admitted for both.
+func TestBuildDesiredExtraAddresses(t *testing.T) {
+	vip, talos := netip.MustParseAddr("192.0.2.100"), netip.MustParseAddr("192.0.2.5")
+	nodes := []*v1.Node{
+		node("w1", nil),
+		node("cp1", map[string]string{"node-role.kubernetes.io/control-plane": "", v1.LabelNodeExcludeBalancers: ""}),
+		node("cp2", map[string]string{"node-role.kubernetes.io/control-plane": ""}),
+	}
+	vms := map[string]vmLocation{
+		"w1":  {Region: "lab", Ref: pve.VMRef{Node: "pve1", VMID: 101}},
+		"cp1": {Region: "lab", Ref: pve.VMRef{Node: "pve1", VMID: 100}},
+		// cp2's VM is not known: nothing to admit it in.
+	}
+	sel, err := labels.Parse("node-role.kubernetes.io/control-plane")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := buildDesired(desiredInput{
+		Nodes: nodes, VMs: vms, Pools: map[string]poolView{"all": {Name: "all"}},
+		Services: []serviceVIPs{{Key: "ns/web", Addrs: []netip.Addr{vip}, Pools: []string{"all"}}},
+		Extra:    []config.ExtraAddress{{Name: "talos-vip", Addresses: []netip.Addr{talos}, NodeSelector: sel}},
+	})
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.VIPs) != 2 || d.VIPs[1].Addr != talos || !slices.Equal(d.VIPs[1].Services, []string{"extraAddresses/talos-vip"}) {
+		t.Errorf("VIPs %+v; want the Service's and talos-vip's", d.VIPs)
+	}
+	got := map[string][]netip.Addr{}
+	for _, vm := range d.VMs {
+		got[vm.Node] = vm.VIPs
+	}
+	if want := []netip.Addr{talos}; !slices.Equal(got["cp1"], want) {
+		t.Errorf("cp1 admits %v; want %v (its selector picks it, exclusion from load balancers notwithstanding)", got["cp1"], want)
+	}
+	if want := []netip.Addr{vip}; !slices.Equal(got["w1"], want) {
+		t.Errorf("w1 admits %v; want only the Service VIP %v", got["w1"], want)
 	}
 }
 

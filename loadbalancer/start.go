@@ -403,7 +403,7 @@ func (c *Controller) syncDesired(ctx context.Context) (retry bool) {
 		}
 	}
 	c.mu.Lock()
-	in := desiredInput{Nodes: nodes, VMs: vms, FirewallOff: c.fw == nil, Pools: map[string]poolView{}}
+	in := desiredInput{Nodes: nodes, VMs: vms, FirewallOff: c.fw == nil, Pools: map[string]poolView{}, Extra: c.opts.Firewall.ExtraAddresses}
 	for name, p := range c.pools {
 		in.Pools[name] = p.view
 	}

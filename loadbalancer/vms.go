@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	cloudprovider "k8s.io/cloud-provider"
+
 	"github.com/pvelb/pvelb/provider/instances"
 	"github.com/pvelb/pvelb/provider/pve"
 )
@@ -33,13 +35,21 @@ type vmLocator struct {
 	refresh time.Duration
 	now     func() time.Time
 
-	mu     sync.Mutex
-	known  map[string]vmLocation // providerID -> VM
-	listed map[string]time.Time  // region -> last successful list
+	mu    sync.Mutex
+	known map[string]vmLocation // providerID -> VM
+	// byUUID holds the VMs of Cluster API's proxmox://<uuid> providerIDs,
+	// found by reading VM configs, each re-read after the refresh period.
+	byUUID map[string]uuidLocation
+	listed map[string]time.Time // region -> last successful list
 	// failed remembers a region's last failed list for listRetryAfter, so
 	// that one pass over many Nodes of an unreachable cluster costs one
 	// (retried, up to the client's 30s budget) call, not one per Node.
 	failed map[string]listFailure
+}
+
+type uuidLocation struct {
+	loc vmLocation
+	at  time.Time
 }
 
 type listFailure struct {
@@ -70,7 +80,7 @@ func newVMLocator(vms *instances.Instances, refresh time.Duration) *vmLocator {
 	}
 	return &vmLocator{
 		vms: vms, regions: regions, refresh: refresh, now: time.Now,
-		known: map[string]vmLocation{}, listed: map[string]time.Time{},
+		known: map[string]vmLocation{}, listed: map[string]time.Time{}, byUUID: map[string]uuidLocation{},
 		failed: map[string]listFailure{},
 	}
 }
@@ -78,6 +88,9 @@ func newVMLocator(vms *instances.Instances, refresh time.Duration) *vmLocator {
 // Locate returns the VM of providerID. A VM that moved to another Proxmox
 // host is found again after the refresh period.
 func (l *vmLocator) Locate(ctx context.Context, providerID string) (vmLocation, error) {
+	if uuid, ok := instances.ProviderIDUUID(providerID); ok {
+		return l.locateUUID(ctx, providerID, uuid)
+	}
 	region, vmid, err := instances.ParseProviderID(providerID)
 	if err != nil {
 		return vmLocation{}, err
@@ -104,6 +117,33 @@ func (l *vmLocator) Locate(ctx context.Context, providerID string) (vmLocation, 
 		return loc, nil
 	}
 	return vmLocation{}, fmt.Errorf("providerID %q: Proxmox cluster %q has no QEMU VM %d (%w)", providerID, region, vmid, errNotListed)
+}
+
+// locateUUID is Locate for Cluster API's proxmox://<uuid>: the VM whose
+// smbios1 uuid it is, in any region. As for the other form, a place once
+// learnt is kept while Proxmox cannot say otherwise.
+func (l *vmLocator) locateUUID(ctx context.Context, providerID, uuid string) (vmLocation, error) {
+	l.mu.Lock()
+	prev, ok := l.byUUID[uuid]
+	l.mu.Unlock()
+	if ok && l.now().Sub(prev.at) < l.refresh {
+		return prev.loc, nil
+	}
+	vm, err := l.vms.VMOfUUID(ctx, uuid)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case err == nil:
+		loc := vmLocation{Region: vm.Region, Ref: vm.Ref(), Name: vm.Resource.Name}
+		l.byUUID[uuid] = uuidLocation{loc: loc, at: l.now()}
+		return loc, nil
+	case errors.Is(err, cloudprovider.InstanceNotFound):
+		delete(l.byUUID, uuid) // really gone: every VM was read
+		return vmLocation{}, fmt.Errorf("providerID %q: no QEMU VM has that smbios1 uuid (%w)", providerID, errNotListed)
+	case ok:
+		return prev.loc, nil
+	}
+	return vmLocation{}, fmt.Errorf("providerID %q: finding the VM with that smbios1 uuid: %w: %w", providerID, errListFailed, err)
 }
 
 // list reads region's VM list unless the last one is younger than maxAge.

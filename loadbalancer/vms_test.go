@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/pvelb/pvelb/provider/config"
 	"github.com/pvelb/pvelb/provider/instances"
 	"github.com/pvelb/pvelb/provider/pve"
+	"github.com/pvelb/pvelb/test/pvesim"
 )
 
 // listingClient answers ClusterVMs only (the locator needs nothing else):
@@ -218,5 +220,54 @@ func TestDesiredLoopFindsALateVM(t *testing.T) {
 			t.Fatalf("w1's VM, listed late, not found without another change (%d lists)", cl.count())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Cluster API Proxmox's proxmox://<uuid> names the VM by its smbios1 uuid:
+// the locator finds it by reading VM configs, in any region, keeps its place
+// for the refresh period and while Proxmox does not answer, and says
+// "not listed" (worth a retry) when no VM has the uuid.
+func TestVMLocatorUUIDProviderID(t *testing.T) {
+	sim := pvesim.NewTestServer(t, pvesim.Options{})
+	const uuid = "3f0e7a52-9b1c-4d2e-8f3a-5b6c7d8e9f01"
+	for _, vm := range []pvesim.VM{
+		{VMID: 101, Node: "pve1", Name: "other", UUID: "4a1f8b63-0c2d-4e3f-9a4b-6c7d8e9f0a12"},
+		{VMID: 102, Node: "pve2", Name: "capi-w1", UUID: strings.ToUpper(uuid)},
+	} {
+		if err := sim.AddVM(vm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl, err := pve.New(pve.Options{Region: "east", URL: sim.URL, TokenID: sim.TokenID, TokenSecret: sim.TokenSecret,
+		CAFile: sim.CAFile, MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := testLocator(t, cl)
+	now := time.Now()
+	l.now = func() time.Time { return now }
+	ctx := context.Background()
+
+	loc, err := l.Locate(ctx, "proxmox://"+uuid)
+	if err != nil || loc.Region != "east" || loc.Ref != (pve.VMRef{Node: "pve2", VMID: 102}) {
+		t.Fatalf("Locate = %+v, %v; want east pve2/102", loc, err)
+	}
+	// Known: Proxmox not asked again within the refresh period, and the place
+	// is kept while Proxmox does not answer.
+	sim.ResetStats()
+	sim.SetOutage(true)
+	for _, at := range []time.Duration{0, vmRefreshPeriod} {
+		now = now.Add(at)
+		if loc, err := l.Locate(ctx, "proxmox://"+uuid); err != nil || loc.Ref.VMID != 102 {
+			t.Fatalf("%v later, Proxmox down: %+v, %v; want the known place", at, loc, err)
+		}
+	}
+	sim.SetOutage(false)
+	if _, err := l.Locate(ctx, "proxmox://00000000-0000-0000-0000-0000000000aa"); !errors.Is(err, errNotListed) {
+		t.Fatalf("unknown uuid: %v; want not listed", err)
+	}
+	sim.SetOutage(true)
+	if _, err := l.Locate(ctx, "proxmox://00000000-0000-0000-0000-0000000000bb"); !errors.Is(err, errListFailed) {
+		t.Fatalf("unknown uuid, Proxmox down: %v; want a list failure", err)
 	}
 }

@@ -126,11 +126,11 @@ func New(cfg *config.Config, opts Options) (*Cloud, error) {
 	for k, cl := range cfg.Clusters {
 		if cl.InsecureSkipVerify {
 			klog.InfoS("WARNING: TLS certificate verification is OFF for this Proxmox cluster; anyone on the path can read the API token. Use caFile instead.",
-				"region", cl.Region, "url", cl.URL)
+				"region", cl.Region, "urls", cl.URLs)
 		}
 		client, err := newClient(pve.Options{
 			Region:             cl.Region,
-			URL:                cl.URL,
+			URLs:               cl.URLs,
 			TokenID:            cl.TokenID,
 			TokenSecret:        cl.TokenSecret.Reveal(),
 			CAFile:             cl.CAFile,

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	mdarp "github.com/mdlayher/arp"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
 
+	"github.com/pvelb/pvelb/announcer/claimlog"
 	"github.com/pvelb/pvelb/announcer/l2state"
 )
 
@@ -62,6 +64,8 @@ type Responder struct {
 	// won: the VIPs answered, their gratuitous bursts, and when another MAC
 	// last claimed one (its gratuitous ARP on takeover).
 	won *l2state.Set
+	// claims records other MACs' claims on won VIPs (nil: not recorded).
+	claims atomic.Pointer[claimlog.Log]
 }
 
 // New opens an ARP socket on the named interface. It must run in the network
@@ -114,6 +118,9 @@ func (r *Responder) YieldOnClaim() { r.won.YieldOnClaim() }
 // SetReassert lets the responder answer another MAC's claim on a VIP it
 // serves with a gratuitous ARP while f allows (see l2state.NoteClaim).
 func (r *Responder) SetReassert(f func() bool) { r.won.SetReassert(f) }
+
+// SetClaimLog records other MACs' claims on the VIPs answered in l.
+func (r *Responder) SetClaimLog(l *claimlog.Log) { r.claims.Store(l) }
 
 // Serving reports whether ip is currently answered.
 func (r *Responder) Serving(ip netip.Addr) bool { return r.won.Serving(ip) }
@@ -178,6 +185,7 @@ func (r *Responder) readOne() error {
 	}
 	if r.won.NoteClaim(p.SenderIP) {
 		foreignClaims.WithLabelValues(r.ifi.Name).Inc()
+		r.claims.Load().Record(p.SenderIP, p.SenderHardwareAddr, r.ifi.Name)
 		klog.V(2).InfoS("Another MAC claims a VIP this node answers for", "ip", p.SenderIP, "mac", p.SenderHardwareAddr, "interface", r.ifi.Name)
 	}
 	// A request whose sender and target are the same address announces,

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	mdndp "github.com/mdlayher/ndp"
@@ -35,6 +36,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/pvelb/pvelb/announcer/claimlog"
 	"github.com/pvelb/pvelb/announcer/l2state"
 )
 
@@ -85,6 +87,8 @@ type Responder struct {
 	// groups: solicited-node group -> number of won VIPs in it. Only
 	// touched from won's hooks, so guarded by won's lock.
 	groups map[netip.Addr]int
+	// claims records other MACs' claims on won VIPs (nil: not recorded).
+	claims atomic.Pointer[claimlog.Log]
 }
 
 // New opens an ICMPv6 socket and a packet socket on the named interface. It
@@ -174,6 +178,9 @@ func (r *Responder) YieldOnClaim() { r.won.YieldOnClaim() }
 // VIP it serves with an unsolicited one while f allows (see
 // l2state.NoteClaim).
 func (r *Responder) SetReassert(f func() bool) { r.won.SetReassert(f) }
+
+// SetClaimLog records other MACs' claims on the VIPs answered in l.
+func (r *Responder) SetClaimLog(l *claimlog.Log) { r.claims.Store(l) }
 
 // SetFence makes every advertisement depend on f, the membership's
 // permission to answer.
@@ -275,6 +282,7 @@ func (r *Responder) noteClaim(na *mdndp.NeighborAdvertisement) {
 			lla.Addr.String() != r.ifi.HardwareAddr.String() {
 			if r.won.NoteClaim(na.TargetAddress) {
 				foreignClaims.WithLabelValues(r.ifi.Name).Inc()
+				r.claims.Load().Record(na.TargetAddress, lla.Addr, r.ifi.Name)
 				klog.V(2).InfoS("Another MAC claims a VIP this node answers for", "ip", na.TargetAddress, "mac", lla.Addr, "interface", r.ifi.Name)
 			}
 		}

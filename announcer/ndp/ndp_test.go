@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/pvelb/pvelb/announcer/claimlog"
 	"github.com/pvelb/pvelb/announcer/internal/l2lab"
 	"github.com/pvelb/pvelb/test/netlab"
 )
@@ -50,7 +51,13 @@ func TestOnlyTheWinnerAnswersAndTakeoverMovesClients(t *testing.T) {
 
 	// Takeover: the unsolicited advertisement rewrites the client's entry.
 	un0 := testutil.ToFloat64(advertisements.WithLabelValues("eth0", "unsolicited"))
+	claims, t0 := claimlog.New(), time.Now()
+	r1.SetClaimLog(claims)
 	l2lab.Handover(t, lab.Client, vip, r1, r2, n2)
+	// The old owner recorded who took the VIP over, for /status.
+	if got := claims.Since(t0); len(got) == 0 || got[0].IP != vip || got[0].MAC != n2.MAC.String() || got[0].Interface != "eth0" {
+		t.Errorf("claim log after the takeover: %+v; want %s claimed by %s on eth0", got, vip, n2.MAC)
+	}
 	if err := lab.Client.Ping(ctx, vip, 2*time.Second); err != nil {
 		t.Fatalf("ping %s after takeover: %v", vip, err)
 	}

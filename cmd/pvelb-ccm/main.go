@@ -25,6 +25,8 @@ import (
 	"github.com/pvelb/pvelb/cmd/internal/buildinfo"
 	"github.com/pvelb/pvelb/loadbalancer"
 	"github.com/pvelb/pvelb/provider"
+	"github.com/pvelb/pvelb/provider/csrapprover"
+	"github.com/pvelb/pvelb/provider/nodelabels"
 )
 
 // leaderElectionName differs from the upstream default so pvelb can run
@@ -122,6 +124,10 @@ func initCloud(c *config.CompletedConfig) cloudprovider.Interface {
 		if _, err := loadbalancer.Attach(pc, fenceLease(c)); err != nil {
 			klog.Fatalf("LoadBalancer could not be initialized: %v", err)
 		}
+		// In the leader: Node host labels follow live migrations.
+		nodelabels.Attach(pc)
+		// Opt-in: kubelet serving certificate requests of matching Nodes.
+		csrapprover.Attach(pc)
 	}
 	if !cloud.HasClusterID() && !c.ComponentConfig.KubeCloudShared.AllowUntaggedCloud {
 		klog.Fatalf("no ClusterID found; set --allow-untagged-cloud to bypass")

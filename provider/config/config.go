@@ -6,7 +6,10 @@
 package config
 
 import (
+	"net/netip"
 	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // Defaults applied to fields the file leaves out.
@@ -16,6 +19,9 @@ const (
 	DefaultClusterIPSet = "pvelb-vips"
 	DefaultResyncPeriod = 60 * time.Second
 	DefaultNIC          = "net0"
+	// DefaultLabelSyncPeriod is how often Nodes' host labels are compared
+	// with their VMs' current Proxmox host.
+	DefaultLabelSyncPeriod = 30 * time.Second
 )
 
 // AddressMode says where Instances takes a Node's addresses from.
@@ -41,8 +47,11 @@ type Config struct {
 // (providerID, topology.kubernetes.io/region).
 type Cluster struct {
 	Region string
-	// URL is the API base, ending in /api2/json.
-	URL     string
+	// URLs are the API bases (each ending in /api2/json) of the cluster's
+	// Proxmox hosts, from `url` or `urls`, in preference order: any host
+	// serves the whole cluster's API, and the client fails over between
+	// them (see pve.Options.URLs).
+	URLs    []string
 	TokenID string
 	// TokenSecret is loaded from tokenSecret or tokenSecretFile; it never prints.
 	TokenSecret Secret
@@ -61,6 +70,13 @@ type Instances struct {
 	// CacheTTL is how long VM lists and VM configs are reused; 0 disables
 	// caching (concurrent identical calls are still shared).
 	CacheTTL time.Duration
+	// LabelSyncPeriod is how often the zone and pvelb.io/proxmox-host labels
+	// of initialised Nodes are brought in line with their VMs' current host
+	// (after live migrations); 0 turns that off.
+	LabelSyncPeriod time.Duration
+	// ApproveKubeletServingCertificates turns on the approver of kubelet
+	// serving certificate requests (package csrapprover).
+	ApproveKubeletServingCertificates bool
 }
 
 // Firewall configures admission of VIPs in Proxmox firewall IPSets.
@@ -70,7 +86,25 @@ type Firewall struct {
 	NICs         []string
 	AdmitRanges  bool
 	ResyncPeriod time.Duration
+	// ExtraAddresses are addresses other than LoadBalancer VIPs that some
+	// Nodes' VMs send from, such as Talos's shared control-plane VIP.
+	ExtraAddresses []ExtraAddress
 }
+
+// ExtraAddress is a named set of addresses admitted, like a VIP, in the
+// ipfilter sets of the VMs of the Nodes NodeSelector selects.
+type ExtraAddress struct {
+	Name      string
+	Addresses []netip.Addr
+	// NodeSelector is a label selector in kubectl's syntax
+	// ("node-role.kubernetes.io/control-plane"); empty selects every Node.
+	NodeSelector labels.Selector
+}
+
+// ExtraOwnerPrefix starts the owner name an extra address is marked with in
+// IPSet comments, in place of a Service's namespace/name: "extraAddresses/"
+// is no namespace (namespaces are lowercase), so it names no Service.
+const ExtraOwnerPrefix = "extraAddresses/"
 
 // LoadBalancer configures the LoadBalancer implementation.
 type LoadBalancer struct {

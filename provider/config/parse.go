@@ -6,13 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"k8s.io/apimachinery/pkg/labels"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
@@ -33,6 +36,7 @@ type rawConfig struct {
 type rawCluster struct {
 	Region             any `json:"region"`
 	URL                any `json:"url"`
+	URLs               any `json:"urls"`
 	TokenID            any `json:"tokenID"`
 	TokenSecret        any `json:"tokenSecret"`
 	TokenSecretFile    any `json:"tokenSecretFile"`
@@ -42,16 +46,26 @@ type rawCluster struct {
 }
 
 type rawInstances struct {
-	Addresses any `json:"addresses"`
-	CacheTTL  any `json:"cacheTTL"`
+	Addresses       any `json:"addresses"`
+	CacheTTL        any `json:"cacheTTL"`
+	LabelSyncPeriod any `json:"labelSyncPeriod"`
+
+	ApproveKubeletServingCertificates any `json:"approveKubeletServingCertificates"`
 }
 
 type rawFirewall struct {
-	Enabled      any `json:"enabled"`
-	ClusterIPSet any `json:"clusterIPSet"`
-	NICs         any `json:"nics"`
-	AdmitRanges  any `json:"admitRanges"`
-	ResyncPeriod any `json:"resyncPeriod"`
+	Enabled        any               `json:"enabled"`
+	ClusterIPSet   any               `json:"clusterIPSet"`
+	NICs           any               `json:"nics"`
+	AdmitRanges    any               `json:"admitRanges"`
+	ResyncPeriod   any               `json:"resyncPeriod"`
+	ExtraAddresses []rawExtraAddress `json:"extraAddresses"`
+}
+
+type rawExtraAddress struct {
+	Name         any `json:"name"`
+	Addresses    any `json:"addresses"`
+	NodeSelector any `json:"nodeSelector"`
 }
 
 type rawLoadBalancer struct {
@@ -185,6 +199,21 @@ func (v *validator) checkShape(tree any) any {
 			}
 		}
 	}
+	if fw, ok := top["firewall"].(map[string]any); ok {
+		if val, present := fw["extraAddresses"]; present && val != nil {
+			list, ok := val.([]any)
+			if !ok {
+				v.add("firewall.extraAddresses", "must be a list of {name, addresses, nodeSelector}, got %s", kindOf(val))
+				delete(fw, "extraAddresses")
+			}
+			for i, item := range list {
+				if _, ok := item.(map[string]any); !ok {
+					v.add(fmt.Sprintf("firewall.extraAddresses[%d]", i), "must be a mapping with name, addresses and nodeSelector, got %s", kindOf(item))
+					list[i] = map[string]any{}
+				}
+			}
+		}
+	}
 	if val, present := top["clusters"]; present && val != nil {
 		list, ok := val.([]any)
 		if !ok {
@@ -258,6 +287,11 @@ func (v *validator) build(raw *rawConfig) *Config {
 		v.add("instances.addresses", "must be %q or %q, got %q", AddressesProvided, AddressesProvidedAndAgent, mode)
 	}
 	cfg.Instances.CacheTTL = v.duration("instances.cacheTTL", ri.CacheTTL, DefaultCacheTTL, 0, time.Hour)
+	cfg.Instances.LabelSyncPeriod = v.duration("instances.labelSyncPeriod", ri.LabelSyncPeriod, DefaultLabelSyncPeriod, 0, time.Hour)
+	cfg.Instances.ApproveKubeletServingCertificates = v.boolean("instances.approveKubeletServingCertificates", ri.ApproveKubeletServingCertificates, false)
+	if p := cfg.Instances.LabelSyncPeriod; p > 0 && p < time.Second {
+		v.add("instances.labelSyncPeriod", "%s is too short: at least 1s, or 0 to turn it off", p)
+	}
 
 	rf := raw.Firewall
 	if rf == nil {
@@ -273,6 +307,7 @@ func (v *validator) build(raw *rawConfig) *Config {
 	cfg.Firewall.NICs = v.nics("firewall.nics", rf.NICs)
 	cfg.Firewall.AdmitRanges = v.boolean("firewall.admitRanges", rf.AdmitRanges, false)
 	cfg.Firewall.ResyncPeriod = v.duration("firewall.resyncPeriod", rf.ResyncPeriod, DefaultResyncPeriod, time.Second, 24*time.Hour)
+	cfg.Firewall.ExtraAddresses = v.extraAddresses("firewall.extraAddresses", rf.ExtraAddresses)
 
 	rl := raw.LoadBalancer
 	if rl == nil {
@@ -294,7 +329,7 @@ func (v *validator) cluster(path string, rc *rawCluster) Cluster {
 	}
 
 	c.InsecureSkipVerify = v.boolean(path+".insecureSkipVerify", rc.InsecureSkipVerify, false)
-	c.URL = v.apiURL(path+".url", rc.URL, c.InsecureSkipVerify)
+	c.URLs = v.apiURLs(path, rc, c.InsecureSkipVerify)
 
 	c.TokenID = v.str(path+".tokenID", rc.TokenID)
 	switch {
@@ -311,6 +346,47 @@ func (v *validator) cluster(path string, rc *rawCluster) Cluster {
 	}
 	c.Timeout = v.duration(path+".timeout", rc.Timeout, DefaultTimeout, 100*time.Millisecond, 10*time.Minute)
 	return c
+}
+
+// apiURLs reads `url` (one host) or `urls` (several hosts of the cluster,
+// in preference order); exactly one of them is required.
+func (v *validator) apiURLs(path string, rc *rawCluster, insecure bool) []string {
+	switch {
+	case rc.URL != nil && rc.URLs != nil:
+		v.add(path, "set exactly one of url and urls, not both")
+		return nil
+	case rc.URL == nil && rc.URLs == nil:
+		v.add(path+".url", "required (or urls, a list of the cluster's hosts)")
+		return nil
+	case rc.URL != nil:
+		if u := v.apiURL(path+".url", rc.URL, insecure); u != "" {
+			return []string{u}
+		}
+		return nil
+	}
+	list, ok := rc.URLs.([]any)
+	if !ok {
+		v.add(path+".urls", "must be a list of URLs, got %s", kindOf(rc.URLs))
+		return nil
+	}
+	if len(list) == 0 {
+		v.add(path+".urls", "must name at least one URL")
+		return nil
+	}
+	var out []string
+	for i, item := range list {
+		p := fmt.Sprintf("%s.urls[%d]", path, i)
+		u := v.apiURL(p, item, insecure)
+		if u == "" {
+			continue
+		}
+		if k := slices.Index(out, u); k >= 0 {
+			v.add(p, "%s is listed twice", u)
+			continue
+		}
+		out = append(out, u)
+	}
+	return out
 }
 
 func (v *validator) apiURL(path string, val any, insecure bool) string {
@@ -423,6 +499,71 @@ func (v *validator) nics(path string, val any) []string {
 			seen[s] = true
 			out = append(out, s)
 		}
+	}
+	return out
+}
+
+// extraAddresses reads firewall.extraAddresses (its shape checked by
+// checkShape, unknown keys by the strict decoder).
+func (v *validator) extraAddresses(path string, list []rawExtraAddress) []ExtraAddress {
+	var out []ExtraAddress
+	names := map[string]int{}
+	owner := map[netip.Addr]string{}
+	for i, raw := range list {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		var e ExtraAddress
+		e.Name = v.str(p+".name", raw.Name)
+		switch {
+		case e.Name == "":
+			v.add(p+".name", "required")
+		case len(e.Name) > 63 || !regionRE.MatchString(e.Name):
+			v.add(p+".name", "%q must be a DNS label: lowercase letters, digits and '-', at most 63 characters", e.Name)
+		default:
+			if first, dup := names[e.Name]; dup {
+				v.add(p+".name", "duplicate name %q (also %s[%d])", e.Name, path, first)
+			}
+			names[e.Name] = i
+		}
+		addrs, ok := raw.Addresses.([]any)
+		switch {
+		case raw.Addresses == nil:
+			v.add(p+".addresses", "required: a list of IP addresses, e.g. [192.0.2.5]")
+		case !ok:
+			v.add(p+".addresses", "must be a list of IP addresses, got %s", kindOf(raw.Addresses))
+		case len(addrs) == 0:
+			v.add(p+".addresses", "must name at least one address")
+		}
+		for j, a := range addrs {
+			ap := fmt.Sprintf("%s.addresses[%d]", p, j)
+			s, ok := a.(string)
+			if !ok {
+				v.add(ap, "must be a string, got %s", kindOf(a))
+				continue
+			}
+			ip, err := netip.ParseAddr(s)
+			if err != nil || ip.Zone() != "" || ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast() {
+				v.add(ap, "%q is not a unicast IP address (one address, no prefix length)", s)
+				continue
+			}
+			ip = ip.Unmap()
+			if prev, dup := owner[ip]; dup {
+				v.add(ap, "%s is listed twice (also %s)", ip, prev)
+				continue
+			}
+			owner[ip] = ap
+			e.Addresses = append(e.Addresses, ip)
+		}
+		if raw.NodeSelector == nil {
+			v.add(p+".nodeSelector", `required: the Nodes whose VMs send from these addresses, e.g. "node-role.kubernetes.io/control-plane" ("" for every Node)`)
+		} else {
+			sel := v.str(p+".nodeSelector", raw.NodeSelector)
+			parsed, err := labels.Parse(sel)
+			if err != nil {
+				v.add(p+".nodeSelector", "%q is not a label selector: %v", sel, err)
+			}
+			e.NodeSelector = parsed
+		}
+		out = append(out, e)
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -154,8 +155,10 @@ func checkConfig(t *testing.T, data []byte, dir string, cfg *Config) {
 		switch {
 		case len(c.Region) > 63 || !regionRE.MatchString(c.Region) || regions[c.Region]:
 			fail("region %q", c.Region)
-		case !strings.HasSuffix(c.URL, "/api2/json") || !(strings.HasPrefix(c.URL, "https://") || c.InsecureSkipVerify && strings.HasPrefix(c.URL, "http://")):
-			fail("url %q", c.URL)
+		case len(c.URLs) == 0 || slices.ContainsFunc(c.URLs, func(u string) bool {
+			return !strings.HasSuffix(u, "/api2/json") || !(strings.HasPrefix(u, "https://") || c.InsecureSkipVerify && strings.HasPrefix(u, "http://"))
+		}):
+			fail("urls %q", c.URLs)
 		case !pve.ValidTokenID(c.TokenID):
 			fail("tokenID %q", c.TokenID)
 		case c.TokenSecret == "" || strings.ContainsFunc(c.TokenSecret.Reveal(), func(r rune) bool { return r <= ' ' || r == 0x7f }):
@@ -172,6 +175,9 @@ func checkConfig(t *testing.T, data []byte, dir string, cfg *Config) {
 	}
 	if d := cfg.Instances.CacheTTL; d < 0 || d > time.Hour {
 		fail("cacheTTL %v", d)
+	}
+	if d := cfg.Instances.LabelSyncPeriod; d < 0 || d > 0 && d < time.Second || d > time.Hour {
+		fail("labelSyncPeriod %v", d)
 	}
 	if d := cfg.Firewall.ResyncPeriod; d < time.Second || d > 24*time.Hour {
 		fail("resyncPeriod %v", d)
@@ -195,24 +201,26 @@ func checkConfig(t *testing.T, data []byte, dir string, cfg *Config) {
 // JSON is YAML, and json.Marshal quotes every string safely.
 func formatConfig(cfg *Config) []byte {
 	type cluster struct {
-		Region             string `json:"region"`
-		URL                string `json:"url"`
-		TokenID            string `json:"tokenID"`
-		TokenSecret        string `json:"tokenSecret,omitempty"`
-		TokenSecretFile    string `json:"tokenSecretFile,omitempty"`
-		CAFile             string `json:"caFile,omitempty"`
-		InsecureSkipVerify bool   `json:"insecureSkipVerify"`
-		Timeout            string `json:"timeout"`
+		Region             string   `json:"region"`
+		URLs               []string `json:"urls"`
+		TokenID            string   `json:"tokenID"`
+		TokenSecret        string   `json:"tokenSecret,omitempty"`
+		TokenSecretFile    string   `json:"tokenSecretFile,omitempty"`
+		CAFile             string   `json:"caFile,omitempty"`
+		InsecureSkipVerify bool     `json:"insecureSkipVerify"`
+		Timeout            string   `json:"timeout"`
 	}
 	doc := map[string]any{
-		"instances": map[string]any{"addresses": cfg.Instances.Addresses, "cacheTTL": cfg.Instances.CacheTTL.String()},
+		"instances": map[string]any{"addresses": cfg.Instances.Addresses, "cacheTTL": cfg.Instances.CacheTTL.String(),
+			"labelSyncPeriod":                   cfg.Instances.LabelSyncPeriod.String(),
+			"approveKubeletServingCertificates": cfg.Instances.ApproveKubeletServingCertificates},
 		"firewall": map[string]any{"enabled": cfg.Firewall.Enabled, "clusterIPSet": cfg.Firewall.ClusterIPSet,
 			"nics": cfg.Firewall.NICs, "admitRanges": cfg.Firewall.AdmitRanges, "resyncPeriod": cfg.Firewall.ResyncPeriod.String()},
 		"loadBalancer": map[string]any{"serveClasslessServices": cfg.LoadBalancer.ServeClasslessServices},
 	}
 	var cs []cluster
 	for _, c := range cfg.Clusters {
-		cc := cluster{Region: c.Region, URL: c.URL, TokenID: c.TokenID, TokenSecretFile: c.TokenSecretFile,
+		cc := cluster{Region: c.Region, URLs: c.URLs, TokenID: c.TokenID, TokenSecretFile: c.TokenSecretFile,
 			CAFile: c.CAFile, InsecureSkipVerify: c.InsecureSkipVerify, Timeout: c.Timeout.String()}
 		if c.TokenSecretFile == "" {
 			cc.TokenSecret = c.TokenSecret.Reveal()

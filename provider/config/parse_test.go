@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 const validSecret = "0b8c7f3e-5a1d-4c2b-9e6f-7a8b9c0d1e2f"
@@ -72,15 +75,84 @@ func TestParseDefaults(t *testing.T) {
 	}
 	want := &Config{
 		Clusters: []Cluster{{
-			Region: "pve-east", URL: "https://192.0.2.10:8006/api2/json", TokenID: "pvelb@pve!ccm",
+			Region: "pve-east", URLs: []string{"https://192.0.2.10:8006/api2/json"}, TokenID: "pvelb@pve!ccm",
 			TokenSecret: validSecret, Timeout: DefaultTimeout,
 		}},
-		Instances:    Instances{Addresses: AddressesProvided, CacheTTL: DefaultCacheTTL},
+		Instances:    Instances{Addresses: AddressesProvided, CacheTTL: DefaultCacheTTL, LabelSyncPeriod: DefaultLabelSyncPeriod},
 		Firewall:     Firewall{Enabled: true, ClusterIPSet: "pvelb-vips", NICs: []string{"net0"}, ResyncPeriod: 60 * time.Second},
 		LoadBalancer: LoadBalancer{ServeClasslessServices: true},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("Parse(minimal) =\n%+v\nwant\n%+v", cfg, want)
+	}
+}
+
+func TestParseURLs(t *testing.T) {
+	doc := `
+clusters:
+  - region: pve-east
+    urls:
+      - https://pve1.example.com:8006
+      - https://192.0.2.12:8006/api2/json
+      - https://[2001:db8::13]:8006/
+    tokenID: pvelb@pve!ccm
+    tokenSecret: "` + validSecret + `"
+`
+	cfg, err := Parse([]byte(doc), "")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	want := []string{"https://pve1.example.com:8006/api2/json", "https://192.0.2.12:8006/api2/json", "https://[2001:db8::13]:8006/api2/json"}
+	if got := cfg.Clusters[0].URLs; !reflect.DeepEqual(got, want) {
+		t.Errorf("URLs = %q; want %q (normalised, in the file's order)", got, want)
+	}
+}
+
+func TestParseExtraAddresses(t *testing.T) {
+	doc := minimal + `
+firewall:
+  extraAddresses:
+    - name: talos-vip
+      addresses: [192.0.2.5, "2001:db8::5"]
+      nodeSelector: node-role.kubernetes.io/control-plane
+    - name: keepalived
+      addresses: [198.51.100.9]
+      nodeSelector: ""
+`
+	cfg, err := Parse([]byte(doc), "")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	ex := cfg.Firewall.ExtraAddresses
+	if len(ex) != 2 || ex[0].Name != "talos-vip" || fmt.Sprint(ex[0].Addresses) != "[192.0.2.5 2001:db8::5]" || ex[1].Name != "keepalived" {
+		t.Fatalf("extraAddresses = %+v", ex)
+	}
+	cp := labels.Set{"node-role.kubernetes.io/control-plane": ""}
+	if !ex[0].NodeSelector.Matches(cp) || ex[0].NodeSelector.Matches(labels.Set{"x": "y"}) {
+		t.Errorf("talos-vip selector %q", ex[0].NodeSelector)
+	}
+	if !ex[1].NodeSelector.Matches(labels.Set{"x": "y"}) {
+		t.Errorf("empty selector must select every Node, got %q", ex[1].NodeSelector)
+	}
+
+	for _, tc := range []struct{ doc, want string }{
+		{"firewall:\n  extraAddresses: {name: a}\n", "firewall.extraAddresses: must be a list"},
+		{"firewall:\n  extraAddresses: [{addresses: [192.0.2.5], nodeSelector: a}]\n", "firewall.extraAddresses[0].name: required"},
+		{"firewall:\n  extraAddresses: [{name: Talos, addresses: [192.0.2.5], nodeSelector: a}]\n", `firewall.extraAddresses[0].name: "Talos" must be a DNS label`},
+		{"firewall:\n  extraAddresses: [{name: a, nodeSelector: a}]\n", "firewall.extraAddresses[0].addresses: required"},
+		{"firewall:\n  extraAddresses: [{name: a, addresses: [192.0.2.0/24], nodeSelector: a}]\n", `firewall.extraAddresses[0].addresses[0]: "192.0.2.0/24" is not a unicast IP address`},
+		{"firewall:\n  extraAddresses: [{name: a, addresses: [192.0.2.5]}]\n", "firewall.extraAddresses[0].nodeSelector: required"},
+		{"firewall:\n  extraAddresses: [{name: a, addresses: [192.0.2.5], nodeSelector: \"a in (\"}]\n", "firewall.extraAddresses[0].nodeSelector: \"a in (\" is not a label selector"},
+		{"firewall:\n  extraAddresses: [{name: a, addresses: [192.0.2.5], nodeSelector: a, vip: x}]\n", "firewall.extraAddresses[0].vip: unknown field"},
+		{"firewall:\n  extraAddresses: [{name: a, addresses: [192.0.2.5], nodeSelector: a}, {name: a, addresses: [192.0.2.5], nodeSelector: b}]\n",
+			"firewall.extraAddresses[1].name: duplicate name \"a\""},
+		{"firewall:\n  extraAddresses: [{name: a, addresses: [192.0.2.5], nodeSelector: a}, {name: b, addresses: [192.0.2.5], nodeSelector: b}]\n",
+			"firewall.extraAddresses[1].addresses[0]: 192.0.2.5 is listed twice (also firewall.extraAddresses[0].addresses[0])"},
+	} {
+		_, err := Parse([]byte(minimal+tc.doc), "")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v; want %q", tc.doc, err, tc.want)
+		}
 	}
 }
 
@@ -102,6 +174,7 @@ clusters:
 instances:
   addresses: provided-and-agent
   cacheTTL: 0s
+  labelSyncPeriod: 0s
 firewall:
   enabled: false
   clusterIPSet: my_vips-2
@@ -117,11 +190,11 @@ loadBalancer:
 	}
 	want := &Config{
 		Clusters: []Cluster{{
-			Region: "pve-east", URL: "https://pve1.example.com:8006/api2/json", TokenID: "pvelb@pve!ccm",
+			Region: "pve-east", URLs: []string{"https://pve1.example.com:8006/api2/json"}, TokenID: "pvelb@pve!ccm",
 			TokenSecret: validSecret, TokenSecretFile: filepath.Join(dir, "token"),
 			CAFile: filepath.Join(dir, "ca.pem"), Timeout: 3 * time.Second,
 		}, {
-			Region: "pve-west", URL: "http://198.51.100.7:8006/api2/json", TokenID: "root@pam!lab-1",
+			Region: "pve-west", URLs: []string{"http://198.51.100.7:8006/api2/json"}, TokenID: "root@pam!lab-1",
 			TokenSecret: "s3cr3t", InsecureSkipVerify: true, Timeout: DefaultTimeout,
 		}},
 		Instances:    Instances{Addresses: AddressesProvidedAndAgent, CacheTTL: 0},
@@ -209,7 +282,16 @@ func TestParseErrors(t *testing.T) {
 			minimal + strings.TrimPrefix(cluster(), "clusters:\n"),
 			[]string{`clusters[1].region: duplicate region "pve-east" (also clusters[0])`},
 		},
-		{"missing url", cluster("url: <omit>"), []string{"clusters[0].url: required"}},
+		{"labelSyncPeriod too short", minimal + "instances:\n  labelSyncPeriod: 10ms\n", []string{"instances.labelSyncPeriod: 10ms is too short: at least 1s, or 0 to turn it off"}},
+		{"labelSyncPeriod too long", minimal + "instances:\n  labelSyncPeriod: 2h\n", []string{"instances.labelSyncPeriod: 2h0m0s is out of range"}},
+		{"missing url", cluster("url: <omit>"), []string{"clusters[0].url: required (or urls"}},
+		{"url and urls", cluster("urls: [https://192.0.2.11:8006]"), []string{"clusters[0]: set exactly one of url and urls, not both"}},
+		{"urls not a list", cluster("url: <omit>", "urls: https://192.0.2.11:8006"), []string{"clusters[0].urls: must be a list of URLs, got a string"}},
+		{"urls empty", cluster("url: <omit>", "urls: []"), []string{"clusters[0].urls: must name at least one URL"}},
+		{"urls item bad", cluster("url: <omit>", "urls: [https://192.0.2.11:8006, ftp://192.0.2.12, 7]"),
+			[]string{`clusters[0].urls[1]: must be an https URL, got scheme "ftp"`, "clusters[0].urls[2]: must be a string, got a number"}},
+		{"urls twice", cluster("url: <omit>", "urls: [https://192.0.2.11:8006, \"https://192.0.2.11:8006/api2/json\"]"),
+			[]string{"clusters[0].urls[1]: https://192.0.2.11:8006/api2/json is listed twice"}},
 		{"http url", cluster("url: http://192.0.2.10:8006/api2/json"), []string{"clusters[0].url: must be an https URL (http is only allowed with insecureSkipVerify: true)"}},
 		{"ftp url", cluster("url: ftp://192.0.2.10/api2/json"), []string{`clusters[0].url: must be an https URL, got scheme "ftp"`}},
 		{"unparsable url", cluster("url: \"https://[::1\""), []string{"clusters[0].url: not a valid URL"}},

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/klog/v2"
 
@@ -142,6 +143,20 @@ func (i *Instances) InstanceExists(ctx context.Context, node *v1.Node) (bool, er
 		// VM the token cannot see. Never report such a Node gone.
 		return true, nil
 	}
+	if uuid, ok := ProviderIDUUID(node.Spec.ProviderID); ok {
+		// Cluster API's form: the uuid cannot be double-checked against the
+		// token's rights the way a VM id can (confirmGone), and Cluster API
+		// deletes the Nodes of the Machines it deletes itself.
+		vm, err := i.findUUID(ctx, node, uuid)
+		if err != nil && !errors.Is(err, cloudprovider.InstanceNotFound) {
+			return true, err
+		}
+		if vm == nil {
+			logger.Info("No VM has the uuid of the Node's providerID; Node kept (pvelb deletes only Nodes with proxmox://<region>/<vmid> providerIDs)",
+				"providerID", node.Spec.ProviderID)
+		}
+		return true, nil
+	}
 	r, res, err := i.lookupProviderID(ctx, node.Spec.ProviderID, false)
 	if errors.Is(err, ErrForeignProviderID) {
 		logger.V(4).Info("Node has another provider's providerID; not ours to judge", "providerID", node.Spec.ProviderID)
@@ -219,7 +234,7 @@ func (i *Instances) confirmGone(ctx context.Context, r *region, node *v1.Node) e
 // unreachable host (status "unknown") is not known to be shut down.
 func (i *Instances) InstanceShutdown(ctx context.Context, node *v1.Node) (bool, error) {
 	var res *pve.VMResource
-	if node.Spec.ProviderID != "" {
+	if _, isUUID := ProviderIDUUID(node.Spec.ProviderID); node.Spec.ProviderID != "" && !isUUID {
 		var err error
 		_, res, err = i.lookupProviderID(ctx, node.Spec.ProviderID, false)
 		if errors.Is(err, ErrForeignProviderID) {
@@ -229,7 +244,7 @@ func (i *Instances) InstanceShutdown(ctx context.Context, node *v1.Node) (bool, 
 			return false, fmt.Errorf("node %s: %w", node.Name, err)
 		}
 	} else {
-		vm, err := i.findByUUID(ctx, node)
+		vm, err := i.VMForNode(ctx, node)
 		if errors.Is(err, cloudprovider.InstanceNotFound) {
 			return false, nil
 		}
@@ -254,8 +269,12 @@ func (i *Instances) InstanceMetadata(ctx context.Context, node *v1.Node) (*cloud
 		return nil, err
 	}
 	res := vm.Resource
+	providerID := vm.ProviderID()
+	if _, ok := ProviderIDUUID(node.Spec.ProviderID); ok {
+		providerID = node.Spec.ProviderID // immutable: the Node keeps Cluster API's form
+	}
 	md := &cloudprovider.InstanceMetadata{
-		ProviderID:       vm.ProviderID(),
+		ProviderID:       providerID,
 		InstanceType:     InstanceType(vm.Config, res),
 		Region:           vm.Region,
 		AdditionalLabels: map[string]string{names.LabelProxmoxVMID: strconv.Itoa(res.VMID)},
@@ -282,12 +301,16 @@ func (i *Instances) InstanceMetadata(ctx context.Context, node *v1.Node) (*cloud
 	return md, nil
 }
 
-// VMForNode finds the Node's VM: by providerID when it has one, else by
-// SMBIOS UUID. The error wraps cloudprovider.InstanceNotFound when no VM
+// VMForNode finds the Node's VM: by providerID when it has one (the uuid of
+// Cluster API's proxmox://<uuid> form is looked up like a systemUUID), else
+// by SMBIOS UUID. The error wraps cloudprovider.InstanceNotFound when no VM
 // matches.
 func (i *Instances) VMForNode(ctx context.Context, node *v1.Node) (*VM, error) {
 	if node.Spec.ProviderID == "" {
 		return i.findByUUID(ctx, node)
+	}
+	if uuid, ok := ProviderIDUUID(node.Spec.ProviderID); ok {
+		return i.findUUID(ctx, node, uuid)
 	}
 	r, res, err := i.lookupProviderID(ctx, node.Spec.ProviderID, false)
 	if err != nil {
@@ -360,6 +383,36 @@ func (i *Instances) ListVMs(ctx context.Context, regionName string, maxAge time.
 	return r.vms.getWithin(ctx, struct{}{}, maxAge, r.client.ClusterVMs)
 }
 
+// HostOf returns the Proxmox host a Node's VM runs on now, for either
+// proxmox:// providerID form: from the region's VM list at most maxAge old
+// (the list InstancesV2 and the firewall share), or for proxmox://<uuid> from
+// the uuid search. found is false, with no error, when no VM has the
+// providerID, and for providerIDs that are not pvelb's.
+func (i *Instances) HostOf(ctx context.Context, providerID string, maxAge time.Duration) (host string, found bool, err error) {
+	if uuid, ok := ProviderIDUUID(providerID); ok {
+		vm, err := i.VMOfUUID(ctx, uuid)
+		switch {
+		case errors.Is(err, cloudprovider.InstanceNotFound):
+			return "", false, nil
+		case err != nil:
+			return "", false, err
+		}
+		return vm.Resource.Node, true, nil
+	}
+	regionName, vmid, err := ParseProviderID(providerID)
+	if err != nil || i.regions[regionName] == nil {
+		return "", false, nil
+	}
+	vms, _, err := i.ListVMs(ctx, regionName, maxAge)
+	if err != nil {
+		return "", false, err
+	}
+	if res := findVMID(vms, vmid); res != nil {
+		return res.Node, true, nil
+	}
+	return "", false, nil
+}
+
 // Regions returns the names of the configured regions, in config order.
 func (i *Instances) Regions() []string { return slices.Clone(i.regionOrder) }
 
@@ -387,6 +440,18 @@ func (i *Instances) findByUUID(ctx context.Context, node *v1.Node) (*VM, error) 
 	if uuid == "" {
 		return nil, fmt.Errorf("node %s has no providerID and no status.nodeInfo.systemUUID yet; cannot match it to a VM", node.Name)
 	}
+	return i.findUUID(ctx, node, uuid)
+}
+
+// VMOfUUID finds the one QEMU VM whose smbios1 uuid is uuid (lowercase), as
+// for a Node whose providerID is Cluster API's proxmox://<uuid>. The error
+// wraps cloudprovider.InstanceNotFound when no VM has it.
+func (i *Instances) VMOfUUID(ctx context.Context, uuid string) (*VM, error) {
+	return i.findUUID(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: providerIDPrefix + uuid}}, uuid)
+}
+
+// findUUID is findByUUID for a given (lowercase) uuid.
+func (i *Instances) findUUID(ctx context.Context, node *v1.Node, uuid string) (*VM, error) {
 	vm, err := i.searchUUID(ctx, node, uuid, false)
 	if err == nil && vm == nil {
 		vm, err = i.searchUUID(ctx, node, uuid, true)

@@ -11,8 +11,13 @@ func TestParseProviderID(t *testing.T) {
 		region  string
 		vmid    int
 		foreign bool
+		uuid    string // want ErrUUIDProviderID and this from ProviderIDUUID
 		wantErr bool
 	}{
+		{id: "proxmox://6F1C2B9E-6D0A-4A44-9A55-3C1F0E2D7B10", uuid: "6f1c2b9e-6d0a-4a44-9a55-3c1f0e2d7b10", wantErr: true},
+		{id: "proxmox://6f1c2b9e-6d0a-4a44-9a55-3c1f0e2d7b10", uuid: "6f1c2b9e-6d0a-4a44-9a55-3c1f0e2d7b10", wantErr: true},
+		{id: "proxmox://6f1c2b9e-6d0a-4a44-9a55-3c1f0e2d7b1", wantErr: true}, // one digit short: malformed
+		{id: "proxmox://6f1c2b9e6d0a4a449a553c1f0e2d7b10", wantErr: true},    // no dashes
 		{id: "proxmox://pve-east/100", region: "pve-east", vmid: 100},
 		{id: "proxmox://r/999999999", region: "r", vmid: 999999999},
 		{id: "aws:///us-east-1a/i-123", foreign: true, wantErr: true},
@@ -36,6 +41,12 @@ func TestParseProviderID(t *testing.T) {
 			}
 			if got := errors.Is(err, ErrForeignProviderID); got != tt.foreign {
 				t.Errorf("foreign = %v, want %v (err %v)", got, tt.foreign, err)
+			}
+			if got := errors.Is(err, ErrUUIDProviderID); got != (tt.uuid != "") {
+				t.Errorf("uuid form = %v, want %v (err %v)", got, tt.uuid != "", err)
+			}
+			if got, ok := ProviderIDUUID(tt.id); got != tt.uuid || ok != (tt.uuid != "") {
+				t.Errorf("ProviderIDUUID = %q, %v; want %q", got, ok, tt.uuid)
 			}
 			if err == nil && (region != tt.region || vmid != tt.vmid) {
 				t.Errorf("= (%q, %d), want (%q, %d)", region, vmid, tt.region, tt.vmid)

@@ -313,3 +313,95 @@ func mustIndex(nodes []*v1.Node, n *v1.Node) int {
 	}
 	return -1
 }
+
+// TestSimEndpointOutageIsNotVMGone: a region reached through two Proxmox
+// hosts' APIs. With one stopped, Nodes are still initialised and exist; with
+// both stopped, InstanceExists and InstanceShutdown answer errors (the node
+// lifecycle controller retries), never "gone" or "shut down".
+func TestSimEndpointOutageIsNotVMGone(t *testing.T) {
+	sim := pvesim.NewTestServer(t, pvesim.Options{})
+	if err := sim.AddVM(pvesim.VM{VMID: 101, Node: "pve1", Name: "w1", UUID: uuidW1, Cores: 2, MemoryMiB: 2048}); err != nil {
+		t.Fatal(err)
+	}
+	a, b := sim.AddEndpoint(t), sim.AddEndpoint(t)
+	c, err := pve.New(pve.Options{
+		Region: "pve-east", URLs: []string{a.URL, b.URL}, TokenID: sim.TokenID, TokenSecret: sim.TokenSecret,
+		CAFile: sim.CAFile, Timeout: 2 * time.Second, MaxRetries: 1, RetryBackoff: 10 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No cache: every question goes to Proxmox.
+	inst, err := instances.New(instances.Options{Regions: []instances.Region{{Name: "pve-east", Client: c}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w1 := node("w1", "", uuidW1, "192.0.2.11")
+
+	a.Stop()
+	md, err := inst.InstanceMetadata(ctx(t), w1)
+	if err != nil || md.ProviderID != "proxmox://pve-east/101" || md.Zone != "pve1" {
+		t.Fatalf("first endpoint stopped: metadata %+v, %v; want the VM through the second", md, err)
+	}
+	w1.Spec.ProviderID = md.ProviderID
+	if ok, err := inst.InstanceExists(ctx(t), w1); !ok || err != nil {
+		t.Fatalf("first endpoint stopped: InstanceExists = %v, %v; want true", ok, err)
+	}
+
+	b.Stop()
+	ok, err := inst.InstanceExists(ctx(t), w1)
+	if !ok || err == nil {
+		t.Fatalf("every endpoint stopped: InstanceExists = %v, %v; want true and an error", ok, err)
+	}
+	var ne *pve.NetworkError
+	if !errors.As(err, &ne) {
+		t.Fatalf("every endpoint stopped: %T %v; want a NetworkError inside", err, err)
+	}
+	if down, err := inst.InstanceShutdown(ctx(t), w1); down || err == nil {
+		t.Fatalf("every endpoint stopped: InstanceShutdown = %v, %v; want false and an error", down, err)
+	}
+}
+
+// TestSimCAPMOXProviderID: a Node that Cluster API Proxmox created carries
+// proxmox://<smbios uuid>. It is matched to the VM with that uuid (whatever
+// its systemUUID says), keeps its providerID, gets zone and labels, is shut
+// down with its VM, and is never reported gone (Cluster API deletes its own
+// Nodes; a uuid miss cannot be told from a VM the token may not see).
+func TestSimCAPMOXProviderID(t *testing.T) {
+	lab := newSimLab(t, config.AddressesProvided, 0)
+	id := "proxmox://" + strings.ToUpper(uuidW2)
+	n := node("capi-w2", id, "", "192.0.2.12")
+
+	md, err := lab.inst.InstanceMetadata(ctx(t), n)
+	if err != nil {
+		t.Fatalf("InstanceMetadata: %v", err)
+	}
+	if md.ProviderID != id || md.Region != "pve-east" || md.Zone != "pve2" ||
+		md.AdditionalLabels[names.LabelProxmoxVMID] != "102" || md.AdditionalLabels[names.LabelProxmoxHost] != "pve2" {
+		t.Fatalf("metadata = %+v; want VM 102 on pve2 and the Node's own providerID", md)
+	}
+	if ok, err := lab.inst.InstanceExists(ctx(t), n); !ok || err != nil {
+		t.Fatalf("InstanceExists = %v, %v", ok, err)
+	}
+	if down, err := lab.inst.InstanceShutdown(ctx(t), n); down || err != nil {
+		t.Fatalf("running VM: InstanceShutdown = %v, %v", down, err)
+	}
+	lab.east.SetVMStatus(102, "stopped")
+	if down, err := lab.inst.InstanceShutdown(ctx(t), n); !down || err != nil {
+		t.Fatalf("stopped VM: InstanceShutdown = %v, %v; want true", down, err)
+	}
+
+	// The uuid in the second region.
+	w3 := node("capi-w3", "proxmox://"+uuidW3, "", "")
+	if vm, err := lab.inst.VMForNode(ctx(t), w3); err != nil || vm.Region != "pve-west" || vm.Resource.VMID != 201 {
+		t.Fatalf("VMForNode(w3) = %+v, %v; want pve-west/201 (not the template)", vm, err)
+	}
+
+	lab.east.DeleteVM(102)
+	if ok, err := lab.inst.InstanceExists(ctx(t), n); !ok || err != nil {
+		t.Fatalf("deleted VM: InstanceExists = %v, %v; want true (never deleted by pvelb)", ok, err)
+	}
+	if _, err := lab.inst.VMForNode(ctx(t), n); !errors.Is(err, cloudprovider.InstanceNotFound) {
+		t.Fatalf("deleted VM: VMForNode err = %v; want InstanceNotFound", err)
+	}
+}

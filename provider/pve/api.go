@@ -118,7 +118,12 @@ type AgentInterface struct {
 type FirewallOptions struct {
 	Enable   bool
 	IPFilter bool
-	Digest   string
+	// PolicyIn is the VM's inbound policy, "" when unset (Proxmox then
+	// drops: a VM's default policy_in is DROP).
+	PolicyIn string
+	// PolicyOut is the VM's outbound policy, "" when unset (ACCEPT).
+	PolicyOut string
+	Digest    string
 }
 
 // IPSet is one row of an IPSet listing.

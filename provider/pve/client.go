@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +23,10 @@ type Options struct {
 	Region string
 	// URL is the API base, https://host:8006/api2/json.
 	URL string
+	// URLs are more API bases of the same cluster (any Proxmox host serves
+	// its whole API), tried after URL in this order when one does not
+	// answer. See pool for the failover rules.
+	URLs []string
 	// TokenID is USER@REALM!TOKENID.
 	TokenID string
 	// TokenSecret is the token's secret. It never appears in errors or logs.
@@ -57,8 +62,7 @@ const (
 )
 
 type client struct {
-	api     *proxmox.Client
-	baseURL string
+	pool    *pool
 	region  string
 	timeout time.Duration
 	retry   retryPolicy
@@ -77,12 +81,26 @@ func newClient(opts Options) (*client, error) {
 	if strings.TrimSpace(opts.Region) == "" {
 		return nil, errors.New("region: must not be empty")
 	}
-	if opts.URL == "" {
-		return nil, errors.New("url: must not be empty")
-	}
-	base, err := NormalizeURL(opts.URL, opts.InsecureSkipVerify)
-	if err != nil {
-		return nil, fmt.Errorf("url: %w", err)
+	var bases []string
+	for i, u := range append([]string{opts.URL}, opts.URLs...) {
+		if i == 0 && u == "" && len(opts.URLs) > 0 {
+			continue
+		}
+		field := "url"
+		if i > 0 {
+			field = fmt.Sprintf("urls[%d]", i-1)
+		}
+		if u == "" {
+			return nil, fmt.Errorf("%s: must not be empty", field)
+		}
+		base, err := NormalizeURL(u, opts.InsecureSkipVerify)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		if slices.Contains(bases, base) {
+			return nil, fmt.Errorf("%s: %s is listed twice", field, base)
+		}
+		bases = append(bases, base)
 	}
 	if !ValidTokenID(opts.TokenID) {
 		return nil, fmt.Errorf("tokenID %q: must look like USER@REALM!TOKENID", opts.TokenID)
@@ -128,7 +146,6 @@ func newClient(opts Options) (*client, error) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	c := &client{
-		baseURL: base,
 		region:  opts.Region,
 		timeout: opts.Timeout,
 		retry: retryPolicy{
@@ -140,13 +157,41 @@ func newClient(opts Options) (*client, error) {
 		metrics: opts.Metrics,
 		secret:  opts.TokenSecret,
 	}
-	c.api = proxmox.NewClient(base,
-		proxmox.WithHTTPClient(httpClient),
-		proxmox.WithAPIToken(opts.TokenID, opts.TokenSecret),
-		proxmox.WithUserAgent("pvelb"),
-		proxmox.WithLogger(&klogLogger{redact: c.redact}),
-	)
+	eps := make([]*endpoint, 0, len(bases))
+	for _, base := range bases {
+		eps = append(eps, &endpoint{
+			url:   base,
+			label: endpointLabel(base),
+			api: proxmox.NewClient(base,
+				proxmox.WithHTTPClient(httpClient),
+				proxmox.WithAPIToken(opts.TokenID, opts.TokenSecret),
+				proxmox.WithUserAgent("pvelb"),
+				proxmox.WithLogger(&klogLogger{redact: c.redact}),
+			),
+		})
+	}
+	c.pool = newPool(opts.Region, eps, opts.Metrics)
+	if len(eps) > 1 {
+		c.pool.probe = c.probe
+	}
 	return c, nil
+}
+
+// probe asks a down endpoint for the version, once, and records the outcome.
+func (c *client) probe(ep *endpoint) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	_, err := c.once(ctx, ep, call{method: http.MethodGet, endpoint: epVersion, path: epVersion})
+	c.pool.probed(ep, err)
+}
+
+// Endpoints reports the health of a client's API endpoints, in configuration
+// order; nil for a Client that is not pvelb's own.
+func Endpoints(c Client) []EndpointHealth {
+	if cl, ok := c.(*client); ok {
+		return cl.pool.health()
+	}
+	return nil
 }
 
 // call is one logical API call (retries included).
@@ -164,8 +209,8 @@ type call struct {
 func (c *client) do(ctx context.Context, cl call) (json.RawMessage, error) {
 	var out json.RawMessage
 	err := c.retry.run(ctx, cl, func(attempt int) error {
-		raw, err := c.once(ctx, cl)
-		if err != nil && attempt > 0 && cl.duplicateOKOnRetry && IsAlreadyExists(err) {
+		raw, tries, err := c.attempt(ctx, cl)
+		if err != nil && (attempt > 0 || tries > 1) && cl.duplicateOKOnRetry && IsAlreadyExists(err) {
 			klog.FromContext(ctx).V(2).Info("Proxmox retry found the object already created by an earlier attempt",
 				"region", c.region, "method", cl.method, "endpoint", cl.endpoint)
 			return nil
@@ -176,8 +221,21 @@ func (c *client) do(ctx context.Context, cl call) (json.RawMessage, error) {
 	return out, err
 }
 
-// once makes one HTTP attempt under the per-request timeout.
-func (c *client) once(ctx context.Context, cl call) (json.RawMessage, error) {
+// attempt sends the call to the endpoints in the pool's order until one
+// answers; tries is how many were asked.
+func (c *client) attempt(ctx context.Context, cl call) (raw json.RawMessage, tries int, err error) {
+	for _, ep := range c.pool.order() {
+		tries++
+		raw, err = c.once(ctx, ep, cl)
+		if !c.pool.report(ctx, ep, err) {
+			return raw, tries, err
+		}
+	}
+	return nil, tries, err
+}
+
+// once makes one HTTP attempt on one endpoint under the per-request timeout.
+func (c *client) once(ctx context.Context, ep *endpoint, cl call) (json.RawMessage, error) {
 	actx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	ex := &exchange{}
@@ -197,7 +255,7 @@ func (c *client) once(ctx context.Context, cl call) (json.RawMessage, error) {
 
 	var raw json.RawMessage
 	start := time.Now()
-	err := c.api.Req(actx, cl.method, p, data, &raw)
+	err := ep.api.Req(actx, cl.method, p, data, &raw)
 	answered, status, reason, body := ex.result()
 	code := 0
 	if answered {
@@ -212,7 +270,7 @@ func (c *client) once(ctx context.Context, cl call) (json.RawMessage, error) {
 		if !answered {
 			var uerr *url.Error
 			if errors.As(err, &uerr) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-				return nil, &NetworkError{Method: cl.method, Path: cl.path, msg: c.redact(describeNetErr(err)), err: err}
+				return nil, &NetworkError{Method: cl.method, Path: cl.path, Endpoint: ep.label, msg: c.redact(describeNetErr(err)), err: err}
 			}
 		}
 		return nil, fmt.Errorf("proxmox %s %s: %s", cl.method, cl.path, c.redact(err.Error()))
@@ -259,12 +317,14 @@ func (c *client) redact(s string) string {
 type NetworkError struct {
 	Method string
 	Path   string
-	msg    string // redacted
-	err    error
+	// Endpoint is the API endpoint that did not answer (scheme://host:port).
+	Endpoint string
+	msg      string // redacted
+	err      error
 }
 
 func (e *NetworkError) Error() string {
-	return fmt.Sprintf("proxmox %s %s: %s", e.Method, e.Path, e.msg)
+	return fmt.Sprintf("proxmox %s %s (%s): %s", e.Method, e.Path, e.Endpoint, e.msg)
 }
 
 func (e *NetworkError) Unwrap() error { return e.err }

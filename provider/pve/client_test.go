@@ -557,7 +557,7 @@ func TestSecretNeverInErrorsOrLogs(t *testing.T) {
 	srv.Close()
 	_, err := closed.ClusterVMs(ctx)
 	errs = append(errs, err)
-	untrusted, err := New(Options{Region: "x", URL: c.baseURL, TokenID: testTokenID, TokenSecret: testSecret})
+	untrusted, err := New(Options{Region: "x", URL: c.pool.eps[0].url, TokenID: testTokenID, TokenSecret: testSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -650,5 +650,98 @@ func TestMetrics(t *testing.T) {
 	}
 	if !names["pvelb_proxmox_requests_total"] || !names["pvelb_proxmox_request_duration_seconds"] {
 		t.Errorf("registry exports %v", names)
+	}
+}
+
+// TestDownEndpointRecheckedInBackground: while another endpoint serves, a
+// down one is rechecked by a background GET /version once its recheck time
+// has come (5s, then 10s, ...), and is preferred again when it answers.
+func TestDownEndpointRecheckedInBackground(t *testing.T) {
+	var down atomic.Bool
+	var firstHits, versionHits atomic.Int32
+	serve := func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/version"):
+			writeData(w, map[string]any{"version": "9.1.3"})
+		default:
+			writeData(w, []any{})
+		}
+	}
+	first := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			// Drop the connection without an answer, as a host going away.
+			if hj, ok := w.(http.Hijacker); ok {
+				if conn, _, err := hj.Hijack(); err == nil {
+					_ = conn.Close()
+				}
+			}
+			return
+		}
+		firstHits.Add(1)
+		if strings.HasSuffix(r.URL.Path, "/version") {
+			versionHits.Add(1)
+		}
+		serve(w, r)
+	}))
+	t.Cleanup(first.Close)
+	c, _ := newTestClient(t, serve, func(o *Options) {
+		o.URLs = []string{o.URL}
+		o.URL = first.URL + "/api2/json"
+		o.MaxRetries = -1
+	})
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	c.pool.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	ctx := context.Background()
+	health := func() EndpointHealth { return Endpoints(c)[0] }
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; first endpoint %+v", what, health())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	down.Store(true)
+	if _, err := c.ClusterVMs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h := health(); h.Up || h.Failures != 1 {
+		t.Fatalf("after no answer: %+v; want down, 1 failure", h)
+	}
+	// Still down at its recheck: the probe fails and the wait doubles.
+	advance(endpointRecheck)
+	if _, err := c.ClusterVMs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("a failed recheck", func() bool { return health().Failures == 2 })
+
+	down.Store(false)
+	advance(endpointRecheck) // 5s of the 10s wait
+	for i := 0; i < 3; i++ {
+		if _, err := c.ClusterVMs(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := firstHits.Load(); n != 0 {
+		t.Fatalf("first endpoint asked %d times before its recheck was due", n)
+	}
+	advance(endpointRecheck)
+	if _, err := c.ClusterVMs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the recheck to bring the endpoint back", func() bool { return health().Up })
+	if v := versionHits.Load(); v != 1 {
+		t.Fatalf("recheck sent %d GET /version; want 1", v)
+	}
+	if _, err := c.ClusterVMs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := firstHits.Load(); n != 2 {
+		t.Fatalf("first endpoint answered %d requests; want the recheck and the request after it", n)
 	}
 }

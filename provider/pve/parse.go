@@ -354,9 +354,11 @@ func parseAgentInterfaces(data []byte) ([]AgentInterface, error) {
 }
 
 type firewallOptionsBody struct {
-	Enable   flexBool   `json:"enable"`
-	IPFilter flexBool   `json:"ipfilter"`
-	Digest   flexString `json:"digest"`
+	Enable    flexBool   `json:"enable"`
+	IPFilter  flexBool   `json:"ipfilter"`
+	PolicyIn  flexString `json:"policy_in"`
+	PolicyOut flexString `json:"policy_out"`
+	Digest    flexString `json:"digest"`
 }
 
 func parseFirewallOptions(data []byte) (*FirewallOptions, error) {
@@ -364,7 +366,7 @@ func parseFirewallOptions(data []byte) (*FirewallOptions, error) {
 	if err := unmarshalData(data, &b); err != nil {
 		return nil, err
 	}
-	return &FirewallOptions{Enable: bool(b.Enable), IPFilter: bool(b.IPFilter), Digest: string(b.Digest)}, nil
+	return &FirewallOptions{Enable: bool(b.Enable), IPFilter: bool(b.IPFilter), PolicyIn: string(b.PolicyIn), PolicyOut: string(b.PolicyOut), Digest: string(b.Digest)}, nil
 }
 
 type ipsetRow struct {

@@ -97,6 +97,8 @@ func (s *statusRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	up       *prometheus.GaugeVec
+	attempts *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -113,13 +115,45 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Duration of Proxmox API requests, one observation per attempt.",
 			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 		}, []string{"region", "endpoint", "method"}),
+		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pvelb_proxmox_api_endpoint_up",
+			Help: "1 while a Proxmox API endpoint (one of a cluster's urls) is in use or usable, 0 after it gave no answer and until it answers again.",
+		}, []string{"region", "url"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pvelb_proxmox_api_endpoint_attempts_total",
+			Help: "Proxmox API request attempts by endpoint (one of a cluster's urls) and result: \"answered\" (any HTTP status) or \"unreachable\" (no answer, the request moved to the next endpoint).",
+		}, []string{"region", "url", "result"}),
 	}
 	if reg == nil {
 		return m
 	}
 	m.requests = promreg.Register(reg, m.requests)
 	m.duration = promreg.Register(reg, m.duration)
+	m.up = promreg.Register(reg, m.up)
+	m.attempts = promreg.Register(reg, m.attempts)
 	return m
+}
+
+func (m *Metrics) endpointUp(region, url string, up bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.up.WithLabelValues(region, url).Set(v)
+}
+
+func (m *Metrics) endpointRequest(region, url string, ok bool) {
+	if m == nil {
+		return
+	}
+	result := "unreachable"
+	if ok {
+		result = "answered"
+	}
+	m.attempts.WithLabelValues(region, url, result).Inc()
 }
 
 // observe records one attempt. code is the HTTP status, or 0 when the request

@@ -200,6 +200,9 @@ func TestRenderFullValues(t *testing.T) {
 	if east.TokenSecret.Reveal() != "11111111-2222-3333-4444-555555555555" {
 		t.Error("pve-east token secret not carried through its file")
 	}
+	if len(east.URLs) != 2 || len(west.URLs) != 1 {
+		t.Errorf("urls lost: pve-east %q (want 2), pve-west %q (want 1)", east.URLs, west.URLs)
+	}
 	if west.CAFile == "" {
 		t.Error("pve-west CA not configured")
 	}
@@ -267,7 +270,7 @@ func TestRenderRejectsBadValues(t *testing.T) {
 		name, values, want string
 	}{
 		{"missing token", `{proxmox: {clusters: [{region: a, url: "https://192.0.2.1:8006/api2/json", tokenID: "u@pve!t"}]}}`, "proxmox.clusters[0].tokenSecret is required"},
-		{"missing url", `{proxmox: {clusters: [{region: a, tokenID: "u@pve!t", tokenSecret: x}]}}`, "proxmox.clusters[0].url is required"},
+		{"missing url", `{proxmox: {clusters: [{region: a, tokenID: "u@pve!t", tokenSecret: x}]}}`, "proxmox.clusters[0].url (or urls) is required"},
 		{"both sources", `{proxmox: {existingSecret: s, clusters: [{region: a, url: "https://192.0.2.1:8006/api2/json", tokenID: "u@pve!t", tokenSecret: x}]}}`, "set either existingSecret or clusters"},
 		{"pool without spec", `{pools: [{name: p}]}`, "pools[0].spec is required"},
 	}

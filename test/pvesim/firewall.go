@@ -15,6 +15,7 @@ import (
 type firewall struct {
 	options map[string]string // canonical strings, booleans "0"/"1"
 	ipsets  map[string]*ipset
+	rules   []Rule
 }
 
 const clusterKey = 0

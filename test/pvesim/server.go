@@ -30,6 +30,7 @@ type Server struct {
 	hosts     map[string]bool // hosts named by SetHostOnline; VMs' nodes count too
 	offline   map[string]bool
 	firewalls map[int]*firewall     // by VMID; 0 is the cluster firewall
+	groups    map[string][]Rule     // cluster security groups
 	locks     map[int]chan struct{} // cfs locks, by the same key
 	outage    bool
 	faults    []*Fault
@@ -266,6 +267,10 @@ func (s *Server) routes() map[string]handlerFunc {
 		"GET /nodes/{node}/qemu/{vmid}/agent/network-get-interfaces": s.agentInterfaces,
 		"GET /nodes/{node}/qemu/{vmid}/firewall/options":             s.getFirewallOptions,
 		"PUT /nodes/{node}/qemu/{vmid}/firewall/options":             s.putFirewallOptions,
+		"POST /nodes/{node}/qemu/{vmid}/migrate":                     s.migrateVM,
+		"GET /nodes/{node}/qemu/{vmid}/firewall/rules":               s.vmRules,
+		"GET /cluster/firewall/groups/{group}":                       s.groupRules,
+		"GET /cluster/firewall/options":                              s.clusterOptions,
 	}
 	for _, prefix := range []string{"/cluster/firewall", "/nodes/{node}/qemu/{vmid}/firewall"} {
 		h["GET "+prefix+"/ipset"] = s.listIPSets

@@ -87,7 +87,7 @@ func TestEveryPatchIsTested(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tested := []string{"cloud-provider.yaml", "control-plane-load-balancing.yaml", "kube-proxy-ipvs-strictarp.yaml", "cloud-config-inline.yaml", "registry-mirror.yaml"}
+	tested := []string{"cloud-provider.yaml", "control-plane-load-balancing.yaml", "kube-proxy-ipvs-strictarp.yaml", "cloud-config-inline.yaml", "registry-mirror.yaml", "control-plane-vip.yaml"}
 	for _, f := range files {
 		if !slices.Contains(tested, filepath.Base(f)) {
 			t.Errorf("%s has no test here", f)
@@ -186,6 +186,30 @@ func TestKubeProxyIPVSStrictARP(t *testing.T) {
 	if got := proxy.ExtraArgs()["ipvs-strict-arp"]; !slices.Equal(got, []string{"true"}) {
 		t.Errorf("ipvs-strict-arp = %v, want [true]", got)
 	}
+}
+
+// TestControlPlaneVIP: the patch gives Talos its shared VIP, and its
+// comment names the same address in pvelb's firewall.extraAddresses.
+func TestControlPlaneVIP(t *testing.T) {
+	cfg := apply(t, machine.TypeControlPlane, "control-plane-vip.yaml")
+	var vip string
+	for _, d := range cfg.Machine().Network().Devices() {
+		if d.VIPConfig() != nil {
+			vip = d.VIPConfig().IP()
+		}
+	}
+	if vip == "" {
+		t.Fatal("no interface has a VIP after the patch")
+	}
+	data, err := os.ReadFile(filepath.Join(patchDir, "control-plane-vip.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "#         addresses: ["+vip+"]") {
+		t.Errorf("the patch's cloud-config example does not admit the VIP %s it configures", vip)
+	}
+	// It composes with the other control-plane patches.
+	apply(t, machine.TypeControlPlane, "cloud-provider.yaml", "control-plane-vip.yaml", "cloud-config-inline.yaml")
 }
 
 func TestCloudConfigInline(t *testing.T) {

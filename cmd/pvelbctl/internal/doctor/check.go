@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,9 +16,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/dynamic"
 	cloudprovider "k8s.io/cloud-provider"
 
+	"github.com/pvelb/pvelb/announcer/membership"
 	"github.com/pvelb/pvelb/loadbalancer/allocator"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/names"
@@ -26,13 +29,39 @@ import (
 	"github.com/pvelb/pvelb/provider/pve"
 )
 
-// Run checks everything: each Proxmox cluster of the config against the
-// Nodes, then the CRDs and pools (when dyn is set).
+// Options are the knobs of RunWith.
+type Options struct {
+	// MembershipPort is the announcers' UDP heartbeat port, checked against
+	// the VMs' firewall rules.
+	MembershipPort int
+
+	// bgp are the BGPPeers' sessions, read by RunWith: each selected node's
+	// VM must let its TCP connection to the peer's port out.
+	bgp []bgpSession
+}
+
+// bgpSession is one BGPPeer as the firewall check needs it.
+type bgpSession struct {
+	peer     string
+	port     int
+	selector labels.Selector // nil: every node
+}
+
+// Run is RunWith with the announcers' default membership port.
 func Run(ctx context.Context, cfg *config.Config, nodes []corev1.Node, dyn dynamic.Interface) Report {
+	return RunWith(ctx, cfg, nodes, dyn, Options{MembershipPort: membership.DefaultPort})
+}
+
+// RunWith checks everything: each Proxmox cluster of the config against the
+// Nodes, then the CRDs and pools (when dyn is set).
+func RunWith(ctx context.Context, cfg *config.Config, nodes []corev1.Node, dyn dynamic.Interface, opts Options) Report {
 	var r Report
+	if dyn != nil {
+		opts.bgp = readBGPSessions(ctx, dyn)
+	}
 	matched := map[string]bool{}
 	for _, cl := range cfg.Clusters {
-		CheckProxmox(ctx, cl, cfg, nodes, matched, &r)
+		checkProxmox(ctx, cl, cfg, nodes, matched, opts, &r)
 	}
 	for _, n := range nodes {
 		if matched[n.Name] {
@@ -56,14 +85,17 @@ type proxmoxCheck func(ctx context.Context, p *proxmoxRun, r *Report) bool
 // proxmoxChecks run in order against each cluster of the cloud config.
 var proxmoxChecks = []proxmoxCheck{
 	checkReachable,
+	checkEndpoints,
 	checkListsVMs,
 	checkNodeVMs,
 	checkPrivileges,
 	checkIPFilters,
+	checkMembershipRules,
 }
 
 // proxmoxRun is what the checks of one cluster share.
 type proxmoxRun struct {
+	opts    Options
 	cl      config.Cluster
 	cfg     *config.Config
 	area    string
@@ -86,11 +118,12 @@ type vmMatch struct {
 // privileges, the Nodes' VMs and each VM's IP filter. Nodes it matches are
 // recorded in matched.
 func CheckProxmox(ctx context.Context, cl config.Cluster, cfg *config.Config, nodes []corev1.Node, matched map[string]bool, r *Report) {
-	p := &proxmoxRun{cl: cl, cfg: cfg, area: "proxmox " + cl.Region + " (" + cl.URL + ")", nodes: nodes, matched: matched}
-	client, err := pve.New(pve.Options{
-		Region: cl.Region, URL: cl.URL, TokenID: cl.TokenID, TokenSecret: cl.TokenSecret.Reveal(),
-		CAFile: cl.CAFile, InsecureSkipVerify: cl.InsecureSkipVerify, Timeout: cl.Timeout, MaxRetries: -1,
-	})
+	checkProxmox(ctx, cl, cfg, nodes, matched, Options{MembershipPort: membership.DefaultPort}, r)
+}
+
+func checkProxmox(ctx context.Context, cl config.Cluster, cfg *config.Config, nodes []corev1.Node, matched map[string]bool, opts Options, r *Report) {
+	p := &proxmoxRun{opts: opts, cl: cl, cfg: cfg, area: "proxmox " + cl.Region + " (" + strings.Join(cl.URLs, ", ") + ")", nodes: nodes, matched: matched}
+	client, err := pve.New(clientOptions(cl, cl.URLs))
 	if err != nil {
 		r.add(Fail, p.area, "fix the cloud config's clusters[] entry", "%v", err)
 		return
@@ -134,6 +167,60 @@ func checkReachable(ctx context.Context, p *proxmoxRun, r *Report) bool {
 	return true
 }
 
+// clientOptions are a doctor's client of cl through urls: no retries, so
+// every failure shows at once.
+func clientOptions(cl config.Cluster, urls []string) pve.Options {
+	return pve.Options{
+		Region: cl.Region, URLs: urls, TokenID: cl.TokenID, TokenSecret: cl.TokenSecret.Reveal(),
+		CAFile: cl.CAFile, InsecureSkipVerify: cl.InsecureSkipVerify, Timeout: cl.Timeout, MaxRetries: -1,
+	}
+}
+
+// checkEndpoints: with several urls, each host answers on its own and lists
+// the same VMs as the first that answers. The client fails over silently, so
+// a dead host would otherwise go unseen until the last one dies; and a URL of
+// another cluster's host would, after a failover, make the cluster's VMs look
+// gone.
+func checkEndpoints(ctx context.Context, p *proxmoxRun, r *Report) bool {
+	if len(p.cl.URLs) < 2 {
+		return true
+	}
+	var ref []int
+	refURL, answered := "", 0
+	for i, u := range p.cl.URLs {
+		c, err := pve.New(clientOptions(p.cl, []string{u}))
+		if err != nil {
+			r.add(Fail, p.area, "fix the cloud config's urls", "urls[%d]: %v", i, err)
+			continue
+		}
+		vms, err := c.ClusterVMs(ctx)
+		if err != nil {
+			r.add(Warn, p.area, "check that pveproxy runs on that host (systemctl status pveproxy) and that this machine reaches it on port 8006; pvelb uses the other urls meanwhile",
+				"urls[%d] %s does not answer: %v", i, u, err)
+			continue
+		}
+		answered++
+		ids := make([]int, 0, len(vms))
+		for _, vm := range vms {
+			ids = append(ids, vm.VMID)
+		}
+		sort.Ints(ids)
+		if refURL == "" {
+			ref, refURL = ids, u
+			continue
+		}
+		if !slices.Equal(ids, ref) {
+			r.add(Fail, p.area, "list in urls only hosts of this one Proxmox cluster (pvecm nodes on any of them)",
+				"urls[%d] %s lists %d VMs, %s lists %d, not the same: a host of another cluster? After a failover pvelb would look for the Nodes' VMs there",
+				i, u, len(ids), refURL, len(ref))
+		}
+	}
+	if answered == len(p.cl.URLs) {
+		r.add(OK, p.area, "", "all %d urls answer and list the same VMs", answered)
+	}
+	return true
+}
+
 // checkListsVMs: the token may list the cluster's VMs.
 func checkListsVMs(ctx context.Context, p *proxmoxRun, r *Report) bool {
 	if _, err := p.client.ClusterVMs(ctx); err != nil {
@@ -145,7 +232,7 @@ func checkListsVMs(ctx context.Context, p *proxmoxRun, r *Report) bool {
 
 // checkNodeVMs matches the Nodes not matched yet to this cluster's VMs the
 // way pvelb-ccm does (provider/instances): by providerID in this region,
-// else by systemUUID.
+// by the uuid of a proxmox://<uuid> providerID, else by systemUUID.
 func checkNodeVMs(ctx context.Context, p *proxmoxRun, r *Report) bool {
 	for i := range p.nodes {
 		n := &p.nodes[i]
@@ -153,7 +240,10 @@ func checkNodeVMs(ctx context.Context, p *proxmoxRun, r *Report) bool {
 			continue
 		}
 		var vmid int
-		if n.Spec.ProviderID != "" {
+		if _, ok := instances.ProviderIDUUID(n.Spec.ProviderID); ok {
+			// Cluster API's proxmox://<uuid>: matched by uuid, like a
+			// Node without providerID.
+		} else if n.Spec.ProviderID != "" {
 			reg, id, err := instances.ParseProviderID(n.Spec.ProviderID)
 			if err != nil || reg != p.cl.Region {
 				continue

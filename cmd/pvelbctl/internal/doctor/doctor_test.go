@@ -3,10 +3,14 @@ package doctor
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -265,4 +269,194 @@ func TestDoctorAgainstSimulator(t *testing.T) {
 			t.Fatal("a secret appears in the report")
 		}
 	})
+}
+
+// TestDoctorEndpoints: with several urls, doctor names the host that does
+// not answer (a warning: pvelb fails over) and a URL of another cluster's
+// host (a failure), and says nothing of endpoints when all is well.
+func TestDoctorEndpoints(t *testing.T) {
+	const secret = "0f3c2b1a-1111-2222-3333-444455556666"
+	tokens := []pvesim.Token{{ID: "pvelb@pve!ccm", Secret: secret}}
+	sim, nodes := simCluster(t, tokens)
+	a, b := sim.AddEndpoint(t), sim.AddEndpoint(t)
+	other := pvesim.NewTestServer(t, pvesim.Options{Tokens: tokens})
+	if err := other.AddVM(pvesim.VM{VMID: 500, Node: "elsewhere", Name: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	// Trust both clusters' CAs, so the other cluster's host is told apart by
+	// what it lists, not by its certificate.
+	both := filepath.Join(t.TempDir(), "cas.pem")
+	var pems []byte
+	for _, f := range []string{sim.CAFile, other.CAFile} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pems = append(pems, b...)
+	}
+	if err := os.WriteFile(both, pems, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withURLs := func(urls ...string) *config.Config {
+		cfg := cloudConfig(t, sim, secret)
+		cfg.Clusters[0].URLs, cfg.Clusters[0].CAFile = urls, both
+		return cfg
+	}
+
+	r := Run(context.Background(), withURLs(a.URL, b.URL), nodes[:2], nil)
+	if got := findings(r, OK, "proxmox"); !strings.Contains(strings.Join(got, "\n"), "all 2 urls answer and list the same VMs") {
+		t.Errorf("healthy endpoints: ok findings %q", got)
+	}
+	if got := findings(r, Warn, "proxmox"); len(got) != 0 {
+		t.Errorf("healthy endpoints: warnings %q", got)
+	}
+
+	a.Stop()
+	r = Run(context.Background(), withURLs(a.URL, b.URL, other.URL), nodes[:2], nil)
+	var out bytes.Buffer
+	Render(&out, r)
+	t.Logf("report:\n%s", out.String())
+	if got := findings(r, Warn, "proxmox"); len(got) != 1 || !strings.Contains(got[0], "urls[0] "+a.URL+" does not answer") {
+		t.Errorf("stopped endpoint: warnings %q; want urls[0] named", got)
+	}
+	if got := findings(r, Fail, "proxmox"); len(got) != 1 || !strings.Contains(got[0], "urls[2] "+other.URL+" lists 1 VMs") {
+		t.Errorf("another cluster's host: failures %q; want urls[2] named", got)
+	}
+	// The checks after it still ran, through the host that answers.
+	if got := findings(r, OK, "proxmox"); !strings.Contains(strings.Join(got, "\n"), "every privilege") {
+		t.Errorf("privileges not checked through the answering endpoint: %q", got)
+	}
+}
+
+// TestDoctorCAPMOXProviderID: a Node with Cluster API Proxmox's
+// proxmox://<uuid> is matched to the VM with that uuid, not reported as
+// without a VM.
+func TestDoctorCAPMOXProviderID(t *testing.T) {
+	const secret = "0f3c2b1a-1111-2222-3333-444455556666"
+	sim, nodes := simCluster(t, []pvesim.Token{{ID: "pvelb@pve!ccm", Secret: secret}})
+	n := nodes[1] // talos-102, not initialised
+	n.Spec.ProviderID = "proxmox://6b7d1f4e-0c1a-4a53-9b0e-000000000102"
+	n.Status.NodeInfo.SystemUUID = ""
+	r := Run(context.Background(), cloudConfig(t, sim, secret), []corev1.Node{n}, nil)
+	if got := findings(r, OK, "node talos-102"); len(got) == 0 || !strings.Contains(got[0], `VM 102 "talos-102" on pve2`) {
+		var b bytes.Buffer
+		Render(&b, r)
+		t.Fatalf("Node with a proxmox://<uuid> providerID not matched to VM 102:\n%s", b.String())
+	}
+}
+
+func TestAssessMembership(t *testing.T) {
+	hears := func(node string, peers ...string) AnnouncerStatus {
+		s := AnnouncerStatus{Node: node, Hears: map[string]bool{}}
+		for _, p := range peers {
+			s.Hears[p] = true
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name string
+		sts  []AnnouncerStatus
+		want []string // severity: message substring, in order
+	}{
+		{"all hear each other", []AnnouncerStatus{hears("a", "b", "c"), hears("b", "a", "c"), hears("c", "a", "b")},
+			[]string{"ok: 3 announcers all hear each other"}},
+		{"one pair cut both ways", []AnnouncerStatus{hears("c", "a"), hears("a", "b", "c"), hears("b", "a")},
+			[]string{"FAIL: b and c do not hear each other's heartbeats"}},
+		{"one way", []AnnouncerStatus{hears("a", "b"), hears("b")},
+			[]string{"FAIL: b does not hear a (a hears b): heartbeats from a are lost"}},
+		{"unreadable", []AnnouncerStatus{hears("a", "b"), hears("b", "a"), {Node: "c", Err: fmt.Errorf("connection refused")}},
+			[]string{"warn: c: announcer status not readable: connection refused", "ok: 2 announcers all hear each other"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := AssessMembership(tc.sts, 7947)
+			if len(got) != len(tc.want) {
+				t.Fatalf("findings %+v; want %q", got, tc.want)
+			}
+			for i, f := range got {
+				if s := f.Severity.String() + ": " + f.Message; !strings.Contains(s, tc.want[i]) {
+					t.Errorf("finding %d = %q; want %q", i, s, tc.want[i])
+				}
+				if f.Severity == Fail && !strings.Contains(f.Fix, "UDP port 7947") {
+					t.Errorf("fix %q does not name the membership port", f.Fix)
+				}
+			}
+		})
+	}
+}
+
+// TestRenderJSONComplete: the JSON report holds every finding with its
+// severity, area, message and fix, and the counts.
+func TestRenderJSONComplete(t *testing.T) {
+	var r Report
+	r.add(OK, "proxmox lab", "", "reachable")
+	r.add(Warn, MembershipArea, "open it", "n1: announcer status not readable")
+	r.add(Fail, KubeProxyArea, "apply the patch", "IPVS without strictARP")
+	var b bytes.Buffer
+	if err := RenderJSON(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Findings []struct{ Severity, Area, Message, Fix string }
+		Fails    int
+		Warnings int
+	}
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+		t.Fatalf("%v\n%s", err, b.String())
+	}
+	if len(got.Findings) != 3 || got.Fails != 1 || got.Warnings != 1 {
+		t.Fatalf("%s", b.String())
+	}
+	for i, f := range r.Findings {
+		g := got.Findings[i]
+		if g.Severity != strings.ToLower(f.Severity.String()) || g.Area != f.Area || g.Message != f.Message || g.Fix != f.Fix {
+			t.Errorf("finding %d = %+v; want %+v", i, g, f)
+		}
+	}
+}
+
+func TestParseAndAssessBGP(t *testing.T) {
+	const metrics = `# HELP pvelb_announcer_bgp_session_up 1 when the BGP session to the peer is established, else 0.
+# TYPE pvelb_announcer_bgp_session_up gauge
+pvelb_announcer_bgp_session_up{address="198.51.100.1",peer="router"} 1
+pvelb_announcer_bgp_session_up{address="2001:db8::1",peer="router6"} 0
+pvelb_announcer_bgp_session_state{address="198.51.100.1",peer="router",state="established"} 1
+`
+	got := ParseBGPSessions(metrics)
+	want := []BGPSession{{Peer: "router", Address: "198.51.100.1", Up: true}, {Peer: "router6", Address: "2001:db8::1"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("ParseBGPSessions = %+v; want %+v", got, want)
+	}
+	f := AssessBGP([]AnnouncerStatus{{Node: "n1", Sessions: got}, {Node: "n2", Sessions: want[:1]}})
+	if len(f) != 1 || f[0].Severity != Fail || !strings.Contains(f[0].Message, "n1: session to BGPPeer router6 (2001:db8::1) is not established") {
+		t.Fatalf("findings %+v", f)
+	}
+	f = AssessBGP([]AnnouncerStatus{{Node: "n2", Sessions: want[:1]}})
+	if len(f) != 1 || f[0].Severity != OK || f[0].Message != "1 BGP session(s) established" {
+		t.Fatalf("healthy: %+v", f)
+	}
+	if f := AssessBGP([]AnnouncerStatus{{Node: "n1"}}); len(f) != 0 {
+		t.Fatalf("no BGP at all: %+v; want nothing said", f)
+	}
+}
+
+func TestAssessForeignClaims(t *testing.T) {
+	now := time.Unix(2000, 0)
+	claim := func(mac string) ForeignClaim {
+		return ForeignClaim{IP: "192.0.2.200", MAC: mac, Interface: "eth0", Count: 3, Last: now.Add(-5 * time.Second)}
+	}
+	n1 := AnnouncerStatus{Node: "n1", MACs: []string{"02:00:00:00:00:01"}}
+	n2 := AnnouncerStatus{Node: "n2", MACs: []string{"02:00:00:00:00:02"}, Claims: []ForeignClaim{claim("02:00:00:00:00:01")}}
+	if f := AssessForeignClaims([]AnnouncerStatus{n1, n2}, now); len(f) != 1 || f[0].Severity != OK {
+		t.Fatalf("a handover claim by another announcer: %+v; want OK", f)
+	}
+	n2.Claims = append(n2.Claims, claim("02:aa:bb:cc:dd:ee"))
+	f := AssessForeignClaims([]AnnouncerStatus{n1, n2}, now)
+	if len(f) != 1 || f[0].Severity != Fail ||
+		f[0].Message != "VIP 192.0.2.200 is claimed by MAC 02:aa:bb:cc:dd:ee, which is no announcer's: seen 3 time(s) by n2 on eth0, last 5s ago; clients may follow it" {
+		t.Fatalf("foreign MAC: %+v", f)
+	}
+	f = AssessForeignClaims([]AnnouncerStatus{n2, {Node: "n3", Err: fmt.Errorf("refused")}}, now)
+	if len(f) != 2 || f[0].Severity != Warn || f[1].Severity != Warn {
+		t.Fatalf("with an unreadable announcer, unknown MACs may be its: %+v; want warnings", f)
+	}
 }

@@ -7,6 +7,7 @@
 package doctor
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -240,4 +241,29 @@ func setHolds(entries []pve.IPSetEntry, ip netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// jsonFinding is a Finding as RenderJSON writes it.
+type jsonFinding struct {
+	Severity string `json:"severity"` // "ok", "warn", "fail"
+	Area     string `json:"area"`
+	Message  string `json:"message"`
+	Fix      string `json:"fix,omitempty"`
+}
+
+// RenderJSON writes every finding, in the order checked, with the counts:
+// the same content as Render, for scripts and monitoring.
+func RenderJSON(w io.Writer, r Report) error {
+	out := struct {
+		Findings []jsonFinding `json:"findings"`
+		Fails    int           `json:"fails"`
+		Warnings int           `json:"warnings"`
+	}{Findings: []jsonFinding{}}
+	for _, f := range r.Findings {
+		out.Findings = append(out.Findings, jsonFinding{Severity: strings.ToLower(f.Severity.String()), Area: f.Area, Message: f.Message, Fix: f.Fix})
+	}
+	out.Fails, out.Warnings = r.Problems()
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
 }

@@ -50,6 +50,11 @@ func (l *Lab) startProxmox(ctx context.Context) error {
 		// pod CIDRs too: a host-gateway CNI routes pod traffic between
 		// nodes unencapsulated, from the pods' addresses.
 		sim.SetFirewallOptions(v.vmid, true, true)
+		// The VM firewall is on for the IP filter only: inbound traffic
+		// (the apiserver, pods, the announcers' heartbeats) is let in, as
+		// the lab's emulated firewall does; a VM's default policy_in is
+		// DROP, which pvelbctl doctor would flag.
+		sim.SetVMFirewallOption(v.vmid, "policy_in", "ACCEPT")
 		pod4, pod6, err := datapath.NodePodCIDRs(i + 1)
 		if err != nil {
 			return err

@@ -22,7 +22,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- $clusters := list -}}
 {{- range $i, $c := .Values.proxmox.clusters -}}
 {{- $region := required (printf "proxmox.clusters[%d].region is required" $i) $c.region -}}
-{{- $cl := dict "region" $region "url" (required (printf "proxmox.clusters[%d].url is required" $i) $c.url) "tokenID" (required (printf "proxmox.clusters[%d].tokenID is required" $i) $c.tokenID) "tokenSecretFile" (printf "%s.token" $region) -}}
+{{- $cl := dict "region" $region "tokenID" (required (printf "proxmox.clusters[%d].tokenID is required" $i) $c.tokenID) "tokenSecretFile" (printf "%s.token" $region) -}}
+{{- if $c.urls }}{{ $_ := set $cl "urls" $c.urls }}{{ else }}{{ $_ := set $cl "url" (required (printf "proxmox.clusters[%d].url (or urls) is required" $i) $c.url) }}{{ end -}}
 {{- if $c.caCert }}{{ $_ := set $cl "caFile" (printf "%s-ca.pem" $region) }}{{ end -}}
 {{- if $c.insecureSkipVerify }}{{ $_ := set $cl "insecureSkipVerify" true }}{{ end -}}
 {{- if $c.timeout }}{{ $_ := set $cl "timeout" $c.timeout }}{{ end -}}
