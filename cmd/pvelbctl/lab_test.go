@@ -115,11 +115,18 @@ func labBinaries(t *testing.T) (bin, root string) {
 	// pvelb's own commands from $PVELB_BIN_DIR (`make build`), else built
 	// here. Not through test/e2e: this test should not need that package
 	// to compile, nor wait for its build.
+	// The announcer runs pvelb-bgp-speaker beside it: a build without it
+	// leaves every announcer failing at start.
+	commands := []string{"pvelb-ccm", "pvelb-announcer", "pvelb-bgp-speaker", "pvelbctl"}
 	own := os.Getenv("PVELB_BIN_DIR")
-	for _, b := range []string{"pvelb-ccm", "pvelb-announcer", "pvelbctl"} {
+	for _, b := range commands {
 		if _, err := os.Stat(filepath.Join(own, b)); own == "" || err != nil {
 			own = filepath.Join(t.TempDir(), "pvelb")
-			build := exec.Command("go", "build", "-o", own+"/", "./cmd/pvelb-ccm", "./cmd/pvelb-announcer", "./cmd/pvelbctl")
+			args := []string{"build", "-o", own + "/"}
+			for _, c := range commands {
+				args = append(args, "./cmd/"+c)
+			}
+			build := exec.Command("go", args...)
 			build.Dir, build.Env = root, append(os.Environ(), "CGO_ENABLED=0")
 			if out, err := build.CombinedOutput(); err != nil {
 				t.Fatalf("building pvelb's commands: %v\n%s", err, out)
@@ -127,7 +134,7 @@ func labBinaries(t *testing.T) (bin, root string) {
 			break
 		}
 	}
-	for _, b := range []string{"pvelb-ccm", "pvelb-announcer", "pvelbctl"} {
+	for _, b := range commands {
 		if err := os.Symlink(filepath.Join(own, b), filepath.Join(bin, b)); err != nil {
 			t.Fatal(err)
 		}
