@@ -27,6 +27,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pvelb/pvelb/announcer/bgp/desired"
+	"github.com/pvelb/pvelb/announcer/bgp/speakerproc"
 	"github.com/pvelb/pvelb/announcer/claimlog"
 	"github.com/pvelb/pvelb/announcer/membership"
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
@@ -395,6 +396,21 @@ type metrics struct {
 	elections        prometheus.Counter
 	reconcileSeconds prometheus.Histogram
 }
+
+// RegisterMetrics registers every metric a Controller exports (the BGP
+// speaker's included) with reg without building one, so tests can list what
+// pvelb-announcer exports.
+func RegisterMetrics(reg prometheus.Registerer) {
+	newMetrics(reg)
+	reg.MustRegister(bgpDescriptions{})
+}
+
+// bgpDescriptions describes the BGP collector's metrics, which bgpCollector
+// leaves undescribed (it reports whatever the speaker has).
+type bgpDescriptions struct{}
+
+func (bgpDescriptions) Describe(ch chan<- *prometheus.Desc) { speakerproc.DescribeStates(ch) }
+func (bgpDescriptions) Collect(chan<- prometheus.Metric)    {}
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{

@@ -1,8 +1,11 @@
 package loadbalancer
 
 import (
+	"math/big"
+
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pvelb/pvelb/loadbalancer/allocator"
 	"github.com/pvelb/pvelb/provider/promreg"
 )
 
@@ -16,6 +19,8 @@ type metrics struct {
 	noEligibleNode    prometheus.Gauge
 	outsidePool       prometheus.Gauge
 	firewallDesiredAt prometheus.Gauge
+	poolAddresses     *prometheus.GaugeVec
+	poolUsed          *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -48,6 +53,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "pvelb", Subsystem: "loadbalancer", Name: "firewall_desired_state_timestamp_seconds",
 			Help: "Unix time the firewall desired state was last handed to the reconciler.",
 		}),
+		poolAddresses: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "pvelb", Subsystem: "loadbalancer", Name: "pool_addresses",
+			Help: "Addresses an IPPool can hand out, by pool and family (ipv4, ipv6).",
+		}, []string{"pool", "family"}),
+		poolUsed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "pvelb", Subsystem: "loadbalancer", Name: "pool_addresses_used",
+			Help: "Addresses of an IPPool held by Services, by pool and family (ipv4, ipv6).",
+		}, []string{"pool", "family"}),
 	}
 	if reg != nil {
 		m.allocations = promreg.Register(reg, m.allocations)
@@ -57,6 +70,30 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.noEligibleNode = promreg.Register(reg, m.noEligibleNode)
 		m.outsidePool = promreg.Register(reg, m.outsidePool)
 		m.firewallDesiredAt = promreg.Register(reg, m.firewallDesiredAt)
+		m.poolAddresses = promreg.Register(reg, m.poolAddresses)
+		m.poolUsed = promreg.Register(reg, m.poolUsed)
 	}
 	return m
+}
+
+// RegisterMetrics registers the LoadBalancer's metrics with reg without
+// building a controller, so tests can list what pvelb-ccm exports.
+func RegisterMetrics(reg prometheus.Registerer) { newMetrics(reg) }
+
+// setPoolUsage replaces the pool gauges with usage: pools that are gone lose
+// their series. The sizes of large IPv6 pools are approximate as floats,
+// which a ratio does not mind.
+func (m *metrics) setPoolUsage(usage []allocator.PoolUsage) {
+	m.poolAddresses.Reset()
+	m.poolUsed.Reset()
+	for _, u := range usage {
+		for family, fu := range map[string]*allocator.FamilyUsage{"ipv4": u.IPv4, "ipv6": u.IPv6} {
+			if fu == nil {
+				continue
+			}
+			total, _ := new(big.Float).SetInt(fu.Total).Float64()
+			m.poolAddresses.WithLabelValues(u.Name, family).Set(total)
+			m.poolUsed.WithLabelValues(u.Name, family).Set(float64(fu.Used))
+		}
+	}
 }

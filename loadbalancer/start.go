@@ -575,9 +575,11 @@ func sortedServiceKeys(m map[allocator.ServiceKey][]netip.Addr) []allocator.Serv
 func (c *Controller) writePoolStatuses(ctx context.Context) (retry bool) {
 	c.mu.Lock()
 	usage := map[string]allocator.PoolUsage{}
-	for _, u := range c.alloc.Usage() {
+	all := c.alloc.Usage()
+	for _, u := range all {
 		usage[u.Name] = u
 	}
+	c.metrics.setPoolUsage(all)
 	type update struct {
 		name   string
 		status v1alpha1.IPPoolStatus

@@ -801,3 +801,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	return m
 }
+
+// RegisterMetrics registers the membership metrics with reg without starting
+// a Membership, so tests can list what pvelb-announcer exports.
+func RegisterMetrics(reg prometheus.Registerer) { newMetrics(reg) }
