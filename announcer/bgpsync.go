@@ -244,6 +244,7 @@ func (c *Controller) reconcileBGP(ctx context.Context, nodes []*v1.Node, plan []
 		}
 	}
 	b.advertised = now
+	c.ann.setBGP(now)
 }
 
 // speakerConfig is the speaker's global configuration for this node.

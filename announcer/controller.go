@@ -112,6 +112,8 @@ type Controller struct {
 	unannounced map[netip.Addr]string
 
 	bgp *bgpState
+	// ann writes this node's ServiceAnnouncements.
+	ann *announcements
 }
 
 // New wires informers; nothing runs before Run.
@@ -196,6 +198,21 @@ func New(cfg Config) (*Controller, error) {
 	}
 	c.services, c.nodes, c.slices, c.pools = svcInf.Lister(), nodeInf.Lister(), esInf.Lister(), poolInf.Lister()
 
+	// Not in c.synced either: the announcements wait for their own cache.
+	annInf := c.dfactory.ForResource(names.ServiceAnnouncements)
+	if err := annInf.Informer().SetTransform(trimForCache); err != nil {
+		return nil, err
+	}
+	c.ann = &announcements{
+		node: cfg.Node, dyn: cfg.Dynamic, lister: annInf.Lister(), synced: annInf.Informer().HasSynced,
+		services: c.services, nodes: c.nodes, electable: cfg.Membership.Electable,
+		reporter: func() bool {
+			e := cfg.Membership.ElectableNodes()
+			return len(e) > 0 && e[0] == cfg.Node
+		},
+		metric: c.metrics.vipAnnounced, kick: make(chan struct{}, 1),
+	}
+
 	c.broadcast = record.NewBroadcaster()
 	c.broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cfg.Kube.CoreV1().Events("")})
 	c.recorder = c.broadcast.NewRecorder(scheme.Scheme, v1.EventSource{Component: "pvelb-announcer", Host: cfg.Node})
@@ -258,6 +275,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		// down) must never delay an ARP/NDP failover.
 		go c.runBGP(ctx)
 	}
+	go c.ann.run(ctx)
 	defer c.closeResponders()
 	defer c.stopBGP(3 * time.Second)
 	// A periodic pass catches anything an event missed (an interface that
@@ -317,6 +335,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 	}
 	c.claims = d.next
 	c.applyL2(nodes, d.answer)
+	c.ann.setL2(plan, c.won)
 	if c.bgp != nil {
 		c.bgp.submit(bgpInput{nodes: nodes, plan: plan, pools: pools})
 	}
@@ -395,6 +414,7 @@ type metrics struct {
 	announced        prometheus.Gauge
 	elections        prometheus.Counter
 	reconcileSeconds prometheus.Histogram
+	vipAnnounced     *prometheus.GaugeVec
 }
 
 // RegisterMetrics registers every metric a Controller exports (the BGP
@@ -435,9 +455,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time to recompute the election and update the responders.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8),
 		}),
+		vipAnnounced: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pvelb_announcer_vip_announced",
+			Help: "1 for each address this node announces, by mode (L2: it answers ARP/NDP; BGP: it advertises the route) and Service.",
+		}, []string{"vip", "node", "mode", "namespace", "service"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.announced, m.elections, m.reconcileSeconds, m.bgpAdvertised, m.unannounced)
+		reg.MustRegister(m.announced, m.elections, m.reconcileSeconds, m.bgpAdvertised, m.unannounced, m.vipAnnounced)
 	}
 	return m
 }

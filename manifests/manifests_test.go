@@ -386,7 +386,12 @@ func checkAnnouncerAccess(ctx context.Context, t *testing.T, client kubernetes.I
 		kubeapply.Access{Verb: "patch", Resource: "events", Namespace: "default"},
 		kubeapply.Access{Verb: "get", Resource: "secrets", Namespace: namespace, Name: "pvelb-bgp-passwords"},
 	)
+	for _, v := range []string{"get", "list", "watch", "create", "patch", "delete"} {
+		allowed = append(allowed, kubeapply.Access{Verb: v, Group: "pvelb.io", Resource: "serviceannouncements", Namespace: "default"})
+	}
 	denied := []kubeapply.Access{
+		{Verb: "update", Group: "pvelb.io", Resource: "serviceannouncements", Namespace: "default"},
+		{Verb: "deletecollection", Group: "pvelb.io", Resource: "serviceannouncements", Namespace: "default"},
 		{Verb: "get", Resource: "secrets", Namespace: namespace, Name: "pvelb-cloud-config"},
 		{Verb: "list", Resource: "secrets", Namespace: namespace},
 		{Verb: "watch", Resource: "secrets", Namespace: namespace},

@@ -54,6 +54,11 @@ const (
 	LabelProxmoxVMID = "pvelb.io/proxmox-vmid"
 )
 
+// LabelAnnouncedService is on every ServiceAnnouncement: the name of the
+// Service it is about, so `kubectl get svcann -l pvelb.io/service-name=web`
+// lists who announces web.
+const LabelAnnouncedService = "pvelb.io/service-name"
+
 // LabelZone places a node on a Proxmox host, for zone-diverse failover.
 const LabelZone = v1.LabelTopologyZone
 
@@ -77,13 +82,17 @@ const (
 var (
 	IPPools  = v1alpha1.SchemeGroupVersion.WithResource("ippools")
 	BGPPeers = v1alpha1.SchemeGroupVersion.WithResource("bgppeers")
+	// ServiceAnnouncements say which node announces a Service's addresses
+	// (one object per Service and node, written by that node's announcer).
+	ServiceAnnouncements = v1alpha1.SchemeGroupVersion.WithResource("serviceannouncements")
 	// CRDs is the CustomResourceDefinition resource, for checking pvelb's
 	// are installed.
 	CRDs = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 )
 
 // CRDNames are the names of pvelb's CustomResourceDefinitions.
-var CRDNames = []string{IPPools.Resource + "." + v1alpha1.GroupName, BGPPeers.Resource + "." + v1alpha1.GroupName}
+var CRDNames = []string{IPPools.Resource + "." + v1alpha1.GroupName, BGPPeers.Resource + "." + v1alpha1.GroupName,
+	ServiceAnnouncements.Resource + "." + v1alpha1.GroupName}
 
 // Event reasons pvelb-ccm gives on Services (besides the allocator's
 // reasons, which allocation failures carry as they are).
@@ -148,4 +157,5 @@ var Registry = []Entry{
 	{LabelProxmoxHost, KindLabel, "Node", "pvelb"},
 	{LabelProxmoxVMID, KindLabel, "Node", "pvelb"},
 	{AnnotationAdmitted, KindAnnotation, "Node", "pvelb"},
+	{LabelAnnouncedService, KindLabel, "ServiceAnnouncement", "pvelb"},
 }

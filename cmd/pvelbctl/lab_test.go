@@ -230,7 +230,7 @@ func TestLabInteractive(t *testing.T) {
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}
-	if !regexp.MustCompile(`default\s+web\s+\(default\)\s+` + regexp.QuoteMeta(vip) + `\s+demo\s+node\d`).MatchString(st) {
+	if !regexp.MustCompile(`default\s+web\s+\(default\)\s+` + regexp.QuoteMeta(vip) + `\s+demo\s+L2\s+node\d\s+pve\d+/\d+`).MatchString(st) {
 		t.Errorf("status does not show web's VIP %s from pool demo answered by a node", vip)
 	}
 

@@ -494,7 +494,8 @@ func TestDashboard(t *testing.T) {
 	}
 	// The states the alerts fire on are on the dashboard too.
 	for _, m := range []string{"pvelb_announcer_unannounced_ips", "pvelb_loadbalancer_firewall_failing_services", "pvelb_proxmox_requests_total",
-		"pvelb_announcer_bgp_session_up", "pvelb_loadbalancer_pool_addresses_used", "pvelb_announcer_arp_foreign_claims_total"} {
+		"pvelb_announcer_bgp_session_up", "pvelb_loadbalancer_pool_addresses_used", "pvelb_announcer_arp_foreign_claims_total",
+		"pvelb_announcer_vip_announced"} {
 		if !used[m] {
 			t.Errorf("the dashboard does not show %s", m)
 		}

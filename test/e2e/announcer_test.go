@@ -287,6 +287,23 @@ func TestAnnouncerL2(t *testing.T) {
 		if v := l.metric(t, winner, "pvelb_announcer_membership_peers_alive"); v != 2 {
 			t.Errorf("%s sees %v live peers, want 2", winner.Name, v)
 		}
+		// Who answers, lasting and in `kubectl get`.
+		ann := l.waitAnnouncedBy(t, "web", winner.Name, vip)
+		l.waitAnnouncedBy(t, "web", w6.Name, vip6)
+		l.checkAnnouncementTable(t, ann)
+		if v := l.metric(t, winner, fmt.Sprintf(`pvelb_announcer_vip_announced{mode="L2",namespace="default",node=%q,service="web",vip=%q}`, winner.Name, vip)); v != 1 {
+			t.Errorf("pvelb_announcer_vip_announced for %s on %s = %v, want 1", vip, winner.Name, v)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("announcements are written on change only", func(t *testing.T) {
+		// Longer than the announcers' 30 s resync.
+		if n := l.countAnnouncementWrites(t, 35*time.Second); n != 0 {
+			t.Errorf("%d ServiceAnnouncement writes in a quiet cluster, want 0", n)
+		}
 	})
 	if t.Failed() {
 		return
@@ -317,6 +334,8 @@ func TestAnnouncerL2(t *testing.T) {
 			t.Fatalf("ping after failover: %v", err)
 		}
 		l.waitAnnouncingEvent(t, "web", winner.Name, vip)
+		// The successor's announcement replaces the dead node's.
+		l.waitAnnouncedBy(t, "web", winner.Name, vip)
 		// Bring the killed announcer back for the next steps.
 		l.start(t, old, l.secret)
 		Eventually(t, 10*time.Second, old.Name+" rejoins", func(context.Context) error {

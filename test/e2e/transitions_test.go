@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -459,7 +460,9 @@ func (l *annLab) addNodeObject(t testing.TB, h *netlab.Host, zone string) {
 	t.Helper()
 	ctx := context.Background()
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: h.Name,
-		Labels:      map[string]string{corev1.LabelTopologyZone: zone},
+		// The labels pvelb-ccm sets when it initialises the Node.
+		Labels: map[string]string{corev1.LabelTopologyZone: zone, names.LabelProxmoxHost: zone,
+			names.LabelProxmoxVMID: strconv.Itoa(100 + int(h.IPv4.Addr().As4()[3]))},
 		Annotations: map[string]string{names.AnnotationAdmitted: eligibility.Unfiltered}}}
 	created, err := l.kube.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
 	if err != nil {

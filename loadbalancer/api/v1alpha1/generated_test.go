@@ -55,18 +55,18 @@ func TestGeneratedFilesAreCurrent(t *testing.T) {
 	}
 	compare(filepath.Join(objDir, "zz_generated.deepcopy.go"), "zz_generated.deepcopy.go")
 	crds, _ := filepath.Glob(filepath.Join(crdDir, "*.yaml"))
-	if len(crds) != 2 {
-		t.Fatalf("generated %d CRDs, want 2 (IPPool, BGPPeer)", len(crds))
+	if len(crds) != 3 {
+		t.Fatalf("generated %d CRDs, want 3 (IPPool, BGPPeer, ServiceAnnouncement)", len(crds))
 	}
 	for _, f := range crds {
 		compare(f, filepath.Join(root, "manifests", "crds", filepath.Base(f)))
 	}
 }
 
-// TestSchemeRegistersKinds checks AddToScheme knows both kinds under pvelb.io/v1alpha1.
+// TestSchemeRegistersKinds checks AddToScheme knows every kind under pvelb.io/v1alpha1.
 func TestSchemeRegistersKinds(t *testing.T) {
 	s := runtimeScheme(t)
-	for _, kind := range []string{"IPPool", "IPPoolList", "BGPPeer", "BGPPeerList"} {
+	for _, kind := range []string{"IPPool", "IPPoolList", "BGPPeer", "BGPPeerList", "ServiceAnnouncement", "ServiceAnnouncementList"} {
 		if !s.Recognizes(SchemeGroupVersion.WithKind(kind)) {
 			t.Errorf("scheme does not recognise %s", kind)
 		}

@@ -15,7 +15,8 @@ var SchemeGroupVersion = schema.GroupVersion{Group: GroupName, Version: "v1alpha
 var (
 	// SchemeBuilder collects the functions that register this package's types.
 	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
-	// AddToScheme registers IPPool and BGPPeer (and their lists) in a scheme.
+	// AddToScheme registers IPPool, BGPPeer and ServiceAnnouncement (and their
+	// lists) in a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
 
@@ -28,6 +29,7 @@ func addKnownTypes(scheme *runtime.Scheme) error {
 	scheme.AddKnownTypes(SchemeGroupVersion,
 		&IPPool{}, &IPPoolList{},
 		&BGPPeer{}, &BGPPeerList{},
+		&ServiceAnnouncement{}, &ServiceAnnouncementList{},
 	)
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)
 	return nil

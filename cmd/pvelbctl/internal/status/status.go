@@ -1,14 +1,14 @@
 // Package status is `pvelbctl status`: pvelb's Services with their VIPs and
-// pools, which node answers for each VIP (from the Announcing Events the
-// announcers write on takeover), and the pools' usage. Report building is
-// pure; Collect does the reading.
+// pools, which node or nodes announce each VIP and on which Proxmox host and
+// VM (from the ServiceAnnouncements the announcers keep), and the pools'
+// usage. Report building is pure; Collect does the reading.
 package status
 
 import (
 	"context"
 	"fmt"
 	"io"
-	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -16,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -25,10 +26,10 @@ import (
 
 // Input is everything the report is built from.
 type Input struct {
-	Services []corev1.Service
-	Events   []corev1.Event
-	Pools    []v1alpha1.IPPool
-	Now      time.Time
+	Services      []corev1.Service
+	Announcements []v1alpha1.ServiceAnnouncement
+	Pools         []v1alpha1.IPPool
+	Now           time.Time
 }
 
 // Report is what `pvelbctl status` prints.
@@ -43,8 +44,15 @@ type ServiceRow struct {
 	Class           string // names.Class or "(default)"
 	VIP             string // "<pending>" while none is assigned
 	Pool            string
-	Node            string // node answering for the VIP, "" when unknown
-	Since           time.Duration
+	// Mode, Nodes and Hosts come from the ServiceAnnouncements holding the
+	// VIP: L2 (one node answers ARP/NDP) or BGP (each node advertises it);
+	// the nodes sorted, and each one's Proxmox host and VM as host/vmid.
+	// Nodes is empty when no node announces the VIP.
+	Mode  string
+	Nodes []string
+	Hosts []string
+	// Since is how long the longest-announcing node has announced it.
+	Since time.Duration
 }
 
 // PoolRow is one IPPool's usage.
@@ -57,10 +65,6 @@ type PoolRow struct {
 	Free      string
 	Problems  []string // conditions that are not fine (Ready=False, Overlapping=True)
 }
-
-// announcingMsg is the message announcer.Controller writes with reason
-// names.EventAnnouncing: "Node <node> answers for <ip> (ARP/NDP on ...)".
-var announcingMsg = regexp.MustCompile(`^Node (\S+) answers for (\S+) `)
 
 // IsPvelbService reports whether pvelb serves the Service: its own class,
 // or the default class when pvelb allocated it (the allocated-pool annotation).
@@ -75,27 +79,15 @@ func IsPvelbService(s *corev1.Service) bool {
 	return ok
 }
 
-// Build makes the report. For each VIP the newest Announcing Event on its
-// Service names the node: announcers write one on every takeover.
+// Build makes the report. Each VIP's row names the nodes whose
+// ServiceAnnouncement of its Service holds it.
 func Build(in Input) Report {
 	type key struct{ ns, name, ip string }
-	type seen struct {
-		node string
-		at   time.Time
-	}
-	latest := map[key]seen{}
-	for _, e := range in.Events {
-		if e.Reason != names.EventAnnouncing || e.InvolvedObject.Kind != "Service" {
-			continue
-		}
-		m := announcingMsg.FindStringSubmatch(e.Message)
-		if m == nil {
-			continue
-		}
-		at := eventTime(&e)
-		k := key{e.InvolvedObject.Namespace, e.InvolvedObject.Name, m[2]}
-		if cur, ok := latest[k]; !ok || at.After(cur.at) {
-			latest[k] = seen{m[1], at}
+	byVIP := map[key][]v1alpha1.ServiceAnnouncement{}
+	for _, a := range in.Announcements {
+		for _, ip := range a.Status.IPs {
+			k := key{a.Namespace, a.Status.Service, ip}
+			byVIP[k] = append(byVIP[k], a)
 		}
 	}
 	var r Report
@@ -115,10 +107,14 @@ func Build(in Input) Report {
 		}
 		for _, in0 := range s.Status.LoadBalancer.Ingress {
 			row := ServiceRow{Namespace: s.Namespace, Name: s.Name, Class: class, VIP: in0.IP, Pool: pool}
-			if a, ok := latest[key{s.Namespace, s.Name, in0.IP}]; ok {
-				row.Node = a.node
-				if !a.at.IsZero() && !in.Now.IsZero() {
-					row.Since = in.Now.Sub(a.at)
+			anns := byVIP[key{s.Namespace, s.Name, in0.IP}]
+			slices.SortFunc(anns, func(a, b v1alpha1.ServiceAnnouncement) int { return strings.Compare(a.Status.Node, b.Status.Node) })
+			for _, a := range anns {
+				row.Mode = string(a.Status.Mode)
+				row.Nodes = append(row.Nodes, a.Status.Node)
+				row.Hosts = append(row.Hosts, dash(a.Status.ProxmoxHost)+"/"+dash(a.Status.VMID))
+				if at := a.CreationTimestamp.Time; !at.IsZero() && !in.Now.IsZero() {
+					row.Since = max(row.Since, in.Now.Sub(at))
 				}
 			}
 			r.Services = append(r.Services, row)
@@ -162,33 +158,24 @@ func joinNonEmpty(a, b string) string {
 	return a + "+" + b
 }
 
-func eventTime(e *corev1.Event) time.Time {
-	switch {
-	case e.Series != nil && !e.Series.LastObservedTime.IsZero():
-		return e.Series.LastObservedTime.Time
-	case !e.LastTimestamp.IsZero():
-		return e.LastTimestamp.Time
-	case !e.EventTime.IsZero():
-		return e.EventTime.Time
-	}
-	return e.CreationTimestamp.Time
-}
-
 // Render prints the report as two tables.
 func Render(w io.Writer, r Report) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	if len(r.Services) == 0 {
 		fmt.Fprintln(tw, "No LoadBalancer Services served by pvelb.")
 	} else {
-		fmt.Fprintln(tw, "NAMESPACE\tSERVICE\tCLASS\tVIP\tPOOL\tANSWERED BY\tSINCE")
+		fmt.Fprintln(tw, "NAMESPACE\tSERVICE\tCLASS\tVIP\tPOOL\tMODE\tANNOUNCED BY\tPROXMOX HOST/VM\tSINCE")
 		for _, s := range r.Services {
-			node, since := s.Node, "-"
-			if node == "" {
-				node = "(no Announcing event: BGP pool, Local service without endpoints, or no announcer)"
+			nodes, hosts, since := strings.Join(s.Nodes, ","), strings.Join(s.Hosts, ","), "-"
+			if len(s.Nodes) == 0 {
+				nodes = "(nobody: see the Service's NotAnnounced Events)"
+				if s.VIP == "<pending>" {
+					nodes = "-"
+				}
 			} else if s.Since > 0 {
 				since = s.Since.Round(time.Second).String()
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Namespace, s.Name, s.Class, s.VIP, dash(s.Pool), node, since)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Namespace, s.Name, s.Class, s.VIP, dash(s.Pool), dash(s.Mode), nodes, dash(hosts), since)
 		}
 	}
 	fmt.Fprintln(tw)
@@ -210,7 +197,7 @@ func dash(s string) string {
 	return s
 }
 
-// Collect reads Services, their Events and the IPPools. A missing IPPool
+// Collect reads Services, ServiceAnnouncements and the IPPools. A missing IPPool
 // CRD is reported as an error naming it.
 func Collect(ctx context.Context, kube kubernetes.Interface, dyn dynamic.Interface) (Input, error) {
 	in := Input{Now: time.Now()}
@@ -219,13 +206,17 @@ func Collect(ctx context.Context, kube kubernetes.Interface, dyn dynamic.Interfa
 		return in, fmt.Errorf("listing Services: %w", err)
 	}
 	in.Services = svcs.Items
-	evs, err := kube.CoreV1().Events(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
-		FieldSelector: "involvedObject.kind=Service,reason=" + names.EventAnnouncing,
-	})
+	anns, err := dyn.Resource(names.ServiceAnnouncements).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return in, fmt.Errorf("listing Events: %w", err)
+		return in, fmt.Errorf("listing ServiceAnnouncements (is the CRD serviceannouncements.pvelb.io installed?): %w", err)
 	}
-	in.Events = evs.Items
+	for _, u := range anns.Items {
+		var a v1alpha1.ServiceAnnouncement
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &a); err != nil {
+			return in, fmt.Errorf("ServiceAnnouncement %s/%s: %w", u.GetNamespace(), u.GetName(), err)
+		}
+		in.Announcements = append(in.Announcements, a)
+	}
 	list, err := dyn.Resource(names.IPPools).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return in, fmt.Errorf("listing IPPools (is the CRD ippools.pvelb.io installed?): %w", err)

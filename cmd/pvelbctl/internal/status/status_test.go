@@ -2,6 +2,7 @@ package status
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -27,10 +28,10 @@ func svc(name string, class *string, pool string, ips ...string) corev1.Service 
 	return s
 }
 
-func event(svcName, msg string, at time.Time) corev1.Event {
-	return corev1.Event{
-		InvolvedObject: corev1.ObjectReference{Kind: "Service", Namespace: "default", Name: svcName},
-		Reason:         "Announcing", Message: msg, LastTimestamp: metav1.NewTime(at),
+func announcement(svcName, node, host, vmid string, mode v1alpha1.AnnouncementMode, since time.Time, ips ...string) v1alpha1.ServiceAnnouncement {
+	return v1alpha1.ServiceAnnouncement{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: svcName + "." + node, CreationTimestamp: metav1.NewTime(since)},
+		Status:     v1alpha1.ServiceAnnouncementStatus{Service: svcName, Node: node, Mode: mode, IPs: ips, ProxmoxHost: host, VMID: vmid},
 	}
 }
 
@@ -41,16 +42,20 @@ func TestBuild(t *testing.T) {
 		Now: now,
 		Services: []corev1.Service{
 			svc("web", nil, "main", "192.0.2.200", "2001:db8::200"),
+			svc("routed", &ours, "bgp", "203.0.113.1"),
+			svc("lonely", nil, "main", "192.0.2.201"),   // nobody announces it
 			svc("classed", &ours, "main"),               // pending
 			svc("metallb", &other, "", "198.51.100.1"),  // another implementation's
 			svc("unallocated", nil, "", "198.51.100.2"), // default class, not pvelb's
 			{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "clusterip", Annotations: map[string]string{"pvelb.io/allocated-pool": "main"}}},
 		},
-		Events: []corev1.Event{
-			event("web", "Node n1 answers for 192.0.2.200 (ARP/NDP on eth0)", now.Add(-time.Minute)),
-			event("web", "Node n3 answers for 192.0.2.200 (ARP/NDP on eth0)", now.Add(-10*time.Second)),
-			event("web", "Node n2 answers for 2001:db8::200 (ARP/NDP on eth0)", now.Add(-time.Hour)),
-			event("web", "not an announcement", now),
+		Announcements: []v1alpha1.ServiceAnnouncement{
+			announcement("web", "n3", "pve3", "103", v1alpha1.AnnouncementL2, now.Add(-10*time.Second), "192.0.2.200"),
+			announcement("web", "n2", "pve2", "", v1alpha1.AnnouncementL2, now.Add(-time.Hour), "2001:db8::200"),
+			announcement("routed", "n2", "pve2", "102", v1alpha1.AnnouncementBGP, now.Add(-time.Minute), "203.0.113.1"),
+			announcement("routed", "n1", "pve1", "101", v1alpha1.AnnouncementBGP, now.Add(-time.Hour), "203.0.113.1"),
+			// Another namespace's Service of the same name is another Service.
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "web.n1"}, Status: v1alpha1.ServiceAnnouncementStatus{Service: "web", Node: "n1", IPs: []string{"192.0.2.200"}}},
 		},
 		Pools: []v1alpha1.IPPool{{
 			ObjectMeta: metav1.ObjectMeta{Name: "main"},
@@ -64,16 +69,16 @@ func TestBuild(t *testing.T) {
 	r := Build(in)
 	want := []ServiceRow{
 		{Namespace: "default", Name: "classed", Class: ours, VIP: "<pending>", Pool: "main"},
-		{Namespace: "default", Name: "web", Class: "(default)", VIP: "192.0.2.200", Pool: "main", Node: "n3", Since: 10 * time.Second},
-		{Namespace: "default", Name: "web", Class: "(default)", VIP: "2001:db8::200", Pool: "main", Node: "n2", Since: time.Hour},
+		{Namespace: "default", Name: "lonely", Class: "(default)", VIP: "192.0.2.201", Pool: "main"},
+		{Namespace: "default", Name: "routed", Class: ours, VIP: "203.0.113.1", Pool: "bgp", Mode: "BGP",
+			Nodes: []string{"n1", "n2"}, Hosts: []string{"pve1/101", "pve2/102"}, Since: time.Hour},
+		{Namespace: "default", Name: "web", Class: "(default)", VIP: "192.0.2.200", Pool: "main", Mode: "L2",
+			Nodes: []string{"n3"}, Hosts: []string{"pve3/103"}, Since: 10 * time.Second},
+		{Namespace: "default", Name: "web", Class: "(default)", VIP: "2001:db8::200", Pool: "main", Mode: "L2",
+			Nodes: []string{"n2"}, Hosts: []string{"pve2/-"}, Since: time.Hour},
 	}
-	if len(r.Services) != len(want) {
-		t.Fatalf("services %+v, want %+v", r.Services, want)
-	}
-	for i := range want {
-		if r.Services[i] != want[i] {
-			t.Errorf("row %d = %+v, want %+v", i, r.Services[i], want[i])
-		}
+	if !reflect.DeepEqual(r.Services, want) {
+		t.Errorf("services:\n got  %+v\n want %+v", r.Services, want)
 	}
 	if len(r.Pools) != 1 || r.Pools[0].Used != 1 || r.Pools[0].Free != "9" || r.Pools[0].Mode != "arp" || len(r.Pools[0].Problems) != 1 {
 		t.Fatalf("pools %+v", r.Pools)
@@ -82,7 +87,7 @@ func TestBuild(t *testing.T) {
 	if err := Render(&b, r); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"192.0.2.200", "n3", "<pending>", "Overlapping=True: overlaps pool other"} {
+	for _, s := range []string{"192.0.2.200", "n3", "pve3/103", "n1,n2", "pve1/101,pve2/102", "<pending>", "(nobody", "Overlapping=True: overlaps pool other"} {
 		if !strings.Contains(b.String(), s) {
 			t.Errorf("rendered report lacks %q:\n%s", s, b.String())
 		}
