@@ -191,3 +191,28 @@ func (l *annLab) countAnnouncementWrites(t testing.TB, d time.Duration) int {
 		}
 	}
 }
+
+// waitAnnouncers waits until the ServiceAnnouncements of svc are exactly
+// one per node in nodes, each holding vip in mode.
+func (l *annLab) waitAnnouncers(t testing.TB, timeout time.Duration, svc string, vip netip.Addr, mode v1alpha1.AnnouncementMode, nodes ...string) {
+	t.Helper()
+	want := slices.Sorted(slices.Values(nodes))
+	Eventually(t, timeout, fmt.Sprintf("%s announced by %v", svc, want), func(ctx context.Context) error {
+		anns, err := l.announcementsOf(ctx, svc)
+		if err != nil {
+			return err
+		}
+		var got []string
+		for _, a := range anns {
+			if a.Status.Mode != mode || !slices.Contains(a.Status.IPs, vip.String()) {
+				return fmt.Errorf("%s: %+v", a.Name, a.Status)
+			}
+			got = append(got, a.Status.Node)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("announced by %v", got)
+		}
+		return nil
+	})
+}

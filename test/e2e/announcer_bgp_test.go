@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/test/bird"
 	"github.com/pvelb/pvelb/test/netlab"
 )
@@ -234,6 +235,7 @@ func TestAnnouncerBGP(t *testing.T) {
 			t.Errorf("session_up on %s = %v", n1.Name, v)
 		}
 		l.waitEvent(t, "web", "Advertising", "Node "+n1.Name+" ", vip.String())
+		l.waitAnnouncers(t, 10*time.Second, "web", vip, v1alpha1.AnnouncementBGP, n1.Name, n2.Name)
 	})
 	if t.Failed() {
 		return
@@ -242,6 +244,7 @@ func TestAnnouncerBGP(t *testing.T) {
 	t.Run("removing the exclusion label adds the node", func(t *testing.T) {
 		l.labelNode(t, n3.Name, corev1.LabelNodeExcludeBalancers, nil)
 		l.waitVias(t, prefix, 10*time.Second, n1.IPv4.Addr().String(), n2.IPv4.Addr().String(), n3.IPv4.Addr().String())
+		l.waitAnnouncers(t, 10*time.Second, "web", vip, v1alpha1.AnnouncementBGP, n1.Name, n2.Name, n3.Name)
 	})
 
 	t.Run("no node may announce: warning names the reason", func(t *testing.T) {
@@ -316,6 +319,9 @@ func TestAnnouncerBGP(t *testing.T) {
 		if !strings.Contains(l.procs[n1.Name].Output(), "BGP routes withdrawn and sessions closed") {
 			t.Errorf("announcer did not stop its speaker gracefully:\n%s", l.procs[n1.Name].Output())
 		}
+		// Once the others stop hearing it (after the restart grace), they
+		// delete its announcement: n2 and n3 remain.
+		l.waitAnnouncers(t, 30*time.Second, "web", vip, v1alpha1.AnnouncementBGP, n2.Name, n3.Name)
 		for _, pid := range speaker {
 			if _, err := os.Stat("/proc/" + pid); err == nil {
 				t.Errorf("BGP speaker %s outlived the announcer", pid)
