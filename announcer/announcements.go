@@ -113,11 +113,22 @@ func announcementName(service, node string) string {
 
 // written is what this node last wrote for a Service: the status and the
 // Service's UID the owner reference names (a recreated Service gets its
-// own object; the old one goes with the old Service).
+// own object; the old one goes with the old Service), and when.
 type written struct {
 	status v1alpha1.ServiceAnnouncementStatus
 	uid    types.UID
+	at     time.Time
 }
+
+const (
+	// reapGrace: an announcer deletes no other node's objects in its first
+	// seconds, before it has heard the nodes that are alive.
+	reapGrace = 10 * time.Second
+	// healAfter: an object of this node's that is missing from the cache
+	// this long after it was written was deleted by someone (a node that
+	// took this one for gone); it is written again on the next pass.
+	healAfter = 5 * time.Second
+)
 
 // announcements keeps this node's ServiceAnnouncements in step with what it
 // announces. It writes only when that changes (never on a timer or because
@@ -144,8 +155,9 @@ type announcements struct {
 	bgp  map[netip.Addr]bool
 
 	// Touched only on run's goroutine.
-	done   map[svcKey]written // nil until read back from the cache
-	reaped map[types.UID]bool
+	done    map[svcKey]written // nil until read back from the cache
+	reaped  map[types.UID]bool
+	started time.Time
 }
 
 func (w *announcements) setL2(plan []Assignment, won map[netip.Addr]string) {
@@ -181,6 +193,7 @@ func (w *announcements) run(ctx context.Context) {
 	if !cache.WaitForCacheSync(ctx.Done(), w.synced) {
 		return
 	}
+	w.started = time.Now()
 	backoff := time.Duration(0)
 	var retry <-chan time.Time
 	for {
@@ -221,7 +234,7 @@ func (w *announcements) sync(ctx context.Context) (failed bool) {
 		if err != nil {
 			continue // deleted: its announcements go with it
 		}
-		if d, ok := w.done[k]; ok && d.uid == svc.UID && reflect.DeepEqual(d.status, st) {
+		if d, ok := w.done[k]; ok && d.uid == svc.UID && reflect.DeepEqual(d.status, st) && !w.deleted(k, d) {
 			continue
 		}
 		if err := w.apply(ctx, svc, st); err != nil {
@@ -229,7 +242,7 @@ func (w *announcements) sync(ctx context.Context) (failed bool) {
 			failed = true
 			continue
 		}
-		w.done[k] = written{st, svc.UID}
+		w.done[k] = written{st, svc.UID, time.Now()}
 	}
 	for k := range w.done {
 		if _, ok := want[k]; ok {
@@ -246,10 +259,23 @@ func (w *announcements) sync(ctx context.Context) (failed bool) {
 	return w.reap(ctx, mine) || failed
 }
 
+// deleted reports whether this node's object for k, written as d, is gone
+// from the cache although it was written a while ago.
+func (w *announcements) deleted(k svcKey, d written) bool {
+	if time.Since(d.at) < healAfter {
+		return false
+	}
+	_, err := w.lister.ByNamespace(k.namespace).Get(announcementName(k.name, w.node))
+	return apierrors.IsNotFound(err)
+}
+
 // reap deletes the announcements of nodes that are gone in this node's
 // view (crashed, partitioned away, deleted): those for addresses this node
 // announces now, or all of them on the reporter. Each object once.
 func (w *announcements) reap(ctx context.Context, mine map[string]bool) (failed bool) {
+	if time.Since(w.started) < reapGrace {
+		return false
+	}
 	objs, err := w.lister.List(labels.Everything())
 	if err != nil {
 		return false
@@ -294,7 +320,7 @@ func (w *announcements) readBack() map[svcKey]written {
 				uid = ref.UID
 			}
 		}
-		out[svcKey{sa.Namespace, sa.Status.Service}] = written{sa.Status, uid}
+		out[svcKey{sa.Namespace, sa.Status.Service}] = written{sa.Status, uid, time.Now()}
 	}
 	return out
 }
