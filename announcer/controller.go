@@ -274,6 +274,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		// password Secrets (with timeouts, retried while the apiserver is
 		// down) must never delay an ARP/NDP failover.
 		go c.runBGP(ctx)
+		go c.runSessionStatus(ctx)
 	}
 	go c.ann.run(ctx)
 	defer c.closeResponders()

@@ -389,8 +389,10 @@ func checkAnnouncerAccess(ctx context.Context, t *testing.T, client kubernetes.I
 	for _, v := range []string{"get", "list", "watch", "create", "patch", "delete"} {
 		allowed = append(allowed, kubeapply.Access{Verb: v, Group: "pvelb.io", Resource: "serviceannouncements", Namespace: "default"})
 	}
+	allowed = append(allowed, kubeapply.Access{Verb: "patch", Group: "pvelb.io", Resource: "bgppeers", Subresource: "status"})
 	denied := []kubeapply.Access{
 		{Verb: "update", Group: "pvelb.io", Resource: "serviceannouncements", Namespace: "default"},
+		{Verb: "patch", Group: "pvelb.io", Resource: "bgppeers"},
 		{Verb: "deletecollection", Group: "pvelb.io", Resource: "serviceannouncements", Namespace: "default"},
 		{Verb: "get", Resource: "secrets", Namespace: namespace, Name: "pvelb-cloud-config"},
 		{Verb: "list", Resource: "secrets", Namespace: namespace},

@@ -124,8 +124,9 @@ func (l *annLab) checkAnnouncementTable(t testing.TB, ann v1alpha1.ServiceAnnoun
 }
 
 // announcementWriteRequests is the apiserver's count of write requests
-// (apply, patch, create, update, delete) on ServiceAnnouncements. It counts
-// what a watch cannot see: an apply that changes nothing is not stored.
+// (apply, patch, create, update, delete) on what the announcers write:
+// ServiceAnnouncements and BGPPeer status. It counts what a watch cannot
+// see: an apply that changes nothing is not stored.
 func (l *annLab) announcementWriteRequests(t testing.TB) float64 {
 	t.Helper()
 	raw, err := l.kube.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
@@ -134,7 +135,8 @@ func (l *annLab) announcementWriteRequests(t testing.TB) float64 {
 	}
 	var n float64
 	for _, line := range strings.Split(string(raw), "\n") {
-		if !strings.HasPrefix(line, "apiserver_request_total{") || !strings.Contains(line, `resource="serviceannouncements"`) {
+		if !strings.HasPrefix(line, "apiserver_request_total{") ||
+			!strings.Contains(line, `resource="serviceannouncements"`) && !strings.Contains(line, `resource="bgppeers"`) {
 			continue
 		}
 		verb := regexp.MustCompile(`verb="([A-Z]+)"`).FindStringSubmatch(line)
@@ -160,7 +162,7 @@ func (l *annLab) countAnnouncementWrites(t testing.TB, d time.Duration) int {
 	before := l.announcementWriteRequests(t)
 	defer func() {
 		if n := l.announcementWriteRequests(t) - before; n != 0 {
-			t.Errorf("%v ServiceAnnouncement write requests during the quiet interval, want 0", n)
+			t.Errorf("%v ServiceAnnouncement and BGPPeer write requests during the quiet interval, want 0", n)
 		}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -212,6 +214,35 @@ func (l *annLab) waitAnnouncers(t testing.TB, timeout time.Duration, svc string,
 		slices.Sort(got)
 		if !slices.Equal(got, want) {
 			return fmt.Errorf("announced by %v", got)
+		}
+		return nil
+	})
+}
+
+// waitSessions waits until BGPPeer peer's status.sessions is exactly nodes,
+// each in state.
+func (l *annLab) waitSessions(t testing.TB, timeout time.Duration, peer, state string, nodes ...string) {
+	t.Helper()
+	want := slices.Sorted(slices.Values(nodes))
+	Eventually(t, timeout, fmt.Sprintf("BGPPeer %s sessions of %v %s", peer, want, state), func(ctx context.Context) error {
+		u, err := l.dyn.Resource(names.BGPPeers).Get(ctx, peer, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		p, err := names.BGPPeer(u)
+		if err != nil {
+			return err
+		}
+		var got []string
+		for _, s := range p.Status.Sessions {
+			if s.State != state {
+				return fmt.Errorf("%s is %s", s.Node, s.State)
+			}
+			got = append(got, s.Node)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("sessions of %v", got)
 		}
 		return nil
 	})

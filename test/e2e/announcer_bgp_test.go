@@ -236,10 +236,19 @@ func TestAnnouncerBGP(t *testing.T) {
 		}
 		l.waitEvent(t, "web", "Advertising", "Node "+n1.Name+" ", vip.String())
 		l.waitAnnouncers(t, 10*time.Second, "web", vip, v1alpha1.AnnouncementBGP, n1.Name, n2.Name)
+		// Each node's session in the BGPPeer's status, the excluded one's too.
+		l.waitSessions(t, 10*time.Second, "router", "established", n1.Name, n2.Name, n3.Name)
 	})
 	if t.Failed() {
 		return
 	}
+
+	t.Run("announcements and session states are written on change only", func(t *testing.T) {
+		// Longer than the announcers' 30 s resync.
+		if n := l.countAnnouncementWrites(t, 35*time.Second); n != 0 {
+			t.Errorf("%d ServiceAnnouncement changes in a quiet cluster, want 0", n)
+		}
+	})
 
 	t.Run("removing the exclusion label adds the node", func(t *testing.T) {
 		l.labelNode(t, n3.Name, corev1.LabelNodeExcludeBalancers, nil)
@@ -322,6 +331,7 @@ func TestAnnouncerBGP(t *testing.T) {
 		// Once the others stop hearing it (after the restart grace), they
 		// delete its announcement: n2 and n3 remain.
 		l.waitAnnouncers(t, 30*time.Second, "web", vip, v1alpha1.AnnouncementBGP, n2.Name, n3.Name)
+		l.waitSessions(t, 10*time.Second, "router", "established", n2.Name, n3.Name)
 		for _, pid := range speaker {
 			if _, err := os.Stat("/proc/" + pid); err == nil {
 				t.Errorf("BGP speaker %s outlived the announcer", pid)

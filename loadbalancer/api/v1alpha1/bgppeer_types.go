@@ -113,10 +113,34 @@ type BGPPeerSpec struct {
 	GracefulRestart *GracefulRestart `json:"gracefulRestart,omitempty"`
 }
 
+// BGPSession is one node's session to a BGPPeer.
+type BGPSession struct {
+	// Node whose announcer holds the session.
+	Node string `json:"node"`
+	// State is the BGP FSM state: idle, connect, active, opensent,
+	// openconfirm, established or unknown.
+	State string `json:"state"`
+	// Since is when the session entered that state, when known.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+}
+
+// BGPPeerStatus is what the announcers report about the peer.
+type BGPPeerStatus struct {
+	// Sessions holds one entry per node the BGPPeer selects, written by
+	// that node's announcer when its session changes state (never on a
+	// timer).
+	// +optional
+	// +listType=map
+	// +listMapKey=node
+	Sessions []BGPSession `json:"sessions,omitempty"`
+}
+
 // BGPPeer is a BGP router the announcers peer with.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:scope=Cluster,categories=pvelb
+// +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="Peer",type=string,JSONPath=`.spec.peerAddress`
 // +kubebuilder:printcolumn:name="Peer ASN",type=integer,JSONPath=`.spec.peerASN`
 // +kubebuilder:printcolumn:name="My ASN",type=integer,JSONPath=`.spec.myASN`
@@ -127,6 +151,8 @@ type BGPPeer struct {
 
 	// +required
 	Spec BGPPeerSpec `json:"spec"`
+	// +optional
+	Status BGPPeerStatus `json:"status,omitempty"`
 }
 
 // BGPPeerList is a list of BGPPeers.

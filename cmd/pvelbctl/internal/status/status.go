@@ -1,7 +1,7 @@
 // Package status is `pvelbctl status`: pvelb's Services with their VIPs and
 // pools, which node or nodes announce each VIP and on which Proxmox host and
-// VM (from the ServiceAnnouncements the announcers keep), and the pools'
-// usage. Report building is pure; Collect does the reading.
+// VM (from the ServiceAnnouncements the announcers keep), the pools' usage
+// and each node's BGP sessions (from the BGPPeers' status). Report building is pure; Collect does the reading.
 package status
 
 import (
@@ -29,6 +29,7 @@ type Input struct {
 	Services      []corev1.Service
 	Announcements []v1alpha1.ServiceAnnouncement
 	Pools         []v1alpha1.IPPool
+	Peers         []v1alpha1.BGPPeer
 	Now           time.Time
 }
 
@@ -36,6 +37,13 @@ type Input struct {
 type Report struct {
 	Services []ServiceRow
 	Pools    []PoolRow
+	Sessions []SessionRow
+}
+
+// SessionRow is one node's session to one BGPPeer.
+type SessionRow struct {
+	Peer, Address, Node, State string
+	Since                      time.Duration // 0 when unknown
 }
 
 // ServiceRow is one VIP of one pvelb Service (a dual-stack Service has two).
@@ -148,6 +156,25 @@ func Build(in Input) Report {
 		r.Pools = append(r.Pools, row)
 	}
 	sort.Slice(r.Pools, func(i, j int) bool { return r.Pools[i].Name < r.Pools[j].Name })
+	for _, p := range in.Peers {
+		if len(p.Status.Sessions) == 0 {
+			r.Sessions = append(r.Sessions, SessionRow{Peer: p.Name, Address: p.Spec.PeerAddress})
+		}
+		for _, s := range p.Status.Sessions {
+			row := SessionRow{Peer: p.Name, Address: p.Spec.PeerAddress, Node: s.Node, State: s.State}
+			if s.Since != nil && !in.Now.IsZero() {
+				row.Since = in.Now.Sub(s.Since.Time)
+			}
+			r.Sessions = append(r.Sessions, row)
+		}
+	}
+	sort.SliceStable(r.Sessions, func(i, j int) bool {
+		a, b := r.Sessions[i], r.Sessions[j]
+		if a.Peer != b.Peer {
+			return a.Peer < b.Peer
+		}
+		return a.Node < b.Node
+	})
 	return r
 }
 
@@ -187,6 +214,20 @@ func Render(w io.Writer, r Report) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Name, p.Addresses, p.Mode, p.Used, dash(p.Total), dash(p.Free), dash(strings.Join(p.Problems, "; ")))
 		}
 	}
+	if len(r.Sessions) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "BGP PEER\tADDRESS\tNODE\tSESSION\tSINCE")
+		for _, s := range r.Sessions {
+			node, state, since := s.Node, s.State, "-"
+			if node == "" {
+				node, state = "(no node reports a session)", "-"
+			}
+			if s.Since > 0 {
+				since = s.Since.Round(time.Second).String()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Peer, s.Address, node, state, since)
+		}
+	}
 	return tw.Flush()
 }
 
@@ -197,7 +238,8 @@ func dash(s string) string {
 	return s
 }
 
-// Collect reads Services, ServiceAnnouncements and the IPPools. A missing IPPool
+// Collect reads Services, ServiceAnnouncements, the IPPools and the
+// BGPPeers. A missing IPPool
 // CRD is reported as an error naming it.
 func Collect(ctx context.Context, kube kubernetes.Interface, dyn dynamic.Interface) (Input, error) {
 	in := Input{Now: time.Now()}
@@ -227,6 +269,17 @@ func Collect(ctx context.Context, kube kubernetes.Interface, dyn dynamic.Interfa
 			return in, err
 		}
 		in.Pools = append(in.Pools, *p)
+	}
+	peers, err := dyn.Resource(names.BGPPeers).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return in, fmt.Errorf("listing BGPPeers (is the CRD bgppeers.pvelb.io installed?): %w", err)
+	}
+	for _, u := range peers.Items {
+		p, err := names.BGPPeer(&u)
+		if err != nil {
+			return in, err
+		}
+		in.Peers = append(in.Peers, *p)
 	}
 	return in, nil
 }

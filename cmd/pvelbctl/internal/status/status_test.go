@@ -57,6 +57,14 @@ func TestBuild(t *testing.T) {
 			// Another namespace's Service of the same name is another Service.
 			{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "web.n1"}, Status: v1alpha1.ServiceAnnouncementStatus{Service: "web", Node: "n1", IPs: []string{"192.0.2.200"}}},
 		},
+		Peers: []v1alpha1.BGPPeer{
+			{ObjectMeta: metav1.ObjectMeta{Name: "tor"}, Spec: v1alpha1.BGPPeerSpec{PeerAddress: "198.51.100.1"},
+				Status: v1alpha1.BGPPeerStatus{Sessions: []v1alpha1.BGPSession{
+					{Node: "n2", State: "active"},
+					{Node: "n1", State: "established", Since: &metav1.Time{Time: now.Add(-time.Minute)}},
+				}}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "idle"}, Spec: v1alpha1.BGPPeerSpec{PeerAddress: "198.51.100.2"}},
+		},
 		Pools: []v1alpha1.IPPool{{
 			ObjectMeta: metav1.ObjectMeta{Name: "main"},
 			Spec:       v1alpha1.IPPoolSpec{Addresses: []string{"192.0.2.200-192.0.2.209"}},
@@ -80,6 +88,14 @@ func TestBuild(t *testing.T) {
 	if !reflect.DeepEqual(r.Services, want) {
 		t.Errorf("services:\n got  %+v\n want %+v", r.Services, want)
 	}
+	wantSessions := []SessionRow{
+		{Peer: "idle", Address: "198.51.100.2"},
+		{Peer: "tor", Address: "198.51.100.1", Node: "n1", State: "established", Since: time.Minute},
+		{Peer: "tor", Address: "198.51.100.1", Node: "n2", State: "active"},
+	}
+	if !reflect.DeepEqual(r.Sessions, wantSessions) {
+		t.Errorf("sessions:\n got  %+v\n want %+v", r.Sessions, wantSessions)
+	}
 	if len(r.Pools) != 1 || r.Pools[0].Used != 1 || r.Pools[0].Free != "9" || r.Pools[0].Mode != "arp" || len(r.Pools[0].Problems) != 1 {
 		t.Fatalf("pools %+v", r.Pools)
 	}
@@ -87,7 +103,8 @@ func TestBuild(t *testing.T) {
 	if err := Render(&b, r); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"192.0.2.200", "n3", "pve3/103", "n1,n2", "pve1/101,pve2/102", "<pending>", "(nobody", "Overlapping=True: overlaps pool other"} {
+	for _, s := range []string{"192.0.2.200", "n3", "pve3/103", "n1,n2", "pve1/101,pve2/102", "<pending>", "(nobody", "Overlapping=True: overlaps pool other",
+		"BGP PEER", "established", "1m0s", "(no node reports a session)"} {
 		if !strings.Contains(b.String(), s) {
 			t.Errorf("rendered report lacks %q:\n%s", s, b.String())
 		}
