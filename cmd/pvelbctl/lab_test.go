@@ -233,6 +233,10 @@ func TestLabInteractive(t *testing.T) {
 	if !regexp.MustCompile(`default\s+web\s+\(default\)\s+` + regexp.QuoteMeta(vip) + `\s+demo\s+L2\s+node\d\s+pve\d+/\d+`).MatchString(st) {
 		t.Errorf("status does not show web's VIP %s from pool demo answered by a node", vip)
 	}
+	// The lab shows the ServiceAnnouncement as kubectl get svcann does.
+	if !regexp.MustCompile(`kubectl get svcann -l pvelb.io/service-name=web: web\.node\d .*Proxmox host pve\d+  VM \d+`).MatchString(out.String()) {
+		t.Errorf("the lab does not show who answers from the ServiceAnnouncement:\n%s", out.String())
+	}
 
 	// Ctrl-C tears everything down and exits 0.
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {

@@ -125,6 +125,9 @@ func (l *Lab) failover(ctx context.Context) error {
 	}
 	if ev, err := l.announcingEvent(ctx, now.host.Name, fault); err == nil {
 		l.p.say("kubectl describe service %s: Normal  Announcing  %s", serviceName, ev)
+		if err := l.sayAnnouncement(ctx, now.host.Name); err != nil {
+			l.p.say("(no ServiceAnnouncement from %s yet: %v)", now.host.Name, err)
+		}
 	} else {
 		l.p.say("(no Announcing event from %s yet: %v)", now.host.Name, err)
 	}

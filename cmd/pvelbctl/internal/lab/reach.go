@@ -3,11 +3,15 @@ package lab
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
+	"github.com/pvelb/pvelb/names"
 	"github.com/pvelb/pvelb/test/datapath"
 	"github.com/pvelb/pvelb/test/netlab"
 )
@@ -83,6 +87,37 @@ func (l *Lab) reachVIP(ctx context.Context) error {
 		return err
 	}
 	l.p.say("kubectl describe service %s: Normal  Announcing  %s", serviceName, ev)
+	return l.sayAnnouncement(ctx, v.host.Name)
+}
+
+// sayAnnouncement waits for the ServiceAnnouncement naming node as the one
+// answering for the VIP and prints it as `kubectl get svcann` shows it.
+func (l *Lab) sayAnnouncement(ctx context.Context, node string) error {
+	var st v1alpha1.ServiceAnnouncementStatus
+	err := poll(ctx, 20*time.Second, "ServiceAnnouncement naming "+node, func(ctx context.Context) error {
+		list, err := l.dyn.Resource(names.ServiceAnnouncements).Namespace("default").List(ctx, metav1.ListOptions{
+			LabelSelector: names.LabelAnnouncedService + "=" + serviceName,
+		})
+		if err != nil {
+			return err
+		}
+		for _, u := range list.Items {
+			var a v1alpha1.ServiceAnnouncement
+			if runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &a) != nil {
+				continue
+			}
+			if a.Status.Node == node && slices.Contains(a.Status.IPs, l.vip.String()) {
+				st = a.Status
+				return nil
+			}
+		}
+		return fmt.Errorf("%d announcements, none from %s for %s", len(list.Items), node, l.vip)
+	})
+	if err != nil {
+		return err
+	}
+	l.p.say("kubectl get svcann -l %s=%s: %s.%s  IPs %v  %s  node %s  Proxmox host %s  VM %s",
+		names.LabelAnnouncedService, serviceName, serviceName, st.Node, st.IPs, st.Mode, st.Node, st.ProxmoxHost, st.VMID)
 	return nil
 }
 
