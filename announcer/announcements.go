@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -136,18 +139,21 @@ const (
 // cannot fight), on its own goroutine so the apiserver never delays an
 // election, and retries failed writes with backoff.
 type announcements struct {
-	node      string
-	dyn       dynamic.Interface
-	lister    cache.GenericLister
-	synced    cache.InformerSynced
-	services  corelisters.ServiceLister
-	nodes     corelisters.NodeLister
-	electable func(string) bool
-	// reporter: this node tidies up after gone nodes even for Services it
-	// does not announce (the first electable node by name).
-	reporter func() bool
-	metric   *prometheus.GaugeVec
-	kick     chan struct{}
+	node    string
+	dyn     dynamic.Interface
+	factory dynamicinformer.DynamicSharedInformerFactory
+	// cache holds this node's own objects only, compacted to typed
+	// ServiceAnnouncements (compactAnnouncement).
+	cache    cache.Indexer
+	synced   cache.InformerSynced
+	services corelisters.ServiceLister
+	nodes    corelisters.NodeLister
+	// electable lists the nodes that may be elected in this node's view,
+	// sorted; the first one tidies up after gone nodes even for Services
+	// it does not announce.
+	electable func() []string
+	metric    *prometheus.GaugeVec
+	kick      chan struct{}
 
 	mu   sync.Mutex
 	plan []Assignment
@@ -156,8 +162,17 @@ type announcements struct {
 
 	// Touched only on run's goroutine.
 	done    map[svcKey]written // nil until read back from the cache
-	reaped  map[types.UID]bool
 	started time.Time
+	// reapedFor is the view of the last successful reap ("" before the
+	// first): the reap lists every node's objects from the apiserver, so it
+	// runs only when the gone nodes, the Nodes or this node's addresses
+	// changed.
+	reapedFor string
+	reapedIPs map[string]bool
+	gone      goneTracker
+	// timer: a pass is scheduled for when the next absent node counts as
+	// gone.
+	timer atomic.Bool
 }
 
 func (w *announcements) setL2(plan []Assignment, won map[netip.Addr]string) {
@@ -190,6 +205,7 @@ func (w *announcements) trigger() {
 }
 
 func (w *announcements) run(ctx context.Context) {
+	w.factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), w.synced) {
 		return
 	}
@@ -216,7 +232,6 @@ func (w *announcements) run(ctx context.Context) {
 func (w *announcements) sync(ctx context.Context) (failed bool) {
 	if w.done == nil {
 		w.done = w.readBack()
-		w.reaped = map[types.UID]bool{}
 	}
 	w.mu.Lock()
 	plan, l2, bgp := w.plan, w.l2, w.bgp
@@ -265,25 +280,45 @@ func (w *announcements) deleted(k svcKey, d written) bool {
 	if time.Since(d.at) < healAfter {
 		return false
 	}
-	_, err := w.lister.ByNamespace(k.namespace).Get(announcementName(k.name, w.node))
-	return apierrors.IsNotFound(err)
+	_, found, err := w.cache.GetByKey(k.namespace + "/" + announcementName(k.name, w.node))
+	return err == nil && !found
 }
 
 // reap deletes the announcements of nodes that are gone in this node's
-// view (crashed, partitioned away, deleted): those for addresses this node
-// announces now, or all of them on the reporter. Each object once.
+// view (out of the electable set for goneAfter: crashed, partitioned away;
+// or deleted): those for addresses this node announces now, or all of them
+// on the first electable node. It reads every node's objects from the
+// apiserver, so only when the gone nodes, the Nodes or this node's
+// addresses changed since the last reap, and never in the first
+// reapGrace, before this node has heard the others.
 func (w *announcements) reap(ctx context.Context, mine map[string]bool) (failed bool) {
 	if time.Since(w.started) < reapGrace {
 		return false
 	}
-	objs, err := w.lister.List(labels.Everything())
-	if err != nil {
+	electable := w.electable()
+	nodeObjs, _ := w.nodes.List(labels.Everything())
+	var nodes []string
+	for _, n := range nodeObjs {
+		nodes = append(nodes, n.Name)
+	}
+	slices.Sort(nodes)
+	gone, next := w.gone.update(time.Now(), nodes, electable)
+	if next > 0 && w.timer.CompareAndSwap(false, true) {
+		time.AfterFunc(next, func() { w.timer.Store(false); w.trigger() })
+	}
+	view := strings.Join(gone, ",") + "|" + strings.Join(nodes, ",")
+	if view == w.reapedFor && maps.Equal(mine, w.reapedIPs) {
 		return false
 	}
-	reporter := w.reporter()
-	for _, o := range objs {
-		sa, err := toAnnouncement(o)
-		if err != nil || sa.Status.Node == w.node || sa.Status.Node == "" || w.reaped[sa.UID] || w.electable(sa.Status.Node) {
+	reporter := len(electable) > 0 && electable[0] == w.node
+	list, err := w.dyn.Resource(names.ServiceAnnouncements).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		klog.ErrorS(err, "Listing ServiceAnnouncements")
+		return true
+	}
+	for i := range list.Items {
+		sa, err := toAnnouncement(&list.Items[i])
+		if err != nil || sa.Status.Node == w.node || sa.Status.Node == "" || !isGone(sa.Status.Node, gone, nodes, electable) {
 			continue
 		}
 		if !reporter && !slices.ContainsFunc(sa.Status.IPs, func(ip string) bool { return mine[ip] }) {
@@ -298,9 +333,21 @@ func (w *announcements) reap(ctx context.Context, mine map[string]bool) (failed 
 			continue
 		}
 		klog.InfoS("Deleted the ServiceAnnouncement of a gone node", "announcement", klog.KObj(sa), "node", sa.Status.Node)
-		w.reaped[uid] = true
+	}
+	if !failed {
+		w.reapedFor, w.reapedIPs = view, mine
 	}
 	return failed
+}
+
+// isGone: node has been out of the electable set for goneAfter, or its
+// Node object is gone and it is not electable.
+func isGone(node string, gone, nodes, electable []string) bool {
+	if slices.Contains(gone, node) {
+		return true
+	}
+	_, known := slices.BinarySearch(nodes, node)
+	return !known && !slices.Contains(electable, node)
 }
 
 // readBack takes this node's objects from the cache as written, so a
@@ -308,9 +355,8 @@ func (w *announcements) reap(ctx context.Context, mine map[string]bool) (failed 
 // deletes what it no longer announces.
 func (w *announcements) readBack() map[svcKey]written {
 	out := map[svcKey]written{}
-	objs, _ := w.lister.List(labels.Everything())
-	for _, o := range objs {
-		sa, err := toAnnouncement(o)
+	for _, o := range w.cache.List() {
+		sa, err := toAnnouncement(o.(runtime.Object))
 		if err != nil || sa.Status.Node != w.node || sa.Name != announcementName(sa.Status.Service, w.node) {
 			continue
 		}
@@ -325,7 +371,30 @@ func (w *announcements) readBack() map[svcKey]written {
 	return out
 }
 
+// compactAnnouncement is the cache's transform: a typed copy holding only
+// what the writer reads, far smaller than the unstructured object.
+func compactAnnouncement(obj any) (any, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return obj, nil // a tombstone
+	}
+	sa, err := toAnnouncement(u)
+	if err != nil {
+		return nil, err
+	}
+	return &v1alpha1.ServiceAnnouncement{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: sa.Name, Namespace: sa.Namespace, UID: sa.UID, ResourceVersion: sa.ResourceVersion,
+			OwnerReferences: sa.OwnerReferences,
+		},
+		Status: sa.Status,
+	}, nil
+}
+
 func toAnnouncement(o runtime.Object) (*v1alpha1.ServiceAnnouncement, error) {
+	if sa, ok := o.(*v1alpha1.ServiceAnnouncement); ok {
+		return sa, nil
+	}
 	u, ok := o.(*unstructured.Unstructured)
 	if !ok {
 		return nil, errNotUnstructured
@@ -347,7 +416,10 @@ func (w *announcements) apply(ctx context.Context, svc *v1.Service, st v1alpha1.
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      announcementName(svc.Name, w.node),
 			Namespace: svc.Namespace,
-			Labels:    map[string]string{names.LabelAnnouncedService: svc.Name},
+			Labels: map[string]string{
+				names.LabelAnnouncedService: svc.Name,
+				names.LabelAnnouncingNode:   names.NodeLabelValue(w.node),
+			},
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID,
 			}},

@@ -8,6 +8,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 	"github.com/pvelb/pvelb/names"
@@ -77,5 +79,33 @@ func TestAnnouncementName(t *testing.T) {
 	a, b := announcementName("web", long), announcementName("web", long+"x")
 	if len(a) > 253 || a == b || !strings.HasPrefix(a, "web.") {
 		t.Errorf("long node names: %q, %q", a, b)
+	}
+}
+
+// TestCompactAnnouncement: the cached copy keeps what the writer reads back
+// (name, owner, status) and drops the rest.
+func TestCompactAnnouncement(t *testing.T) {
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "pvelb.io/v1alpha1", "kind": "ServiceAnnouncement",
+		"metadata": map[string]any{
+			"name": "web.n1", "namespace": "default", "uid": "u1", "resourceVersion": "7",
+			"labels":          map[string]any{names.LabelAnnouncedService: "web"},
+			"ownerReferences": []any{map[string]any{"apiVersion": "v1", "kind": "Service", "name": "web", "uid": "s1"}},
+		},
+		"status": map[string]any{"service": "web", "node": "n1", "mode": "L2", "ips": []any{"192.0.2.10"}, "proxmoxHost": "pve1", "vmid": "101"},
+	}}
+	got, err := compactAnnouncement(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := toAnnouncement(got.(*v1alpha1.ServiceAnnouncement))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := cache.MetaNamespaceKeyFunc(sa)
+	want := v1alpha1.ServiceAnnouncementStatus{Service: "web", Node: "n1", Mode: v1alpha1.AnnouncementL2, IPs: []string{"192.0.2.10"}, ProxmoxHost: "pve1", VMID: "101"}
+	if key != "default/web.n1" || sa.UID != "u1" || len(sa.OwnerReferences) != 1 || sa.OwnerReferences[0].UID != "s1" ||
+		!reflect.DeepEqual(sa.Status, want) || sa.Labels != nil {
+		t.Errorf("compacted to %+v", sa)
 	}
 }

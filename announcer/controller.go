@@ -198,18 +198,20 @@ func New(cfg Config) (*Controller, error) {
 	}
 	c.services, c.nodes, c.slices, c.pools = svcInf.Lister(), nodeInf.Lister(), esInf.Lister(), poolInf.Lister()
 
-	// Not in c.synced either: the announcements wait for their own cache.
-	annInf := c.dfactory.ForResource(names.ServiceAnnouncements)
-	if err := annInf.Informer().SetTransform(trimForCache); err != nil {
+	// This node's own ServiceAnnouncements only (by label), in a factory of
+	// their own: a cache of every node's would grow with Services x nodes
+	// in BGP mode. Not in c.synced: they wait for their own cache.
+	annFactory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(cfg.Dynamic, 0, metav1.NamespaceAll,
+		func(o *metav1.ListOptions) {
+			o.LabelSelector = names.LabelAnnouncingNode + "=" + names.NodeLabelValue(cfg.Node)
+		})
+	annInf := annFactory.ForResource(names.ServiceAnnouncements)
+	if err := annInf.Informer().SetTransform(compactAnnouncement); err != nil {
 		return nil, err
 	}
 	c.ann = &announcements{
-		node: cfg.Node, dyn: cfg.Dynamic, lister: annInf.Lister(), synced: annInf.Informer().HasSynced,
-		services: c.services, nodes: c.nodes, electable: cfg.Membership.Electable,
-		reporter: func() bool {
-			e := cfg.Membership.ElectableNodes()
-			return len(e) > 0 && e[0] == cfg.Node
-		},
+		node: cfg.Node, dyn: cfg.Dynamic, factory: annFactory, cache: annInf.Informer().GetIndexer(), synced: annInf.Informer().HasSynced,
+		services: c.services, nodes: c.nodes, electable: cfg.Membership.ElectableNodes,
 		metric: c.metrics.vipAnnounced, kick: make(chan struct{}, 1),
 	}
 

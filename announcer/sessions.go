@@ -64,6 +64,7 @@ func (c *Controller) runSessionStatus(ctx context.Context) {
 	written := map[string]v1alpha1.BGPSession{}
 	writtenAt := map[string]time.Time{}
 	started := time.Now()
+	var tracker goneTracker
 	t := time.NewTicker(sessionPoll)
 	defer t.Stop()
 	for {
@@ -104,8 +105,16 @@ func (c *Controller) runSessionStatus(ctx context.Context) {
 				delete(written, peer)
 			}
 		}
-		if e := c.cfg.Membership.ElectableNodes(); time.Since(started) > reapGrace && len(e) > 0 && e[0] == c.cfg.Node {
-			c.reapSessions(ctx)
+		e := c.cfg.Membership.ElectableNodes()
+		nodeObjs, _ := c.nodes.List(labels.Everything())
+		var nodes []string
+		for _, n := range nodeObjs {
+			nodes = append(nodes, n.Name)
+		}
+		slices.Sort(nodes)
+		gone, _ := tracker.update(time.Now(), nodes, e)
+		if time.Since(started) > reapGrace && len(e) > 0 && e[0] == c.cfg.Node {
+			c.reapSessions(ctx, func(node string) bool { return isGone(node, gone, nodes, e) })
 		}
 	}
 }
@@ -148,10 +157,10 @@ func (c *Controller) applySession(ctx context.Context, peer, manager string, s v
 	return err
 }
 
-// reapSessions removes the session entries of nodes that may not be
-// elected in this node's view (stopped, cut off, deleted): their announcers
-// cannot remove their own.
-func (c *Controller) reapSessions(ctx context.Context) {
+// reapSessions removes the session entries of nodes that are gone in this
+// node's view (stopped, cut off, deleted): their announcers cannot remove
+// their own.
+func (c *Controller) reapSessions(ctx context.Context, gone func(string) bool) {
 	objs, err := c.bgp.peers.List(labels.Everything())
 	if err != nil {
 		return
@@ -162,7 +171,7 @@ func (c *Controller) reapSessions(ctx context.Context) {
 			continue
 		}
 		for i, s := range p.Status.Sessions {
-			if s.Node == c.cfg.Node || c.cfg.Membership.Electable(s.Node) {
+			if s.Node == c.cfg.Node || !gone(s.Node) {
 				continue
 			}
 			// The test makes the removal fail, harmlessly, when the list

@@ -8,8 +8,12 @@
 package names
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/pvelb/pvelb/loadbalancer/api/v1alpha1"
 )
@@ -58,6 +62,23 @@ const (
 // Service it is about, so `kubectl get svcann -l pvelb.io/service-name=web`
 // lists who announces web.
 const LabelAnnouncedService = "pvelb.io/service-name"
+
+// LabelAnnouncingNode is on every ServiceAnnouncement: the announcing node
+// (NodeLabelValue), so each announcer caches its own objects only and
+// `kubectl get svcann -A -l pvelb.io/announcing-node=<node>` lists what a
+// node announces.
+const LabelAnnouncingNode = "pvelb.io/announcing-node"
+
+// NodeLabelValue is node as a label value: the name itself, or for a name
+// that is not a valid label value (longer than 63 characters) "sha256-"
+// and the first 24 hex digits of its SHA-256.
+func NodeLabelValue(node string) string {
+	if len(validation.IsValidLabelValue(node)) == 0 {
+		return node
+	}
+	sum := sha256.Sum256([]byte(node))
+	return "sha256-" + hex.EncodeToString(sum[:12])
+}
 
 // LabelZone places a node on a Proxmox host, for zone-diverse failover.
 const LabelZone = v1.LabelTopologyZone
@@ -158,4 +179,5 @@ var Registry = []Entry{
 	{LabelProxmoxVMID, KindLabel, "Node", "pvelb"},
 	{AnnotationAdmitted, KindAnnotation, "Node", "pvelb"},
 	{LabelAnnouncedService, KindLabel, "ServiceAnnouncement", "pvelb"},
+	{LabelAnnouncingNode, KindLabel, "ServiceAnnouncement", "pvelb"},
 }

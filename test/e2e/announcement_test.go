@@ -43,7 +43,7 @@ func (l *annLab) announcementsOf(ctx context.Context, svc string) ([]v1alpha1.Se
 func (l *annLab) waitAnnouncedBy(t testing.TB, svc, node string, vip netip.Addr) v1alpha1.ServiceAnnouncement {
 	t.Helper()
 	var got v1alpha1.ServiceAnnouncement
-	Eventually(t, 20*time.Second, "ServiceAnnouncement of "+svc+" names "+node+" for "+vip.String(), func(ctx context.Context) error {
+	Eventually(t, 30*time.Second, "ServiceAnnouncement of "+svc+" names "+node+" for "+vip.String(), func(ctx context.Context) error {
 		anns, err := l.announcementsOf(ctx, svc)
 		if err != nil {
 			return err

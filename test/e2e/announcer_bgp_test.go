@@ -330,8 +330,8 @@ func TestAnnouncerBGP(t *testing.T) {
 		}
 		// Once the others stop hearing it (after the restart grace), they
 		// delete its announcement: n2 and n3 remain.
-		l.waitAnnouncers(t, 30*time.Second, "web", vip, v1alpha1.AnnouncementBGP, n2.Name, n3.Name)
-		l.waitSessions(t, 10*time.Second, "router", "established", n2.Name, n3.Name)
+		l.waitAnnouncers(t, 45*time.Second, "web", vip, v1alpha1.AnnouncementBGP, n2.Name, n3.Name)
+		l.waitSessions(t, 20*time.Second, "router", "established", n2.Name, n3.Name)
 		for _, pid := range speaker {
 			if _, err := os.Stat("/proc/" + pid); err == nil {
 				t.Errorf("BGP speaker %s outlived the announcer", pid)
