@@ -21,12 +21,6 @@ import (
 // nothing is written and the Service is synced again at once; an unchanged
 // Service, or one changed only by pvelb's own writes, is answered.
 func TestEnsureRefusesAStaleCopy(t *testing.T) {
-	keyed := func(name string, port int32) *v1.Service {
-		s := lbService(name, nil)
-		s.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
-		s.Spec.Ports[0].Port = port
-		return s
-	}
 	tests := []struct {
 		name  string
 		live  func(*v1.Service) // the edit that reached the informer meanwhile; nil: none
@@ -78,11 +72,7 @@ func TestEnsureRefusesAStaleCopy(t *testing.T) {
 // show one address on two Services that may not share it (the churn suite
 // saw 0.7 s of it), so share-b gets an address of its own.
 func TestJoinsAHolderAsItIsNow(t *testing.T) {
-	a := lbService("share-a", nil)
-	a.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
-	b := lbService("share-b", nil)
-	b.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
-	b.Spec.Ports[0].Port = 81
+	a, b := keyed("share-a", 80), keyed("share-b", 81)
 	c, index := sharingPair(t, a, b)
 	ctx := context.Background()
 	edited := a.DeepCopy()
@@ -125,11 +115,7 @@ func sharingPair(t *testing.T, a, b *v1.Service) (*Controller, cache.Indexer) {
 // the churn suite saw a status computed before a sharing key was removed
 // written 1 s after the removal.
 func TestEnsureRefusesAnEditMetWhileRecordingThePool(t *testing.T) {
-	a := lbService("share-a", nil)
-	a.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
-	b := lbService("share-b", nil)
-	b.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
-	b.Spec.Ports[0].Port = 81
+	a, b := keyed("share-a", 80), keyed("share-b", 81)
 	c, index := sharingPair(t, a, b)
 	if err := index.Add(b); err != nil {
 		t.Fatal(err)
@@ -158,11 +144,7 @@ func TestEnsureRefusesAnEditMetWhileRecordingThePool(t *testing.T) {
 // share-b, the edited one, that moves: an unrelated edit never moves an
 // address, and share-a's request did not change.
 func TestEditedSharerMovesNotItsPartner(t *testing.T) {
-	a := lbService("share-a", nil)
-	a.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
-	b := lbService("share-b", nil)
-	b.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
-	b.Spec.Ports[0].Port = 81
+	a, b := keyed("share-a", 80), keyed("share-b", 81)
 	c, index := sharingPair(t, a, b)
 	if err := index.Add(b); err != nil {
 		t.Fatal(err)
@@ -184,4 +166,12 @@ func TestEditedSharerMovesNotItsPartner(t *testing.T) {
 	if err != nil || st.Ingress[0].IP == "192.0.2.0" {
 		t.Fatalf("share-b = %v, %v; want it moved off 192.0.2.0", st, err)
 	}
+}
+
+// keyed is a class-less LoadBalancer Service with sharing key "k" on port.
+func keyed(name string, port int32) *v1.Service {
+	s := lbService(name, nil)
+	s.Annotations = map[string]string{names.AnnotationSharingKey: "k"}
+	s.Spec.Ports[0].Port = port
+	return s
 }
