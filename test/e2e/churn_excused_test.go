@@ -34,6 +34,10 @@ func TestChurnExcused(t *testing.T) {
 			Violation{Services: []string{"default/a", "default/b"}, Unseen: at(-11100), First: at(100), Last: at(5000), Ended: true}, []time.Time{at(5100)}, true},
 		{"same, had the window been seen from its start", []churnEvent{{At: at(-11000), N: 4, Op: "edit", Svc: "default/a", MayMove: true}, {At: at(-10990), N: 5, Op: "restart-apiserver"}, {At: at(2000), N: 6, Op: "stop-leader"}},
 			Violation{Services: []string{"default/a", "default/b"}, Unseen: at(0), First: at(100), Last: at(5000), Ended: true}, []time.Time{at(5100)}, false},
+		{"an edit made before a leader change, the window opened by the new leader's first sync", []churnEvent{{At: at(-4200), N: 4, Op: "edit", Svc: "default/a", MayMove: true}, {At: at(-4800), N: 5, Op: "kill-leader"}, {At: at(400), N: 6, Op: "stop-leader"}},
+			win(0, 4900), []time.Time{at(-200), at(5000)}, true},
+		{"same edit, but the window opened long after the new leader began", []churnEvent{{At: at(-9200), N: 4, Op: "edit", Svc: "default/a", MayMove: true}},
+			win(0, 1000), []time.Time{at(-9000)}, false},
 		{"window still open", []churnEvent{edit}, Violation{Services: []string{"default/a"}, First: at(100), Last: at(300)}, nil, false},
 	}
 	for _, tt := range tests {

@@ -217,8 +217,18 @@ func (c *churnLog) excused(v Violation, acquired []time.Time) bool {
 		if e.N == 0 {
 			continue
 		}
-		if slices.Contains(v.Services, e.Svc) && !e.At.Before(began.Add(-churnEditWindow-2*churnPoll)) && !e.At.After(v.First) {
-			edited = true
+		if slices.Contains(v.Services, e.Svc) && !e.At.After(v.First) {
+			// Just before it began; or before a leader change that came
+			// just before it began: nobody acts on an edit between a
+			// leader's end and the next one's first sync.
+			if !e.At.Before(began.Add(-churnEditWindow - 2*churnPoll)) {
+				edited = true
+			}
+			for _, a := range acquired {
+				if !a.Before(e.At) && !a.After(v.First) && !began.After(a.Add(churnEditWindow+startWindow)) {
+					edited = true
+				}
+			}
 		}
 		if e.disruptive() && e.At.After(began.Add(-10*time.Second)) && !e.At.After(v.Last) {
 			disrupted = e.At
