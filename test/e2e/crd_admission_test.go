@@ -32,7 +32,7 @@ func TestCRDAdmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(root, "loadbalancer", "api", "v1alpha1", "testdata")
-	resources := map[string]string{"IPPool": "ippools", "BGPPeer": "bgppeers"}
+	resources := map[string]string{"IPPool": "ippools", "BGPPeer": "bgppeers", "ServiceAnnouncement": "serviceannouncements"}
 
 	for _, kind := range []string{"valid", "invalid"} {
 		files, _ := filepath.Glob(filepath.Join(dir, kind, "*.yaml"))
@@ -47,7 +47,8 @@ func TestCRDAdmission(t *testing.T) {
 					t.Fatalf("unexpected kind %q", obj.GetKind())
 				}
 				gvr := schema.GroupVersionResource{Group: "pvelb.io", Version: "v1alpha1", Resource: res}
-				_, err := dyn.Resource(gvr).Create(context.Background(), obj, metav1.CreateOptions{})
+				// Namespaced kinds (ServiceAnnouncement) name their namespace.
+				_, err := dyn.Resource(gvr).Namespace(obj.GetNamespace()).Create(context.Background(), obj, metav1.CreateOptions{})
 				if kind == "valid" {
 					if err != nil {
 						t.Fatalf("valid document refused: %v", err)
