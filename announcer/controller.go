@@ -1,6 +1,7 @@
 package announcer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -62,12 +63,18 @@ type Config struct {
 	// from a node known to be dead or leaving is immediate. Default 50ms
 	// (half the default heartbeat interval).
 	ClaimDelay time.Duration
+	// ResyncPeriod is how often a full pass runs without any event, to
+	// catch what an event missed (default DefaultResyncPeriod).
+	ResyncPeriod time.Duration
 	// Registerer receives the controller's metrics when set.
 	Registerer prometheus.Registerer
 	// BGP enables the embedded BGP speaker for pools in bgp mode; nil
 	// leaves BGP pools unannounced by this node.
 	BGP *BGPConfig
 }
+
+// DefaultResyncPeriod is Config.ResyncPeriod's default.
+const DefaultResyncPeriod = 30 * time.Second
 
 // Controller runs the election and drives the responders.
 type Controller struct {
@@ -283,7 +290,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer c.stopBGP(3 * time.Second)
 	// A periodic pass catches anything an event missed (an interface that
 	// appeared late, a responder that failed to open) without hammering.
-	resync := time.NewTicker(30 * time.Second)
+	resync := time.NewTicker(cmp.Or(c.cfg.ResyncPeriod, DefaultResyncPeriod))
 	defer resync.Stop()
 	links := time.NewTicker(time.Second)
 	defer links.Stop()

@@ -62,6 +62,7 @@ type options struct {
 	restartGrace       time.Duration
 	metricsBindAddress string
 	handoverTimeout    time.Duration
+	resyncPeriod       time.Duration
 	bgpListenPort      int32
 	bgpRouterID        string
 	bgpLocalASN        uint32
@@ -79,6 +80,7 @@ func (o *options) flags() *cliflag.NamedFlagSets {
 	fs.StringVar(&o.iface, "interface", "", "Interface to answer ARP/NDP on for pools that name none (default: the interface holding the node's InternalIP).")
 	fs.StringVar(&o.metricsBindAddress, "metrics-bind-address", ":7948", "Address for /metrics, /healthz and /readyz; \"0\" disables.")
 	fs.DurationVar(&o.handoverTimeout, "handover-timeout", time.Second, "On SIGTERM of a node that goes (deleted, cordoned, excluded, NotReady), how long to keep answering until successors have claimed this node's VIPs.")
+	fs.DurationVar(&o.resyncPeriod, "resync-period", announcer.DefaultResyncPeriod, "How often a full pass runs with no event, to catch anything an event missed; it writes nothing when nothing changed.")
 	fs.BoolVar(&o.version, "version", false, "Print the version and commit and exit.")
 	ms := fss.FlagSet("membership")
 	ms.IntVar(&o.membershipPort, "membership-port", membership.DefaultPort, "UDP port of the announcers' heartbeats (same on every node).")
@@ -278,6 +280,7 @@ func run(o *options) error {
 		MembershipPort:  o.membershipPort,
 		Interface:       o.iface,
 		HandoverTimeout: o.handoverTimeout,
+		ResyncPeriod:    o.resyncPeriod,
 		RestartInPlace:  o.restartGrace > 0,
 		ClaimDelay:      o.interval / 2,
 		Registerer:      reg,

@@ -153,10 +153,13 @@ func (l *annLab) announcementWriteRequests(t testing.TB) float64 {
 	return n
 }
 
+// annResync is the lab announcers' --resync-period.
+const annResync = 5 * time.Second
+
 // countAnnouncementWrites watches every ServiceAnnouncement for d and
 // returns the changes seen plus the write requests the apiserver served:
-// in a quiet cluster there must be none, however long (the announcers
-// resync every 30 s).
+// in a quiet cluster there must be none, however long (the lab's
+// announcers resync every annResync: d longer than that sees a full pass).
 func (l *annLab) countAnnouncementWrites(t testing.TB, d time.Duration) int {
 	t.Helper()
 	before := l.announcementWriteRequests(t)

@@ -245,7 +245,7 @@ func TestAnnouncerBGP(t *testing.T) {
 
 	t.Run("announcements and session states are written on change only", func(t *testing.T) {
 		// Longer than the announcers' 30 s resync.
-		if n := l.countAnnouncementWrites(t, 35*time.Second); n != 0 {
+		if n := l.countAnnouncementWrites(t, annResync+3*time.Second); n != 0 {
 			t.Errorf("%d ServiceAnnouncement changes in a quiet cluster, want 0", n)
 		}
 	})

@@ -100,6 +100,9 @@ func (l *annLab) start(t testing.TB, node *netlab.Host, secretFile string, extra
 		"--node-name=" + node.Name,
 		"--membership-secret-file=" + secretFile,
 		"--metrics-bind-address=" + net.JoinHostPort(node.IPv4.Addr().String(), strconv.Itoa(annMetricPort)),
+		// Short, so that a quiet interval a little longer than it sees a
+		// full pass (annResync).
+		"--resync-period=" + annResync.String(),
 		"--v=2",
 	}
 	p := Start(l.top, "ip", append(args, extraArgs...)...)
@@ -301,7 +304,7 @@ func TestAnnouncerL2(t *testing.T) {
 
 	t.Run("announcements are written on change only", func(t *testing.T) {
 		// Longer than the announcers' 30 s resync.
-		if n := l.countAnnouncementWrites(t, 35*time.Second); n != 0 {
+		if n := l.countAnnouncementWrites(t, annResync+3*time.Second); n != 0 {
 			t.Errorf("%d ServiceAnnouncement writes in a quiet cluster, want 0", n)
 		}
 	})
