@@ -167,6 +167,9 @@ func (o *options) validate() error {
 	if o.bgpLocalASN == 0 {
 		return errors.New("--bgp-local-asn: must be 1-4294967295")
 	}
+	if o.resyncPeriod < time.Second {
+		return fmt.Errorf("--resync-period: %s: must be at least 1s", o.resyncPeriod)
+	}
 	if o.bgpConnectRetry < time.Second {
 		return fmt.Errorf("--bgp-connect-retry: %s: must be at least 1s", o.bgpConnectRetry)
 	}

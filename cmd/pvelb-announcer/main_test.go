@@ -107,6 +107,8 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"--bgp-router-id=0.0.0.0", "--bgp-router-id"},
 		{"--bgp-local-asn=0", "--bgp-local-asn"},
 		{"--bgp-connect-retry=10ms", "--bgp-connect-retry"},
+		{"--resync-period=0s", "--resync-period"},
+		{"--resync-period=-1s", "--resync-period"},
 	} {
 		o, err := parse(t, "--node-name=n1", "--membership-secret-file=/x", tt.arg)
 		if err != nil {
