@@ -493,7 +493,7 @@ func (c *Controller) recordVMs(ctx context.Context, desired []firewall.VM) bool 
 			c.recorded = []firewall.VM{}
 		}
 	}
-	err := c.record.Save(ctx, vmledger.Union(vmledger.Union(c.fw.Known(), c.recorded), desired))
+	err := c.record.Save(ctx, vmledger.Union(c.fw.Known(), c.recorded, desired))
 	if apierrors.IsForbidden(err) {
 		return giveUp(err)
 	}

@@ -66,15 +66,16 @@ func Decode(s string) ([]firewall.VM, error) {
 	return out, nil
 }
 
-// Union is every VM of a and b, once per region and VM id (a's wins).
-func Union(a, b []firewall.VM) []firewall.VM {
+// Union is every VM of the lists, once per region and VM id (the first
+// list naming it wins).
+func Union(lists ...[]firewall.VM) []firewall.VM {
 	type key struct {
 		region string
 		vmid   int
 	}
 	seen := map[key]bool{}
 	var out []firewall.VM
-	for _, vm := range append(slices.Clone(a), b...) {
+	for _, vm := range slices.Concat(lists...) {
 		k := key{vm.Region, vm.Ref.VMID}
 		if !seen[k] {
 			seen[k] = true
