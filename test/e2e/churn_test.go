@@ -37,7 +37,7 @@ import (
 // pvelb-ccm replicas, the apiserver and Proxmox, with the address and IPSet
 // invariants checked all along. `make test` runs a short run (about 300
 // operations, bounded to about 90 s); `make soak` runs the long one, sized by
-// PVELB_SOAK_OPS, PVELB_SOAK_DURATION and PVELB_SOAK_SEED.
+// PVELB_SOAK_OPS, PVELB_SOAK_DURATION, PVELB_SOAK_SEED and PVELB_SOAK_V.
 
 // churnConfig sizes one run. Everything the run decides comes from the seed,
 // so a failing seed replays the same operations (their timing against the
@@ -48,11 +48,14 @@ type churnConfig struct {
 	duration time.Duration
 	long     bool
 	pace     time.Duration // pause between operations
+	// verbosity is the replicas' --v; the restore's conflict Events are
+	// logged only from 3, which a long run may need to explain a violation.
+	verbosity int
 }
 
 func churnConfigFromEnv(t *testing.T) churnConfig {
 	t.Helper()
-	c := churnConfig{ops: 300, duration: 90 * time.Second, pace: 120 * time.Millisecond}
+	c := churnConfig{ops: 300, duration: 90 * time.Second, pace: 120 * time.Millisecond, verbosity: 2}
 	if v := os.Getenv("PVELB_SOAK_OPS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {
@@ -73,6 +76,13 @@ func churnConfigFromEnv(t *testing.T) churnConfig {
 			t.Fatalf("PVELB_SOAK_PACE=%q: want a Go duration", v)
 		}
 		c.pace = d
+	}
+	if v := os.Getenv("PVELB_SOAK_V"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			t.Fatalf("PVELB_SOAK_V=%q: want a klog verbosity (0 or more)", v)
+		}
+		c.verbosity = n
 	}
 	c.seed = uint64(time.Now().UnixNano())
 	if !c.long {
@@ -607,7 +617,8 @@ func (r *churnRun) report() {
 
 // startReplica starts one more pvelb-ccm replica.
 func (r *churnRun) startReplica() {
-	p, _ := r.l.startCCM(r.t)
+	// A later --v overrides startCCM's own.
+	p, _ := r.l.startCCM(r.t, "--v="+strconv.Itoa(r.cfg.verbosity))
 	r.replicas = append(r.replicas, p)
 	r.allMu.Lock()
 	r.all = append(r.all, p)
