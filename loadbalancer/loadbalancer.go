@@ -108,6 +108,7 @@ type Controller struct {
 	kube       kubernetes.Interface
 	dyn        dynamic.Interface
 	recorder   record.EventRecorder
+	events     kubernetes.Interface // the Event sink's client (eventsConfig); kube when nil
 	services   corelisters.ServiceLister
 	nodes      corelisters.NodeLister
 	namespaces corelisters.NamespaceLister

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	cloudprovider "k8s.io/cloud-provider"
@@ -54,6 +55,11 @@ func (c *Controller) Initialize(cb cloudprovider.ControllerClientBuilder, stop <
 	if err != nil {
 		klog.Fatalf("pvelb loadbalancer: kubernetes client: %v", err)
 	}
+	events, err := kubernetes.NewForConfig(eventsConfig(cfg))
+	if err != nil {
+		klog.Fatalf("pvelb loadbalancer: events client: %v", err)
+	}
+	c.events = events
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		klog.Fatalf("pvelb loadbalancer: dynamic client: %v", err)
@@ -64,6 +70,18 @@ func (c *Controller) Initialize(cb cloudprovider.ControllerClientBuilder, stop <
 			klog.Fatalf("pvelb loadbalancer: %v", err)
 		}
 	}()
+}
+
+// eventsConfig is cfg for the Event sink, with a rate limiter of its own.
+// Events come in bursts (a Proxmox outage warns on every Service, its end
+// tells every Service again); on the client whose writes and quorum reads
+// decide addresses they held each ensure back behind them for seconds,
+// which kept an edit's clash shown that long. An Event may wait; those may
+// not.
+func eventsConfig(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.RateLimiter = nil // NewForConfig makes one from QPS and Burst
+	return c
 }
 
 // Start runs the informers, restores allocations from existing Services and
@@ -80,9 +98,13 @@ func (c *Controller) Start(ctx context.Context, kube kubernetes.Interface, dyn d
 		c.record = vmledger.New(kube, c.opts.RecordNamespace)
 	}
 
+	events := c.events
+	if events == nil {
+		events = kube
+	}
 	bc := record.NewBroadcaster(record.WithContext(ctx))
 	bc.StartStructuredLogging(3)
-	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: events.CoreV1().Events("")})
 	c.recorder = bc.NewRecorder(scheme.Scheme, v1.EventSource{Component: "pvelb"})
 	go func() { <-ctx.Done(); bc.Shutdown() }()
 
