@@ -198,7 +198,9 @@ const peerFaultWindow = 15 * time.Second
 // (client outage, failed requests), a restart of a non-owner announcer
 // (gratuitous packets for the VIP, the client's neighbour entry) and a
 // one-way partition of the owner's membership traffic (distinct MACs
-// answering the VIP).
+// answering the VIP), then a graceful rolling restart of every announcer
+// (peers_restart_test.go). Kills, cuts and rollouts each hold keep-alive
+// connections across the fault and count those it broke.
 func benchPeerFailover(b *testing.B, impl lbImpl, runs int, r *peerResult) {
 	l := newTrafficLab(b, peerOpts(impl, pvefw.Classic, true, 0))
 	var addr, first []time.Duration
@@ -578,7 +580,7 @@ var peerRows = []struct{ key, what string }{
 	{"linkcut-dup", "link cut, then restored: runs where two nodes still answer ARP for the VIP 20 s later"},
 	{"rollout-outage", "graceful rolling restart of every announcer (SIGTERM, exit, start, 5 s settle, next node): client outage (HTTP every 10 ms), median / p90"},
 	{"rollout-failed", "graceful rolling restart: failed requests, median / p90"},
-	{"rollout-moves", "graceful rolling restart: changes of the MAC answering the VIP (ARP probed every 20 ms), median / p90"},
+	{"rollout-moves", "graceful rolling restart: handovers of the VIP between MACs (ARP probed every 20 ms; a moment of two answering counts once), median / p90"},
 	{"rollout-broken", "graceful rolling restart: established keep-alive connections (opened before, one request each after) broken, median / p90"},
 	{"rollout-dup", "graceful rolling restart: runs where two nodes still answer ARP for the VIP 20 s later"},
 	{"nonowner-garps", "restart of a non-owner announcer: gratuitous packets for the VIP from non-owners, median / p90"},
