@@ -261,7 +261,7 @@ func (l *trafficLab) benchPeerRollingRestart(b *testing.B, impl lbImpl, vip neti
 	var failed, moves, broken []int
 	dups := 0
 	for i := range runs {
-		l.owner(b, vip, 30*time.Second)
+		owner := l.owner(b, vip, 30*time.Second)
 		held := l.holdConns(b, url, peerHeldConns)
 		mon, err := l.net.WatchBridge()
 		if err != nil {
@@ -294,9 +294,9 @@ func (l *trafficLab) benchPeerRollingRestart(b *testing.B, impl lbImpl, vip neti
 			dups++
 		}
 		outage, failed, moves, broken = append(outage, o), append(failed, n), append(moves, m), append(broken, nb)
-		b.Logf("%s rolling restart run %d (took %s: %s): outage %s, %d failed, answering MAC moved %d times, %d of %d held connections broken %v, two answering 20 s later: %t",
-			impl.name(), i, took.Round(time.Millisecond), strings.Join(steps, "; "), o, n, m, nb, peerHeldConns, how, dup)
-		if m > 0 && i == 0 {
+		b.Logf("%s rolling restart run %d, owner %s (took %s: %s): outage %s, %d failed, answering MAC moved %d times, %d of %d held connections broken %v, two answering 20 s later: %t",
+			impl.name(), i, owner.Name, took.Round(time.Millisecond), strings.Join(steps, "; "), o, n, m, nb, peerHeldConns, how, dup)
+		if i == 0 {
 			b.Logf("%s\n%s", vip, mon.Timeline(vip))
 		}
 		l.settle(b, url)
