@@ -310,7 +310,7 @@ func (l *trafficLab) benchPeerRollingRestart(b *testing.B, impl lbImpl, vip neti
 
 // rollAnnouncers restarts every node's announcer in turn (SIGTERM, wait
 // for the exit, start, peerRolloutSettle) and says how long each exit took
-// and whether vip was left on the node's link.
+// and whether vip was left on one of the node's devices.
 func (l *trafficLab) rollAnnouncers(b *testing.B, impl lbImpl, vip netip.Addr) []string {
 	var steps []string
 	for _, n := range l.net.Nodes {
@@ -328,14 +328,14 @@ func (l *trafficLab) rollAnnouncers(b *testing.B, impl lbImpl, vip netip.Addr) [
 			<-p.done
 			step += "none within " + peerRolloutExit.String() + ", killed"
 		}
-		// An announcer that binds its VIPs to the link (kube-vip) may
+		// An announcer that binds its VIPs to a device (kube-vip) may
 		// leave them there on exit, and the kernel keeps answering: said
 		// here, as it explains a rollout without handovers.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		out, err := n.Run(ctx, "ip", "-o", "addr", "show", "dev", n.Link)
+		out, err := n.Run(ctx, "ip", "-o", "addr", "show", "to", vip.String())
 		cancel()
-		if err == nil && strings.Contains(out, " "+vip.String()+"/") {
-			step += " (VIP left on " + n.Link + ")"
+		if f := strings.Fields(out); err == nil && len(f) > 1 {
+			step += " (VIP left on " + f[1] + ")"
 		}
 		steps = append(steps, step)
 		impl.startAnnouncer(l, n)
