@@ -198,7 +198,9 @@ const peerFaultWindow = 15 * time.Second
 // (client outage, failed requests), a restart of a non-owner announcer
 // (gratuitous packets for the VIP, the client's neighbour entry) and a
 // one-way partition of the owner's membership traffic (distinct MACs
-// answering the VIP).
+// answering the VIP), then a graceful rolling restart of every announcer
+// (peers_restart_test.go). Kills, cuts and rollouts each hold keep-alive
+// connections across the fault and count those it broke.
 func benchPeerFailover(b *testing.B, impl lbImpl, runs int, r *peerResult) {
 	l := newTrafficLab(b, peerOpts(impl, pvefw.Classic, true, 0))
 	var addr, first []time.Duration
@@ -236,7 +238,7 @@ func benchPeerFailover(b *testing.B, impl lbImpl, runs int, r *peerResult) {
 		}},
 	} {
 		var outage []time.Duration
-		var failed []int
+		var failed, broken []int
 		dups := 0
 		for i := range runs {
 			owner := l.owner(b, vip, 30*time.Second)
@@ -244,7 +246,11 @@ func benchPeerFailover(b *testing.B, impl lbImpl, runs int, r *peerResult) {
 			// would once the node is found gone: what is measured is the
 			// address moving, not requests forwarded to a cut-off pod.
 			l.setNodePodsReady(b, owner, false)
+			held := l.holdConns(b, url, peerHeldConns)
 			o, n := l.outage(url, func() { f.inject(owner) }, peerFaultWindow)
+			nb, how := held.check()
+			broken = append(broken, nb)
+			b.Logf("%s %s run %d: %d of %d held connections broken %v", impl.name(), f.key, i, nb, peerHeldConns, how)
 			f.heal(owner)
 			l.setNodePodsReady(b, owner, true)
 			outage = append(outage, o)
@@ -259,10 +265,12 @@ func benchPeerFailover(b *testing.B, impl lbImpl, runs int, r *peerResult) {
 		r.set(f.key+"-dup", fmt.Sprintf("%d of %d", dups, runs))
 		r.set(f.key+"-outage", msStats(outage))
 		r.set(f.key+"-failed", intStats(failed))
+		r.set(f.key+"-broken", brokenStats(broken))
 	}
 
 	l.benchNonOwnerRestart(b, impl, vip, url, r)
 	l.benchPartition(b, impl, vip, url, r)
+	l.benchPeerRollingRestart(b, impl, vip, url, runs, r)
 }
 
 // staleDupWait is how long, after the faulted node is back, two nodes may
@@ -564,10 +572,17 @@ var peerRows = []struct{ key, what string }{
 	{"http", "IP filter off: Service created → first HTTP answer, median / p90"},
 	{"kill-outage", "SIGKILL of the VIP's announcer: client outage (HTTP every 10 ms), median / p90"},
 	{"kill-failed", "SIGKILL of the VIP's announcer: failed requests, median / p90"},
+	{"kill-broken", "SIGKILL of the VIP's announcer: established keep-alive connections (opened before, one request each after the 15 s window) broken, median / p90"},
 	{"kill-dup", "SIGKILL, then restart of that announcer: runs where two nodes still answer ARP for the VIP 20 s later"},
 	{"linkcut-outage", "link of the VIP's node cut: client outage (HTTP every 10 ms), median / p90"},
 	{"linkcut-failed", "link of the VIP's node cut: failed requests, median / p90"},
+	{"linkcut-broken", "link of the VIP's node cut: established keep-alive connections (opened before, one request each after the 15 s window) broken, median / p90"},
 	{"linkcut-dup", "link cut, then restored: runs where two nodes still answer ARP for the VIP 20 s later"},
+	{"rollout-outage", "graceful rolling restart of every announcer (SIGTERM, exit, start, 5 s settle, next node): client outage (HTTP every 10 ms), median / p90"},
+	{"rollout-failed", "graceful rolling restart: failed requests, median / p90"},
+	{"rollout-moves", "graceful rolling restart: handovers of the VIP between MACs (ARP probed every 20 ms; a moment of two answering counts once), median / p90"},
+	{"rollout-broken", "graceful rolling restart: established keep-alive connections (opened before, one request each after) broken, median / p90"},
+	{"rollout-dup", "graceful rolling restart: runs where two nodes still answer ARP for the VIP 20 s later"},
 	{"nonowner-garps", "restart of a non-owner announcer: gratuitous packets for the VIP from non-owners, median / p90"},
 	{"nonowner-moved", "restart of a non-owner announcer: runs where the client's neighbour entry moved to the restarted node (read every 20 ms for 10 s)"},
 	{"partition-macs", "one-way partition of the owner's membership traffic (10 s): distinct MACs answering, in turn or at once"},
