@@ -616,7 +616,7 @@ func (p *peerResults) write(b *testing.B) {
 	}
 	s.WriteString("\n## How each was run\n\n")
 	for _, r := range p.impls {
-		fmt.Fprintf(&s, "- **%s** (%s): %s.\n", r.impl.name(), r.impl.version(), r.impl.configured())
+		fmt.Fprintf(&s, "- **%s** (%s): %s.%s\n", r.impl.name(), r.impl.version(), r.impl.configured(), bgpConfigured(r.impl))
 	}
 	if err := os.WriteFile(path, []byte(s.String()), 0o644); err != nil {
 		b.Errorf("writing %s: %v", path, err)

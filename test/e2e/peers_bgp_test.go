@@ -30,6 +30,34 @@ type bgpPeerImpl interface {
 	// (AS bgpLabASN on both sides) to the router at addr, configured as
 	// its docs show for BGP, with each implementation's default timers.
 	setupBGP(t testing.TB, l *trafficLab, router netip.Addr)
+	// bgpConfigured says in one sentence how it was configured for BGP.
+	bgpConfigured() string
+}
+
+// bgpConfigured is the sentence on impl's BGP configuration the results
+// add to its line (empty: no BGP mode measured).
+func bgpConfigured(impl lbImpl) string {
+	if bi, ok := bgpVariant(impl).(bgpPeerImpl); ok {
+		return " BGP rows: " + bi.bgpConfigured() + "; BIRD 2 passive on the bridge, iBGP AS 64512, its defaults otherwise."
+	}
+	return ""
+}
+
+// bgpVariant is the implementation the BGP scenario runs: kube-vip's BGP
+// mode is its announcers' environment, so it needs a variant of its own.
+func bgpVariant(impl lbImpl) lbImpl {
+	if _, ok := impl.(kubeVIPImpl); ok {
+		return &kubeVIPBGPImpl{}
+	}
+	return impl
+}
+
+func (pvelbImpl) bgpConfigured() string {
+	return "a BGPPeer for the router (defaults: no password, hold time and timers of pvelb) and the IPPool's announce.mode bgp, every node advertising (ECMP)"
+}
+
+func (*metallbImpl) bgpConfigured() string {
+	return "the speakers in native BGP mode with one BGPPeer (metallb.io/v1beta2, defaults) and one BGPAdvertisement for the IPAddressPool instead of the L2Advertisement"
 }
 
 // setupBGP: a BGPPeer for the router and the pool's announce.mode set to
@@ -87,6 +115,61 @@ spec: {ipAddressPools: [lab]}
 
 func metallbGVR(resource string) schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: "metallb.io", Version: "v1beta1", Resource: resource}
+}
+
+// kubeVIPBGPImpl is kube-vip in BGP mode: every node's kube-vip advertises
+// every Service address (no per-Service election), with the environment
+// `kube-vip manifest daemonset --interface lo --services --bgp --localAS
+// 64512 --bgpRouterID 0.0.0.0 --bgppeers <router>:64512::false` generates
+// (kube-vip v1.0.0), except the router ID, which comes from
+// bgp_routerinterface (the node's own address): one shared 0.0.0.0 is no
+// router ID.
+type kubeVIPBGPImpl struct {
+	kubeVIPImpl
+	router netip.Addr // valid once setupBGP ran: announcers start in BGP mode
+}
+
+func (*kubeVIPBGPImpl) bgpConfigured() string {
+	return "kube-vip with the environment of `kube-vip manifest daemonset --interface lo --services --bgp --localAS 64512 --bgppeers <router>:64512::false` (bgp_routerinterface for the router ID), every node advertising"
+}
+
+// setupBGP replaces the ARP-mode announcers setup started with BGP ones.
+func (k *kubeVIPBGPImpl) setupBGP(t testing.TB, l *trafficLab, router netip.Addr) {
+	t.Helper()
+	k.router = router
+	for _, h := range l.net.Nodes {
+		l.ann[h.Name].Stop()
+		k.startAnnouncer(l, h)
+	}
+}
+
+func (k *kubeVIPBGPImpl) startAnnouncer(l *trafficLab, h *netlab.Host) *Process {
+	if !k.router.IsValid() {
+		return k.kubeVIPImpl.startAnnouncer(l, h)
+	}
+	home := homeWithKubeconfig(l.top, l, "kube-vip-"+h.Name)
+	env := []string{
+		"vip_arp=false",
+		"port=6443",
+		"vip_nodename=" + h.Name,
+		"vip_interface=lo",
+		"dns_mode=first",
+		"svc_enable=true",
+		"svc_leasename=plndr-svcs-lock",
+		"bgp_enable=true",
+		"bgp_routerinterface=" + h.Link,
+		"bgp_as=" + fmt.Sprint(bgpLabASN),
+		"bgp_peeraddress=",
+		"bgp_peerpass=",
+		"bgp_peeras=65000",
+		"bgp_peers=" + k.router.String() + ":" + fmt.Sprint(bgpLabASN) + "::false",
+		"vip_address=",
+		"prometheus_server=:2112",
+		"HOME=" + home,
+	}
+	p := peerStart(l, h.Netns, env, peerBinary(l.top, "kube-vip"), "manager")
+	l.ann[h.Name] = p
+	return p
 }
 
 // widenInt32Bounds fixes, in CRDs about to be applied, every integer
@@ -147,6 +230,7 @@ const bgpPoll = time.Millisecond
 // time from its restart until the next hop is back, and the same withdrawal
 // after SIGKILL of the announcer and its children (a container killed).
 func benchPeerBGP(b *testing.B, impl lbImpl, runs int, r *peerResult) {
+	impl = bgpVariant(impl)
 	bi, ok := impl.(bgpPeerImpl)
 	if !ok {
 		for _, row := range peerRows {
