@@ -408,3 +408,34 @@ func bgpStats(ds []time.Duration, missed int) string {
 	}
 	return s
 }
+
+// TestWidenInt32Bounds: only an int32 property whose maximum is beyond
+// int32 is widened, wherever it sits in the schema.
+func TestWidenInt32Bounds(t *testing.T) {
+	objs, err := kubeapply.Decode([]byte(`apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: bgppeers.metallb.io}
+spec:
+  versions:
+  - name: v1beta2
+    schema:
+      openAPIV3Schema:
+        properties:
+          spec:
+            properties:
+              myASN: {type: integer, format: int32, minimum: 0, maximum: 4294967295}
+              port: {type: integer, format: int32, minimum: 0, maximum: 16384}
+              count: {type: integer, format: int32}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	widenInt32Bounds(objs)
+	for field, want := range map[string]string{"myASN": "int64", "port": "int32", "count": "int32"} {
+		vs, _, _ := unstructured.NestedSlice(objs[0].Object, "spec", "versions")
+		got, _, _ := unstructured.NestedString(vs[0].(map[string]any), "schema", "openAPIV3Schema", "properties", "spec", "properties", field, "format")
+		if got != want {
+			t.Errorf("%s: format %q, want %q", field, got, want)
+		}
+	}
+}
