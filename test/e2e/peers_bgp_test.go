@@ -19,6 +19,7 @@ import (
 	"github.com/pvelb/pvelb/test/bird"
 	"github.com/pvelb/pvelb/test/kubeapply"
 	"github.com/pvelb/pvelb/test/netlab"
+	"github.com/pvelb/pvelb/test/pvefw"
 )
 
 // bgpPeerImpl is an implementation with a BGP mode (pvelb, MetalLB; not
@@ -242,7 +243,7 @@ func benchPeerBGP(b *testing.B, impl lbImpl, runs int, r *peerResult) {
 	}
 	bird.Require(b)
 	began := time.Now()
-	l := newTrafficLab(b, peerOpts(impl, true, 0))
+	l := newTrafficLab(b, peerOpts(impl, pvefw.Classic, true, 0))
 	router := l.net.AddHost(b, "router", bgpRouterOct)
 	// Passive, defaults otherwise: each implementation's own timers apply.
 	var protos strings.Builder
