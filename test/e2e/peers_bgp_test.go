@@ -282,6 +282,8 @@ func benchPeerBGP(b *testing.B, impl lbImpl, runs int, r *peerResult) {
 		name := fmt.Sprintf("bgp-%d", i)
 		t0 := time.Now()
 		l.service(b, name)
+		// A route that appears before the address is read is seen at
+		// the first poll: the figure is late by one status read at most.
 		p := netip.PrefixFrom(l.waitVIP(b, name, t0), 32)
 		f, okF := bgpWaitPaths(b, conn, p, func(n int) bool { return n >= 1 })
 		a, okA := bgpWaitPaths(b, conn, p, func(n int) bool { return n >= nodes })
