@@ -285,6 +285,7 @@ func benchPeerBGP(b *testing.B, impl lbImpl, runs int, r *peerResult) {
 		// A route that appears before the address is read is seen at
 		// the first poll: the figure is late by one status read at most.
 		p := netip.PrefixFrom(l.waitVIP(b, name, t0), 32)
+		addr := time.Since(t0)
 		f, okF := bgpWaitPaths(b, conn, p, func(n int) bool { return n >= 1 })
 		a, okA := bgpWaitPaths(b, conn, p, func(n int) bool { return n >= nodes })
 		if okF && okA {
@@ -292,7 +293,7 @@ func benchPeerBGP(b *testing.B, impl lbImpl, runs int, r *peerResult) {
 		} else {
 			missed++
 		}
-		b.Logf("%s: %s: first route after %s, %d routes after %s (reached: %t, %t)", impl.name(), name, f.Sub(t0), nodes, a.Sub(t0), okF, okA)
+		b.Logf("%s: %s: address read after %s, first route after %s, %d routes after %s (reached: %t, %t)", impl.name(), name, addr, f.Sub(t0), nodes, a.Sub(t0), okF, okA)
 		l.deleteService(b, name)
 		// The next Service likely gets the same address.
 		if _, ok := bgpWaitPaths(b, conn, p, func(n int) bool { return n == 0 }); !ok {
