@@ -59,6 +59,10 @@ func BenchmarkPeers(b *testing.B) {
 				benchPeerFailover(b, impl, runs, r)
 				res.write(b)
 			})
+			b.Run("bgp", func(b *testing.B) {
+				benchPeerBGP(b, impl, runs, r)
+				res.write(b)
+			})
 		})
 	}
 }
@@ -587,6 +591,11 @@ var peerRows = []struct{ key, what string }{
 	{"nonowner-moved", "restart of a non-owner announcer: runs where the client's neighbour entry moved to the restarted node (read every 20 ms for 10 s)"},
 	{"partition-macs", "one-way partition of the owner's membership traffic (10 s): distinct MACs answering, in turn or at once"},
 	{"partition-split", "same: periods with two MACs answering within 60 ms (total time)"},
+	{"bgp-route-first", "BGP: Service created → first route for its VIP on the router (BIRD), median / p90"},
+	{"bgp-route-all", "BGP: Service created → routes from all three nodes on the router (ECMP), median / p90"},
+	{"bgp-term-withdrawn", "BGP: SIGTERM of one node's announcer → its next hop withdrawn on the router, median / p90"},
+	{"bgp-term-back", "BGP: that announcer started again → its next hop back on the router, median / p90"},
+	{"bgp-kill-withdrawn", "BGP: SIGKILL of one node's announcer (and its children) → its next hop withdrawn on the router, median / p90"},
 }
 
 // write renders the table into PVELB_PEERS_RESULTS, if set, after every
@@ -622,7 +631,7 @@ func (p *peerResults) write(b *testing.B) {
 	}
 	s.WriteString("\n## How each was run\n\n")
 	for _, r := range p.impls {
-		fmt.Fprintf(&s, "- **%s** (%s): %s.\n", r.impl.name(), r.impl.version(), r.impl.configured())
+		fmt.Fprintf(&s, "- **%s** (%s): %s.%s\n", r.impl.name(), r.impl.version(), r.impl.configured(), bgpConfigured(r.impl))
 	}
 	if err := os.WriteFile(path, []byte(s.String()), 0o644); err != nil {
 		b.Errorf("writing %s: %v", path, err)

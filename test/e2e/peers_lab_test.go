@@ -106,7 +106,18 @@ func applyMetalLBCRDs(ctx context.Context, t testing.TB, ap *kubeapply.Applier, 
 		t.Fatalf("no MetalLB CRDs in %s (%v)", dir, err)
 	}
 	for _, f := range files {
-		applyCRDFile(ctx, t, ap, f)
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := kubeapply.Decode(b)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		widenInt32Bounds(objs) // BGPPeer's ASNs: see there
+		if _, err := ap.ApplyCRDs(ctx, objs, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
