@@ -19,7 +19,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 ACTIONLINT := github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build image push kube-bins kubectl peers bench-peers demo demo-deps test test-unit lint bench soak generate clean
+.PHONY: all build image push kube-bins kubectl peers bench-peers bench-peers-run demo demo-deps test test-unit lint bench soak generate clean
 
 all: build
 
@@ -107,7 +107,11 @@ peers:
 # 40 minutes with the default 10 runs per timed row (PEERS_RUNS).
 PEERS_RUNS ?= 10
 PEERS_ONLY ?=
-bench-peers: kube-bins build peers
+bench-peers:
+	@$(MAKE) --no-print-directory demo-deps DEPS_FOR="make bench-peers" DEMO_TOOLS="$(DEMO_TOOLS) birdc:bird2"
+	@$(MAKE) --no-print-directory bench-peers-run
+
+bench-peers-run: kube-bins build peers
 	PVELB_KUBE_BIN_DIR=$(BIN) PVELB_BIN_DIR=$(BIN) PVELB_PEERS_BIN_DIR=$(PEERS_BIN) \
 		PVELB_PEERS_RUNS=$(PEERS_RUNS) PVELB_PEERS_ONLY=$(PEERS_ONLY) PVELB_PEERS_RESULTS=$(CURDIR)/docs/benchmarks-peers.md \
 		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkPeers$$' -benchtime=1x -v -timeout 3h ./test/e2e/
@@ -122,6 +126,7 @@ bench-peers: kube-bins build peers
 # pass flags with DEMO_FLAGS="--nodes 4 --no-failover".
 DEMO_TOOLS := ip:iproute2 ping:iputils-ping arping:iputils-arping curl:curl sysctl:procps nft:nftables iptables:iptables ip6tables:iptables iptables-save:iptables ip6tables-save:iptables
 DEMO_FLAGS ?=
+DEPS_FOR ?= make demo
 demo: demo-deps
 	@echo "==> building kube-apiserver, etcd, kube-proxy, kube-controller-manager and pvelb's commands"
 	@echo "    the first build compiles Kubernetes: about 10 minutes on 2 cores (later runs: seconds)."
@@ -136,18 +141,18 @@ demo: demo-deps
 # installed with apt-get on Debian when missing. Says exactly what is missing otherwise.
 demo-deps:
 	@if [ "$$(id -u)" != 0 ]; then \
-		echo "make demo: needs root: it creates network namespaces and installs Debian packages (iproute2 iputils-ping iputils-arping curl procps nftables iptables)."; \
-		echo "           run: sudo make demo"; exit 1; fi
+		echo "$(DEPS_FOR): needs root: it creates network namespaces and installs Debian packages (iproute2 iputils-ping iputils-arping curl procps nftables iptables)."; \
+		echo "           run: sudo $(DEPS_FOR)"; exit 1; fi
 	@missing=""; for t in $(DEMO_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		if command -v apt-get >/dev/null; then \
 			echo "==> installing Debian packages:$$missing"; \
 			DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing || exit 1; \
-		else echo "make demo: missing packages:$$missing (no apt-get here: install them with your package manager)"; exit 1; fi; \
+		else echo "$(DEPS_FOR): missing packages:$$missing (no apt-get here: install them with your package manager)"; exit 1; fi; \
 	fi
-	@command -v $(GO) >/dev/null || { echo "make demo: Go is missing: install Go 1.26 from https://go.dev/dl/ (Debian 12's golang package is too old) and put it on PATH"; exit 1; }
-	@$(GO) version | awk '{ v = $$3; sub(/^go/, "", v); split(v, a, "."); if (a[1] < 1 || (a[1] == 1 && a[2] < 26)) { print "make demo: " $$3 " is too old: pvelb needs Go 1.26 (https://go.dev/dl/)"; exit 1 } }'
-	@[ -f ../shared/pve-api/apidata-pve9.1.3.js ] || [ -n "$$PVELB_PVE_API_DIR" ] || { echo "make demo: the Proxmox API schema ../shared/pve-api/apidata-pve9.1.3.js is missing beside the checkout (or set PVELB_PVE_API_DIR)"; exit 1; }
+	@command -v $(GO) >/dev/null || { echo "$(DEPS_FOR): Go is missing: install Go 1.26 from https://go.dev/dl/ (Debian 12's golang package is too old) and put it on PATH"; exit 1; }
+	@$(GO) version | awk '{ v = $$3; sub(/^go/, "", v); split(v, a, "."); if (a[1] < 1 || (a[1] == 1 && a[2] < 26)) { print "$(DEPS_FOR): " $$3 " is too old: pvelb needs Go 1.26 (https://go.dev/dl/)"; exit 1 } }'
+	@[ -f ../shared/pve-api/apidata-pve9.1.3.js ] || [ -n "$$PVELB_PVE_API_DIR" ] || { echo "$(DEPS_FOR): the Proxmox API schema ../shared/pve-api/apidata-pve9.1.3.js is missing beside the checkout (or set PVELB_PVE_API_DIR)"; exit 1; }
 	@echo "==> prerequisites present (root, iproute2, iputils, curl, procps, nftables, Go, Proxmox API schema)."
 	@echo "    kubectl: Debian 12 does not package it; the demo builds bin/kubectl from the same Kubernetes sources."
 
