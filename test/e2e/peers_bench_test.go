@@ -326,61 +326,13 @@ func (l *trafficLab) settle(b *testing.B, url string) {
 // outage sends a request every 10 ms on a new connection (1 s timeout),
 // calls fault after one second, and keeps sending for window. It returns
 // the longest time from a failed request to the next one that succeeded (0
-// when none failed) and how many failed.
+// when none failed) and how many failed (longestOutage).
 func (l *trafficLab) outage(url string, fault func(), window time.Duration) (time.Duration, int) {
-	type sample struct {
-		at time.Duration
-		ok bool
-	}
-	var (
-		mu      sync.Mutex
-		samples []sample
-		wg      sync.WaitGroup
-	)
-	start := time.Now()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	faulted := false
-	for time.Since(start) < window+time.Second {
-		<-tick.C
-		if !faulted && time.Since(start) >= time.Second {
-			fault()
-			faulted = true
-		}
-		wg.Add(1)
-		go func(at time.Duration) {
-			defer wg.Done()
-			_, err := l.get(context.Background(), url, time.Second)
-			mu.Lock()
-			samples = append(samples, sample{at, err == nil})
-			mu.Unlock()
-		}(time.Since(start))
-	}
-	wg.Wait()
-	slices.SortFunc(samples, func(a, b sample) int { return int(a.at - b.at) })
-	// The outage is the longest time from a failed request to the next
-	// request that succeeded: isolated failures on a loaded machine do not
-	// add up into one long outage.
-	var longest time.Duration
-	n := 0
-	for i, s := range samples {
-		if s.ok {
-			continue
-		}
-		n++
-		if i > 0 && !samples[i-1].ok {
-			continue // inside a run of failures counted from its start
-		}
-		end := samples[len(samples)-1].at + 10*time.Millisecond
-		for _, t := range samples[i+1:] {
-			if t.ok {
-				end = t.at
-				break
-			}
-		}
-		longest = max(longest, end-s.at)
-	}
-	return longest, n
+	s := l.sampleHTTP(url)
+	time.Sleep(time.Second)
+	fault()
+	time.Sleep(window)
+	return s.stop()
 }
 
 // benchNonOwnerRestart restarts (SIGTERM, start) the announcer of a node
