@@ -32,6 +32,9 @@ import (
 // so dual-stack Services can be created, and documentation ranges only.
 const ServiceCIDRs = "198.51.100.0/24,2001:db8:ffff::/112"
 
+// AnnouncerUser is the user AnnouncerKubeconfig authenticates as.
+const AnnouncerUser = "lab-announcer"
+
 // Options shape one control plane. The zero value runs on 127.0.0.1.
 type Options struct {
 	// BindAddress is where etcd and the apiserver listen; default 127.0.0.1.
@@ -59,6 +62,11 @@ type ControlPlane struct {
 	Token      string
 	Dir        string
 	Config     *rest.Config
+
+	// AnnouncerKubeconfig authenticates as AnnouncerUser (also in
+	// system:masters): announcers run with it so the apiserver's own
+	// metrics can tell their requests from the controllers'.
+	AnnouncerKubeconfig string
 
 	ownDir bool
 	opts   Options // as Start completed them, for components started later
@@ -123,7 +131,10 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 
 	cp.Token = "pvelb-test-admin-token"
 	tokenFile := filepath.Join(cp.Dir, "tokens.csv")
-	if err := os.WriteFile(tokenFile, []byte(cp.Token+`,pvelb-admin,pvelb-admin,"system:masters"`+"\n"), 0o600); err != nil {
+	announcerToken := "pvelb-test-announcer-token"
+	tokens := cp.Token + `,pvelb-admin,pvelb-admin,"system:masters"` + "\n" +
+		announcerToken + "," + AnnouncerUser + "," + AnnouncerUser + `,"system:masters"` + "\n"
+	if err := os.WriteFile(tokenFile, []byte(tokens), 0o600); err != nil {
 		return nil, err
 	}
 	args := []string{
@@ -162,6 +173,10 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	}
 	cp.Kubeconfig = filepath.Join(cp.Dir, "kubeconfig")
 	if err := writeKubeconfig(cp.Kubeconfig, cp.URL, certs.CAPEM, cp.Token); err != nil {
+		return nil, err
+	}
+	cp.AnnouncerKubeconfig = filepath.Join(cp.Dir, "kubeconfig-announcer")
+	if err := writeKubeconfig(cp.AnnouncerKubeconfig, cp.URL, certs.CAPEM, announcerToken); err != nil {
 		return nil, err
 	}
 	if opts.Netns == "" {

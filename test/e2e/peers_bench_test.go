@@ -63,6 +63,10 @@ func BenchmarkPeers(b *testing.B) {
 				benchPeerBGP(b, impl, runs, r)
 				res.write(b)
 			})
+			b.Run("load", func(b *testing.B) {
+				benchPeerLoad(b, impl, r)
+				res.write(b)
+			})
 		})
 	}
 }
@@ -548,6 +552,13 @@ var peerRows = []struct{ key, what string }{
 	{"bgp-term-withdrawn", "BGP: SIGTERM of one node's announcer → its next hop withdrawn on the router, median / p90"},
 	{"bgp-term-back", "BGP: that announcer started again → its next hop back on the router, median / p90"},
 	{"bgp-kill-withdrawn", "BGP: SIGKILL of one node's announcer (and its children) → its next hop withdrawn on the router, median / p90"},
+	{"load-converge-100", fmt.Sprintf("100 IPv6 Services created, %d at a time → every one has its address", loadCreators)},
+	{"load-api-100", fmt.Sprintf("steady API load with 100 Services: the announcers' requests per second to the apiserver (its APF dispatch counters for their own user; %s window from %s after the last address), by verb", loadWindow, loadSettle)},
+	{"load-rss-100", "memory with 100 VIPs: resident set of each node's announcer process(es), median / max over nodes"},
+	{"load-converge-1000", "900 more (1000 in all) → every one has its address"},
+	{"load-api-1000", "steady API load with 1000 Services: the announcers' requests per second, by verb (as with 100)"},
+	{"load-rss-1000", "memory with 1000 VIPs: resident set of each node's announcer process(es), median / max over nodes"},
+	{"load-time", "load scenario: lab start to the last window's end"},
 }
 
 // write renders the table into PVELB_PEERS_RESULTS, if set, after every

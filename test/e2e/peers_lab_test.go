@@ -154,16 +154,16 @@ func peerStart(l *trafficLab, netns string, env []string, bin string, args ...st
 	return Start(l.top, "ip", append(cmd, args...)...)
 }
 
-// homeWithKubeconfig makes a HOME whose ~/.kube/config is the lab's
-// kubeconfig: kube-vip and its cloud provider read only that one outside a
-// pod.
-func homeWithKubeconfig(t testing.TB, l *trafficLab, name string) string {
+// homeWithKubeconfig makes a HOME whose ~/.kube/config is kc, one of the
+// lab's kubeconfigs: kube-vip and its cloud provider read only that one
+// outside a pod.
+func homeWithKubeconfig(t testing.TB, l *trafficLab, name, kc string) string {
 	t.Helper()
 	home := filepath.Join(l.dir, "home-"+name)
 	if err := os.MkdirAll(filepath.Join(home, ".kube"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(l.cp.Kubeconfig)
+	b, err := os.ReadFile(kc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +291,7 @@ func (m *metallbImpl) speakerPod(t testing.TB, l *trafficLab, h *netlab.Host) {
 
 func (m *metallbImpl) startAnnouncer(l *trafficLab, h *netlab.Host) *Process {
 	p := peerStart(l, h.Netns, []string{
-		"KUBECONFIG=" + l.cp.Kubeconfig,
+		"KUBECONFIG=" + l.cp.AnnouncerKubeconfig,
 		"METALLB_NODE_NAME=" + h.Name,
 		"METALLB_POD_NAME=speaker-" + h.Name,
 		"METALLB_HOST=" + h.IPv4.Addr().String(),
@@ -336,7 +336,7 @@ func (k kubeVIPImpl) setup(t testing.TB, l *trafficLab) {
 	}
 	kc := l.cp.Kubeconfig
 	bind := l.ctl.IPv4.Addr().String()
-	home := homeWithKubeconfig(t, l, "kube-vip-cloud-provider")
+	home := homeWithKubeconfig(t, l, "kube-vip-cloud-provider", kc)
 	p := peerStart(l, l.ctl.Netns, []string{"HOME=" + home}, peerBinary(t, "kube-vip-cloud-provider"),
 		"--OutSideCluster=true", "--cloud-provider=kubevip", "--leader-elect=false",
 		"--kubeconfig="+kc, "--authentication-kubeconfig="+kc, "--authorization-kubeconfig="+kc,
@@ -374,7 +374,7 @@ func kubeVIPEnv(h *netlab.Host) []string {
 }
 
 func (kubeVIPImpl) startAnnouncer(l *trafficLab, h *netlab.Host) *Process {
-	home := homeWithKubeconfig(l.top, l, "kube-vip-"+h.Name)
+	home := homeWithKubeconfig(l.top, l, "kube-vip-"+h.Name, l.cp.AnnouncerKubeconfig)
 	p := peerStart(l, h.Netns, append(kubeVIPEnv(h), "HOME="+home), peerBinary(l.top, "kube-vip"), "manager")
 	l.ann[h.Name] = p
 	return p

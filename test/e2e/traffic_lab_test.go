@@ -399,7 +399,7 @@ func (l *trafficLab) createPool(t testing.TB) {
 
 func (l *trafficLab) startAnnouncer(h *netlab.Host) *Process {
 	p := Start(l.top, "ip", "netns", "exec", h.Netns, announcerBinary(l.top),
-		"--kubeconfig="+l.cp.Kubeconfig,
+		"--kubeconfig="+l.cp.AnnouncerKubeconfig, // its requests told apart (peers_load_test.go)
 		"--node-name="+h.Name,
 		"--membership-secret-file="+l.member,
 		"--metrics-bind-address="+net.JoinHostPort(h.IPv4.Addr().String(), strconv.Itoa(annMetricPort)),

@@ -1,0 +1,387 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/pvelb/pvelb/test/apiserver"
+	"github.com/pvelb/pvelb/test/netlab"
+)
+
+// The load scenario: loadSteps Services (IPv6, from the load pool), the
+// announcers' requests per second to the apiserver in a steady window once
+// every Service has its address, and the resident set of each node's
+// announcer.
+var loadSteps = []int{100, 1000}
+
+const (
+	// loadConverge bounds the wait for every Service to have its address.
+	loadConverge = 5 * time.Minute
+	// loadSettle passes after convergence before the window opens: the
+	// announcers' first pass over the new Services is not steady load.
+	loadSettle = 15 * time.Second
+	// loadWindow is the steady window the request rate is measured over.
+	loadWindow = 30 * time.Second
+	// loadCreators is how many Services are created at once.
+	loadCreators = 8
+)
+
+// loadRange is the address range every implementation is given for the
+// load Services: 1024 addresses of the nodes' IPv6 subnet (the IPv4 VIP
+// range of the lab holds 55), clear of the hosts and netlab.VIP6.
+func loadRange() (netip.Addr, netip.Addr) {
+	a := netlab.Subnet6.Addr().As16()
+	a[13] = 1 // ...::1:0
+	first := netip.AddrFrom16(a)
+	a[14] = 3
+	a[15] = 0xff // ...::1:3ff
+	return first, netip.AddrFrom16(a)
+}
+
+func loadRangeString() string {
+	f, l := loadRange()
+	return f.String() + "-" + l.String()
+}
+
+// loadVerbs are the verbs counted one by one: one FlowSchema each.
+var loadVerbs = []string{"get", "list", "watch", "create", "update", "patch", "delete"}
+
+// loadFlowSchema names the FlowSchema that classifies the announcers'
+// requests of one verb. It matches before the mandatory "exempt" schema
+// (same precedence, name sorts first) and uses its priority level, so the
+// announcers are neither queued nor limited: only counted, by the
+// apiserver's apiserver_flowcontrol_dispatched_requests_total.
+func loadFlowSchema(verb string) string { return "a-lab-announcer-" + verb }
+
+// benchPeerLoad measures, in a lab with the VM firewalls off, the
+// announcers' steady API load at each of loadSteps Services and the
+// resident set of each node's announcer process(es).
+func benchPeerLoad(b *testing.B, impl lbImpl, r *peerResult) {
+	start := time.Now()
+	l := newTrafficLab(b, peerOpts(impl, true, -1))
+	l.countAnnouncerRequests(b)
+	l.widenPool(b, impl)
+	created := 0
+	for _, n := range loadSteps {
+		t0 := time.Now()
+		l.createLoadServices(b, created, n)
+		created = n
+		if got := l.waitLoadAddresses(b, n); got < n {
+			r.set(fmt.Sprintf("load-converge-%d", n), fmt.Sprintf("not converged within %s (%d of %d)", loadConverge, got, n))
+			b.Logf("%s: %d of %d Services have an address after %s", impl.name(), got, n, loadConverge)
+			break
+		}
+		conv := time.Since(t0)
+		r.set(fmt.Sprintf("load-converge-%d", n), fmt.Sprintf("%.0f s", conv.Seconds()))
+		time.Sleep(loadSettle)
+		before := l.announcerRequests(b)
+		w0 := time.Now()
+		time.Sleep(loadWindow)
+		after := l.announcerRequests(b)
+		rate := requestRates(before, after, time.Since(w0))
+		rss := l.announcerRSS(b)
+		r.set(fmt.Sprintf("load-api-%d", n), rate)
+		r.set(fmt.Sprintf("load-rss-%d", n), rssStats(rss))
+		b.Logf("%s with %d Services: converged in %s; announcers' requests %s; resident set per node %v MiB", impl.name(), n, conv.Round(time.Second), rate, rss)
+	}
+	r.set("load-time", fmt.Sprintf("%.0f s", time.Since(start).Seconds()))
+	b.Logf("%s: load scenario took %s", impl.name(), time.Since(start).Round(time.Second))
+}
+
+// countAnnouncerRequests creates one FlowSchema per verb for the
+// announcers' user and waits until the apiserver classifies with them.
+func (l *trafficLab) countAnnouncerRequests(b *testing.B) {
+	ctx := context.Background()
+	for _, verb := range loadVerbs {
+		fs := &flowcontrolv1.FlowSchema{
+			ObjectMeta: metav1.ObjectMeta{Name: loadFlowSchema(verb)},
+			Spec: flowcontrolv1.FlowSchemaSpec{
+				PriorityLevelConfiguration: flowcontrolv1.PriorityLevelConfigurationReference{Name: flowcontrolv1.PriorityLevelConfigurationNameExempt},
+				MatchingPrecedence:         1,
+				Rules: []flowcontrolv1.PolicyRulesWithSubjects{{
+					Subjects: []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: apiserver.AnnouncerUser}}},
+					ResourceRules: []flowcontrolv1.ResourcePolicyRule{{
+						Verbs: []string{verb}, APIGroups: []string{"*"}, Resources: []string{"*"},
+						ClusterScope: true, Namespaces: []string{"*"},
+					}},
+					NonResourceRules: []flowcontrolv1.NonResourcePolicyRule{{Verbs: []string{verb}, NonResourceURLs: []string{"*"}}},
+				}},
+			},
+		}
+		if _, err := l.kube.FlowcontrolV1().FlowSchemas().Create(ctx, fs, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			b.Fatal(err)
+		}
+	}
+	// The apiserver's APF controller marks a schema it uses; the
+	// announcers already watch, so their gets and updates show soon.
+	Eventually(b, time.Minute, "announcers' requests counted by their FlowSchemas", func(ctx context.Context) error {
+		n := 0.0
+		for _, v := range l.announcerRequests(b) {
+			n += v
+		}
+		if n == 0 {
+			return errorf("no request of %s counted yet", apiserver.AnnouncerUser)
+		}
+		return nil
+	})
+}
+
+// announcerRequests reads the apiserver's dispatched-request counters of
+// the announcers' FlowSchemas, by verb.
+func (l *trafficLab) announcerRequests(b *testing.B) map[string]float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	raw, err := l.kube.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		b.Fatalf("apiserver /metrics: %v", err)
+	}
+	return dispatchedByVerb(string(raw))
+}
+
+// dispatchedByVerb picks apiserver_flowcontrol_dispatched_requests_total
+// of the announcers' FlowSchemas out of the apiserver's metrics text.
+func dispatchedByVerb(metrics string) map[string]float64 {
+	out := map[string]float64{}
+	for line := range strings.SplitSeq(metrics, "\n") {
+		rest, ok := strings.CutPrefix(line, "apiserver_flowcontrol_dispatched_requests_total{")
+		if !ok {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		for _, verb := range loadVerbs {
+			if strings.Contains(labels, `flow_schema="`+loadFlowSchema(verb)+`"`) {
+				if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+					out[verb] += v
+				}
+			}
+		}
+	}
+	return out
+}
+
+// requestRates says the total rate between two readings and the rate of
+// each verb that moved, e.g. "12.3 req/s (get 2.0, update 10.3)".
+func requestRates(before, after map[string]float64, d time.Duration) string {
+	total := 0.0
+	var parts []string
+	for _, verb := range loadVerbs {
+		n := after[verb] - before[verb]
+		if n <= 0 {
+			continue
+		}
+		total += n
+		parts = append(parts, fmt.Sprintf("%s %.1f", verb, n/d.Seconds()))
+	}
+	if len(parts) == 0 {
+		return "0 req/s"
+	}
+	return fmt.Sprintf("%.1f req/s (%s)", total/d.Seconds(), strings.Join(parts, ", "))
+}
+
+// widenPool gives the implementation the load range besides its IPv4
+// range, each the way its docs configure a pool: pvelb's IPPool "main",
+// a second MetalLB IPAddressPool (the L2Advertisement without a pool
+// selector announces every pool), kube-vip-cloud-provider's range-global
+// with an IPv4 and an IPv6 range.
+func (l *trafficLab) widenPool(b *testing.B, impl lbImpl) {
+	ctx := context.Background()
+	switch impl.(type) {
+	case pvelbImpl:
+		pool, err := l.dyn.Resource(ippoolGVR).Get(ctx, tlPool, metav1.GetOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		addrs, _, _ := unstructured.NestedStringSlice(pool.Object, "spec", "addresses")
+		if err := unstructured.SetNestedStringSlice(pool.Object, append(addrs, loadRangeString()), "spec", "addresses"); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := l.dyn.Resource(ippoolGVR).Update(ctx, pool, metav1.UpdateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	case *metallbImpl:
+		gvr := schema.GroupVersionResource{Group: "metallb.io", Version: "v1beta1", Resource: "ipaddresspools"}
+		pool := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+			"metadata": map[string]any{"name": "load", "namespace": metallbNS},
+			"spec":     map[string]any{"addresses": []any{loadRangeString()}},
+		}}
+		if _, err := l.dyn.Resource(gvr).Namespace(metallbNS).Create(ctx, pool, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	case kubeVIPImpl:
+		cm, err := l.kube.CoreV1().ConfigMaps(metav1.NamespaceSystem).Get(ctx, "kubevip", metav1.GetOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cm.Data["range-global"] = peerRange() + "," + loadRangeString()
+		if _, err := l.kube.CoreV1().ConfigMaps(metav1.NamespaceSystem).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	default:
+		b.Fatalf("no load pool for %s", impl.name())
+	}
+}
+
+func loadServiceName(i int) string { return fmt.Sprintf("load-%04d", i) }
+
+// createLoadServices creates Services from..to-1: IPv6 only (the load
+// range), for the app=web pods, loadCreators at a time.
+func (l *trafficLab) createLoadServices(b *testing.B, from, to int) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	single := corev1.IPFamilyPolicySingleStack
+	for range loadCreators {
+		wg.Go(func() {
+			for i := range next {
+				s := &corev1.Service{
+					ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: loadServiceName(i)},
+					Spec: corev1.ServiceSpec{
+						Type:           corev1.ServiceTypeLoadBalancer,
+						IPFamilyPolicy: &single,
+						IPFamilies:     []corev1.IPFamily{corev1.IPv6Protocol},
+						Selector:       map[string]string{"app": tlAppLabel},
+						Ports:          []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP}},
+					},
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				_, err := l.kube.CoreV1().Services("default").Create(ctx, s, metav1.CreateOptions{})
+				cancel()
+				if err != nil && !apierrors.IsAlreadyExists(err) {
+					mu.Lock()
+					firstErr = cmpOr(firstErr, fmt.Errorf("creating %s: %w", s.Name, err))
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := from; i < to; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if firstErr != nil {
+		b.Fatal(firstErr)
+	}
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// waitLoadAddresses waits up to loadConverge until n load Services have
+// an address and returns how many had one at the end.
+func (l *trafficLab) waitLoadAddresses(b *testing.B, n int) int {
+	got := 0
+	for end := time.Now().Add(loadConverge); ; time.Sleep(2 * time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		list, err := l.kube.CoreV1().Services("default").List(ctx, metav1.ListOptions{})
+		cancel()
+		if err != nil {
+			b.Logf("listing Services: %v", err)
+		} else {
+			got = 0
+			for _, s := range list.Items {
+				if strings.HasPrefix(s.Name, "load-") && len(s.Status.LoadBalancer.Ingress) > 0 {
+					got++
+				}
+			}
+		}
+		if got >= n || time.Now().After(end) {
+			return got
+		}
+	}
+}
+
+// announcerRSS returns, per node, the resident set in MiB of the announcer
+// process group: the announcer and any child it runs, without the
+// `ip netns exec` and `env` that started it (both exec, so normally none).
+func (l *trafficLab) announcerRSS(b *testing.B) []float64 {
+	var out []float64
+	for _, h := range l.net.Nodes {
+		p := l.ann[h.Name]
+		if p == nil || p.Exited() {
+			b.Fatalf("announcer on %s is not running", h.Name)
+		}
+		kib, err := groupRSS(p.cmd.Process.Pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out = append(out, float64(kib)/1024)
+	}
+	return out
+}
+
+// groupRSS sums VmRSS (KiB) of the processes in process group pgid.
+func groupRSS(pgid int) (int, error) {
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		return 0, err
+	}
+	total, n := 0, 0
+	for _, path := range stats {
+		st, err := os.ReadFile(path)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces.
+		i := strings.LastIndexByte(string(st), ')')
+		f := strings.Fields(string(st)[i+1:])
+		if len(f) < 3 || f[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		comm := string(st)[strings.IndexByte(string(st), '(')+1 : i]
+		if comm == "ip" || comm == "env" {
+			continue
+		}
+		status, err := os.ReadFile(filepath.Join(filepath.Dir(path), "status"))
+		if err != nil {
+			continue
+		}
+		for line := range strings.SplitSeq(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kib, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+				if err != nil {
+					return 0, fmt.Errorf("%s: VmRSS %q", path, v)
+				}
+				total += kib
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("no process in group %d", pgid)
+	}
+	return total, nil
+}
+
+// rssStats is "median / max MiB" over the nodes.
+func rssStats(mib []float64) string {
+	s := slices.Clone(mib)
+	slices.Sort(s)
+	return fmt.Sprintf("%.0f / %.0f MiB", s[len(s)/2], s[len(s)-1])
+}
