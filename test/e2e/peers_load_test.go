@@ -23,6 +23,7 @@ import (
 
 	"github.com/pvelb/pvelb/test/apiserver"
 	"github.com/pvelb/pvelb/test/netlab"
+	"github.com/pvelb/pvelb/test/pvefw"
 )
 
 // The load scenario: loadSteps Services (IPv6, from the load pool), the
@@ -76,7 +77,7 @@ func loadFlowSchema(verb string) string { return "a-lab-announcer-" + verb }
 // resident set of each node's announcer process(es).
 func benchPeerLoad(b *testing.B, impl lbImpl, r *peerResult) {
 	start := time.Now()
-	l := newTrafficLab(b, peerOpts(impl, true, -1))
+	l := newTrafficLab(b, peerOpts(impl, pvefw.Classic, true, -1))
 	l.countAnnouncerRequests(b)
 	l.widenPool(b, impl)
 	created := 0
