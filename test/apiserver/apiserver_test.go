@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -38,6 +39,19 @@ func TestControlPlaneLifecycle(t *testing.T) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "harness"}}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create namespace through kubeconfig: %v", err)
+	}
+	// The announcers' kubeconfig: its own user, allowed what the admin is.
+	acfg, err := clientcmd.BuildConfigFromFlags("", cp.AnnouncerKubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acs := kubernetes.NewForConfigOrDie(acfg)
+	who, err := acs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil || who.Status.UserInfo.Username != AnnouncerUser {
+		t.Fatalf("announcer kubeconfig authenticates as %+v (%v), want %s", who, err, AnnouncerUser)
+	}
+	if _, err := acs.CoreV1().Namespaces().Get(ctx, "harness", metav1.GetOptions{}); err != nil {
+		t.Fatalf("announcer kubeconfig reads a namespace: %v", err)
 	}
 	// A real apiserver validates: a fake clientset would accept this Service.
 	bad := &corev1.Service{
