@@ -106,11 +106,20 @@ func benchPeerLoad(b *testing.B, impl lbImpl, r *peerResult) {
 		time.Sleep(loadWindow)
 		after := l.announcerRequests(b)
 		rate := requestRates(before, after, time.Since(w0))
-		rss := l.announcerRSS(b)
+		rss, exited := l.announcerRSS(b)
+		// An announcer that exited is not restarted (no kubelet here):
+		// the cells say so, and no larger step follows.
+		if len(exited) > 0 {
+			partial += "; exited: " + strings.Join(exited, "; ")
+		}
+		rssCell := "n/a (every announcer exited)"
+		if len(rss) > 0 {
+			rssCell = rssStats(rss)
+		}
 		r.set(fmt.Sprintf("load-api-%d", n), rate+partial)
-		r.set(fmt.Sprintf("load-rss-%d", n), rssStats(rss)+partial)
-		b.Logf("%s with %d Services (%d addressed after %s): announcers' requests %s; resident set per node %v MiB", impl.name(), n, got, conv.Round(time.Second), rate, rss)
-		if got < n {
+		r.set(fmt.Sprintf("load-rss-%d", n), rssCell+partial)
+		b.Logf("%s with %d Services (%d addressed after %s): announcers' requests %s; resident set per node %v MiB; exited %v", impl.name(), n, got, conv.Round(time.Second), rate, rss, exited)
+		if got < n || len(exited) > 0 {
 			break
 		}
 	}
@@ -349,23 +358,45 @@ func (l *trafficLab) waitLoadAddresses(b *testing.B, n int) int {
 	}
 }
 
-// announcerRSS returns, per node, the resident set in MiB of the announcer
-// process group: the announcer and any child it runs, without the
-// `ip netns exec` and `env` that started it (both exec, so normally none).
-func (l *trafficLab) announcerRSS(b *testing.B) []float64 {
-	var out []float64
+// announcerRSS returns the resident set in MiB of each running node's
+// announcer process group (the announcer and any child it runs, without
+// the `ip netns exec` and `env` that started it, both of which exec), and
+// for each announcer that has exited its node and first panic or last line.
+func (l *trafficLab) announcerRSS(b *testing.B) (mib []float64, exited []string) {
 	for _, h := range l.net.Nodes {
 		p := l.ann[h.Name]
-		if p == nil || p.Exited() {
-			b.Fatalf("announcer on %s is not running", h.Name)
+		if p.Exited() {
+			exited = append(exited, h.Name+" ("+exitReason(p.Output())+")")
+			continue
 		}
 		kib, err := groupRSS(p.cmd.Process.Pid)
 		if err != nil {
 			b.Fatal(err)
 		}
-		out = append(out, float64(kib)/1024)
+		mib = append(mib, float64(kib)/1024)
 	}
-	return out
+	return mib, exited
+}
+
+// exitReason picks the first "panic: " line of a process's output and the
+// function that panicked, else its last line.
+func exitReason(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i, line := range lines {
+		j := strings.Index(line, "panic: ")
+		if j < 0 {
+			continue
+		}
+		why := strings.TrimSpace(line[j:])
+		for k := i + 1; k+1 < len(lines); k++ {
+			if strings.HasPrefix(strings.TrimSpace(lines[k]), "goroutine ") {
+				fn, _, _ := strings.Cut(strings.TrimSpace(lines[k+1]), "(0x")
+				return why + " in " + fn
+			}
+		}
+		return why
+	}
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // groupRSS sums VmRSS (KiB) of the processes in process group pgid.
@@ -438,5 +469,13 @@ apiserver_flowcontrol_current_executing_requests{flow_schema="a-lab-announcer-ge
 	}
 	if s := requestCounts(map[string]float64{"get": 10}, got); s != "40 (get 30, update 10)" {
 		t.Errorf("requestCounts = %q", s)
+	}
+	crash := "I1201 started\npanic: runtime error: index out of range [8] with length 1\n\ngoroutine 14 [running]:\n" +
+		"github.com/kube-vip/kube-vip/pkg/services.(*Processor).RefreshUPNPForwards(0x3f4bb70e7860)\n\tservices.go:510 +0x299\n"
+	if s := exitReason(crash); s != "panic: runtime error: index out of range [8] with length 1 in github.com/kube-vip/kube-vip/pkg/services.(*Processor).RefreshUPNPForwards" {
+		t.Errorf("exitReason = %q", s)
+	}
+	if s := exitReason("a\nstopped\n"); s != "stopped" {
+		t.Errorf("exitReason = %q", s)
 	}
 }
