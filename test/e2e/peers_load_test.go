@@ -449,9 +449,9 @@ func rssStats(mib []float64) string {
 	return fmt.Sprintf("%.0f / %.0f MiB", s[len(s)/2], s[len(s)-1])
 }
 
-// TestDispatchedByVerb: only the announcers' FlowSchemas count, summed
-// over priority levels, by verb.
-func TestDispatchedByVerb(t *testing.T) {
+// TestLoadCells: only the announcers' FlowSchemas count, summed
+// over priority levels, by verb; an exited announcer is named by its panic.
+func TestLoadCells(t *testing.T) {
 	metrics := `# TYPE apiserver_flowcontrol_dispatched_requests_total counter
 apiserver_flowcontrol_dispatched_requests_total{flow_schema="a-lab-announcer-get",priority_level="exempt"} 40
 apiserver_flowcontrol_dispatched_requests_total{flow_schema="a-lab-announcer-update",priority_level="exempt"} 7
