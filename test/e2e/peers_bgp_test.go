@@ -148,7 +148,7 @@ func (k *kubeVIPBGPImpl) startAnnouncer(l *trafficLab, h *netlab.Host) *Process 
 	if !k.router.IsValid() {
 		return k.kubeVIPImpl.startAnnouncer(l, h)
 	}
-	home := homeWithKubeconfig(l.top, l, "kube-vip-"+h.Name)
+	home := homeWithKubeconfig(l.top, l, "kube-vip-"+h.Name, l.cp.AnnouncerKubeconfig)
 	env := []string{
 		"vip_arp=false",
 		"port=6443",
