@@ -446,7 +446,8 @@ func groupRSS(pgid int) (int, error) {
 func rssStats(mib []float64) string {
 	s := slices.Clone(mib)
 	slices.Sort(s)
-	return fmt.Sprintf("%.0f / %.0f MiB", s[len(s)/2], s[len(s)-1])
+	med := (s[(len(s)-1)/2] + s[len(s)/2]) / 2 // two nodes left: their mean
+	return fmt.Sprintf("%.0f / %.0f MiB", med, s[len(s)-1])
 }
 
 // TestLoadCells: only the announcers' FlowSchemas count, summed
@@ -474,6 +475,9 @@ apiserver_flowcontrol_current_executing_requests{flow_schema="a-lab-announcer-ge
 		"github.com/kube-vip/kube-vip/pkg/services.(*Processor).RefreshUPNPForwards(0x3f4bb70e7860)\n\tservices.go:510 +0x299\n"
 	if s := exitReason(crash); s != "panic: runtime error: index out of range [8] with length 1 in github.com/kube-vip/kube-vip/pkg/services.(*Processor).RefreshUPNPForwards" {
 		t.Errorf("exitReason = %q", s)
+	}
+	if s := rssStats([]float64{83, 87}); s != "85 / 87 MiB" {
+		t.Errorf("rssStats = %q", s)
 	}
 	if s := exitReason("a\nstopped\n"); s != "stopped" {
 		t.Errorf("exitReason = %q", s)
