@@ -36,8 +36,10 @@ const (
 	// loadConverge bounds the wait for every Service to have its address.
 	loadConverge = 5 * time.Minute
 	// loadSettle passes after convergence before the window opens: the
-	// announcers' first pass over the new Services is not steady load.
-	loadSettle = 15 * time.Second
+	// announcers' first pass over the new Services is not steady load (with
+	// 1000, pvelb's announcers were still writing ServiceAnnouncements 15 s
+	// after the last address).
+	loadSettle = 45 * time.Second
 	// loadWindow is the steady window the request rate is measured over.
 	loadWindow = 30 * time.Second
 	// loadCreators is how many Services are created at once.
