@@ -33,6 +33,13 @@ import (
 // beside (or replace) another cloud-controller-manager without sharing its lease.
 const leaderElectionName = "pvelb-cloud-controller-manager"
 
+// clientQPS and clientBurst are pvelb-ccm's defaults of --kube-api-qps and
+// --kube-api-burst (upstream's: 20 and 30).
+const (
+	clientQPS   = 50
+	clientBurst = 100
+)
+
 func main() {
 	os.Exit(cli.Run(newCommand()))
 }
@@ -48,6 +55,14 @@ func newCommand() *cobra.Command {
 	}
 	opts.KubeCloudShared.CloudProvider.Name = provider.ProviderName
 	opts.Generic.LeaderElection.ResourceName = leaderElectionName
+	// The upstream service controller spends about five requests per
+	// Service (finalizer, status, two Events, pvelb's quorum read) out of
+	// one client budget; at upstream's 20 QPS, 1000 new Services took
+	// 4m46s in the side-by-side lab, where MetalLB's controller, spending
+	// two, took 84 s. kube-scheduler's defaults: the budget bounds bursts,
+	// and a steady pvelb-ccm makes no requests.
+	opts.Generic.ClientConnection.QPS = clientQPS
+	opts.Generic.ClientConnection.Burst = clientBurst
 
 	cmd := app.NewCloudControllerManagerCommand(opts, initCloud, controllers(), names.CCMControllerAliases(), cliflag.NamedFlagSets{}, wait.NeverStop)
 	cmd.Use = "pvelb-ccm"

@@ -41,6 +41,8 @@ func TestCommandDefaults(t *testing.T) {
 		"cloud-config":               "",
 		"secure-port":                "10258",
 		"leader-elect-resource-lock": "leases",
+		"kube-api-qps":               "50",
+		"kube-api-burst":             "100",
 	} {
 		f := cmd.Flags().Lookup(flag)
 		if f == nil {
