@@ -206,39 +206,32 @@ func dispatchedByVerb(metrics string) map[string]float64 {
 // requestCounts says how many requests were made between two readings,
 // in all and by verb, e.g. "120 (get 20, update 100)".
 func requestCounts(before, after map[string]float64) string {
-	total := 0.0
-	var parts []string
-	for _, verb := range loadVerbs {
-		n := after[verb] - before[verb]
-		if n <= 0 {
-			continue
-		}
-		total += n
-		parts = append(parts, fmt.Sprintf("%s %.0f", verb, n))
-	}
-	if len(parts) == 0 {
-		return "0"
-	}
-	return fmt.Sprintf("%.0f (%s)", total, strings.Join(parts, ", "))
+	return requestsBy(before, after, 1, "%.0f", "0", "%.0f (%s)")
 }
 
 // requestRates says the total rate between two readings and the rate of
 // each verb that moved, e.g. "12.3 req/s (get 2.0, update 10.3)".
 func requestRates(before, after map[string]float64, d time.Duration) string {
-	total := 0.0
+	return requestsBy(before, after, d.Seconds(), "%.1f", "0 req/s", "%.1f req/s (%s)")
+}
+
+// requestsBy formats the requests made between two readings, each divided
+// by per: each verb that moved with num, none as zero, all as total.
+func requestsBy(before, after map[string]float64, per float64, num, zero, total string) string {
+	sum := 0.0
 	var parts []string
 	for _, verb := range loadVerbs {
 		n := after[verb] - before[verb]
 		if n <= 0 {
 			continue
 		}
-		total += n
-		parts = append(parts, fmt.Sprintf("%s %.1f", verb, n/d.Seconds()))
+		sum += n
+		parts = append(parts, verb+" "+fmt.Sprintf(num, n/per))
 	}
 	if len(parts) == 0 {
-		return "0 req/s"
+		return zero
 	}
-	return fmt.Sprintf("%.1f req/s (%s)", total/d.Seconds(), strings.Join(parts, ", "))
+	return fmt.Sprintf(total, sum/per, strings.Join(parts, ", "))
 }
 
 // widenPool gives the implementation the load range besides its IPv4
