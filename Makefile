@@ -190,14 +190,16 @@ bench: kube-bins build
 # with the address and IPSet invariants checked all along. A violation prints
 # the seed (replay it with SOAK_SEED=...) and the timeline of the Services
 # involved. About 0.2 s per operation on 2 cores; SOAK_DURATION bounds the run;
-# SOAK_V=3 logs the replicas' restore and conflict decisions too.
+# SOAK_V=3 logs the replicas' restore and conflict decisions too; SOAK_PACE is
+# the pause between operations (120ms when empty; 0s fires them back to back).
 SOAK_OPS ?= 20000
 SOAK_DURATION ?= 3h
 SOAK_SEED ?=
 SOAK_V ?= 2
+SOAK_PACE ?=
 SOAK_TIMEOUT ?= 4h
 soak: kube-bins build
-	PVELB_SOAK_OPS=$(SOAK_OPS) PVELB_SOAK_DURATION=$(SOAK_DURATION) PVELB_SOAK_SEED=$(SOAK_SEED) PVELB_SOAK_V=$(SOAK_V) \
+	PVELB_SOAK_OPS=$(SOAK_OPS) PVELB_SOAK_DURATION=$(SOAK_DURATION) PVELB_SOAK_SEED=$(SOAK_SEED) PVELB_SOAK_V=$(SOAK_V) PVELB_SOAK_PACE=$(SOAK_PACE) \
 		PVELB_KUBE_BIN_DIR=$(BIN) PVELB_BIN_DIR=$(BIN) $(GO) test -count=1 -v -run '^TestChurn$$' -timeout $(SOAK_TIMEOUT) ./test/e2e/
 
 clean:
