@@ -103,8 +103,10 @@ peers:
 
 # pvelb, MetalLB and kube-vip side by side in the same lab (BenchmarkPeers in
 # test/e2e), writing the table docs/comparison.md quotes to
-# docs/benchmarks-peers.md. Needs root. Not part of `make test`: about
-# 40 minutes with the default 10 runs per timed row (PEERS_RUNS).
+# docs/benchmarks-peers.md. Needs root; installs what the lab needs (as make
+# demo, plus bird2). Not part of `make test`: about 85 minutes on 2 cores with
+# the default 10 runs per timed row (PEERS_RUNS); PEERS_ONLY=pvelb,metallb
+# runs some implementations only.
 PEERS_RUNS ?= 10
 PEERS_ONLY ?=
 bench-peers:
